@@ -1,0 +1,531 @@
+package io.kvmarket;
+
+import io.kvmarket.device.CopyBatch;
+import io.kvmarket.device.Device;
+import io.kvmarket.key.ChunkKey;
+import io.kvmarket.key.Namespace;
+import io.kvmarket.key.PrefixHasher;
+import io.kvmarket.kv.ChunkFormat;
+import io.kvmarket.kv.PagedKvCache;
+import io.kvmarket.node.NodeId;
+import io.kvmarket.node.ProcessIdentity;
+import io.kvmarket.pool.ExportPool;
+import io.kvmarket.registry.Offer;
+import io.kvmarket.registry.OfferRegistry;
+import io.kvmarket.registry.PublishOutcome;
+import io.kvmarket.registry.RegistryException;
+import io.kvmarket.registry.shm.NodeLocalRegistry;
+import io.kvmarket.transfer.DeviceIpcTransport;
+import io.kvmarket.transfer.TransferException;
+import io.kvmarket.transfer.Transport;
+import org.slf4j.Logger;
+import org.slf4j.LoggerFactory;
+
+import java.nio.ByteBuffer;
+import java.util.ArrayList;
+import java.util.LinkedHashMap;
+import java.util.List;
+import java.util.Map;
+import java.util.concurrent.CompletableFuture;
+import java.util.concurrent.CompletionException;
+import java.util.concurrent.Executors;
+import java.util.concurrent.ScheduledExecutorService;
+import java.util.concurrent.TimeUnit;
+
+/**
+ * The engine-facing API, shaped like vLLM's KV connector:
+ * <ol>
+ *   <li>{@link #match}: before prefill, how many prompt tokens can be imported; pins what it found, copies nothing;</li>
+ *   <li>{@link #load}: copies the matched chunks into the blocks the engine allocated, one batched copy per
+ *       source, then checks each source chunk's generation; completes with the tokens actually imported;</li>
+ *   <li>{@link #export}: after prefill, copies the prompt's full chunks into the export pool and offers them;</li>
+ *   <li>{@link #release}: drops the pins of a match that will not be loaded.</li>
+ * </ol>
+ * Every runtime failure on the import path is a miss with a {@link MissReason}, logged; only programming errors
+ * (wrong block counts, tokens outside the array) throw. Thread-safe.
+ */
+public final class KvMarketplace implements AutoCloseable {
+
+    private static final Logger LOG = LoggerFactory.getLogger(KvMarketplace.class);
+
+    private final Namespace namespace;
+    private final PagedKvCache kvCache;
+    private final Device device;
+    private final OfferRegistry registry;
+    private final List<Transport> transports;
+    private final PrefixHasher hasher;
+    private final ChunkFormat format;
+    private final ExportPool pool;
+    private final long layoutFingerprint;
+    private final long pinLeaseMs;
+    private final long offerLeaseMs;
+    private final ProcessIdentity self = ProcessIdentity.current();
+    private final long nodeId = NodeId.local();
+    private final MarketplaceMetrics metrics = new MarketplaceMetrics();
+    private final ScheduledExecutorService housekeeping;
+    private final boolean ownsRegistry;
+
+    private KvMarketplace(Builder b) {
+        this.namespace = b.namespace;
+        this.kvCache = b.kvCache;
+        if (!namespace.layout().equals(kvCache.layout())) {
+            throw new IllegalArgumentException("KV cache layout " + kvCache.layout()
+                    + " differs from the namespace layout " + namespace.layout());
+        }
+        this.device = b.device;
+        this.registry = b.registry != null ? b.registry : NodeLocalRegistry.openDefault();
+        this.ownsRegistry = b.registry == null;
+        this.transports = b.transports != null ? List.copyOf(b.transports) : List.of(new DeviceIpcTransport(device));
+        this.hasher = new PrefixHasher(namespace, b.chunkTokens);
+        this.format = new ChunkFormat(namespace.layout(), b.chunkTokens);
+        this.layoutFingerprint = PrefixHasher.layoutFingerprint(namespace.layout());
+        this.pinLeaseMs = b.pinLeaseMs;
+        this.offerLeaseMs = b.offerLeaseMs;
+        long budget = b.poolBytes > 0 ? b.poolBytes : 64 * format.chunkBytes();
+        this.pool = new ExportPool(device, registry, budget, format.chunkBytes());
+        this.housekeeping = Executors.newSingleThreadScheduledExecutor(r -> {
+            Thread t = new Thread(r, "kvmarket-housekeeping");
+            t.setDaemon(true);
+            return t;
+        });
+        long period = Math.max(10, offerLeaseMs / 3);
+        housekeeping.scheduleWithFixedDelay(this::housekeep, period, period, TimeUnit.MILLISECONDS);
+        LOG.info("kvmarket ready: device {}, registry {}, pool {} chunks of {} bytes, chunk {} tokens",
+                device.name(), registry.getClass().getSimpleName(), pool.capacityChunks(), format.chunkBytes(),
+                b.chunkTokens);
+    }
+
+    public static Builder builder() {
+        return new Builder();
+    }
+
+    public Namespace namespace() {
+        return namespace;
+    }
+
+    public int chunkTokens() {
+        return format.chunkTokens();
+    }
+
+    public PrefixHasher hasher() {
+        return hasher;
+    }
+
+    public ExportPool pool() {
+        return pool;
+    }
+
+    public MarketplaceMetrics metrics() {
+        return metrics;
+    }
+
+    /**
+     * Finds the longest prefix of the first {@code tokenCount} tokens whose chunks are offered, and pins those
+     * offers for the pin lease. An engine that must still compute the last prompt token's logits passes
+     * {@code promptLength - 1}.
+     */
+    public Match match(int[] tokens, int tokenCount) {
+        metrics.matches.increment();
+        ChunkKey[] keys = hasher.keys(tokens, tokenCount);
+        if (keys.length == 0) {
+            return new Match(List.of(), format.chunkTokens(), MissReason.PROMPT_TOO_SHORT);
+        }
+        List<Offer> found;
+        try {
+            found = registry.lookupPrefix(keys, keys.length);
+        } catch (RegistryException e) {
+            return miss(List.of(), MissReason.REGISTRY_UNAVAILABLE, e.getMessage());
+        }
+        List<Offer> usable = new ArrayList<>(found.size());
+        MissReason reason = found.size() == keys.length ? MissReason.NONE : MissReason.NO_OFFER;
+        String detail = "";
+        for (Offer o : found) {
+            MissReason bad = check(o);
+            if (bad != MissReason.NONE) {
+                reason = bad;
+                detail = o.toString();
+                break;
+            }
+            boolean pinned;
+            try {
+                pinned = registry.pin(o, pinLeaseMs);
+            } catch (RegistryException e) {
+                pinned = false;
+            }
+            if (!pinned) {
+                reason = MissReason.PIN_FAILED;
+                detail = o.toString();
+                break;
+            }
+            usable.add(o);
+        }
+        if (reason != MissReason.NONE && reason != MissReason.NO_OFFER) {
+            return miss(usable, reason, detail);
+        }
+        for (Offer o : usable) {
+            if (o.owner().equals(self)) {
+                pool.touch(o.key());
+            }
+        }
+        return new Match(usable, format.chunkTokens(), reason);
+    }
+
+    private Match miss(List<Offer> pinned, MissReason reason, String detail) {
+        metrics.miss(reason);
+        LOG.info("match stopped after {} chunks: {} {}", pinned.size(), reason, detail);
+        return new Match(pinned, format.chunkTokens(), reason);
+    }
+
+    private MissReason check(Offer o) {
+        if (o.layoutFingerprint() != layoutFingerprint) {
+            return MissReason.LAYOUT_MISMATCH;
+        }
+        if (o.length() != format.chunkBytes()) {
+            return MissReason.MALFORMED_OFFER;
+        }
+        return transportFor(o) == null ? MissReason.NO_TRANSPORT : MissReason.NONE;
+    }
+
+    private Transport transportFor(Offer o) {
+        for (Transport t : transports) {
+            if (t.reaches(o)) {
+                return t;
+            }
+        }
+        return null;
+    }
+
+    /**
+     * Copies the matched chunks into the engine's blocks and releases the match's pins.
+     *
+     * @param blockIds the request's block table; its first {@code match.tokens() / tokensPerBlock} entries receive
+     *                 the imported KV
+     * @return completes with the tokens imported; never exceptionally for runtime failures
+     * @throws IllegalArgumentException when the block table is too short or names blocks outside the cache
+     * @throws IllegalStateException    when the match was already loaded or released
+     */
+    public CompletableFuture<LoadResult> load(Match match, int[] blockIds) {
+        int blocksNeeded = match.tokens() / namespace.layout().tokensPerBlock();
+        if (blockIds.length < blocksNeeded) {
+            throw new IllegalArgumentException("block table of " + blockIds.length + " blocks is shorter than the "
+                    + blocksNeeded + " the match needs");
+        }
+        for (int i = 0; i < blocksNeeded; i++) {
+            if (blockIds[i] < 0 || blockIds[i] >= kvCache.numBlocks()) {
+                throw new IllegalArgumentException("block id " + blockIds[i] + " at " + i + " outside [0, "
+                        + kvCache.numBlocks() + ")");
+            }
+        }
+        if (!match.released.compareAndSet(false, true)) {
+            throw new IllegalStateException("match already loaded or released: " + match);
+        }
+        metrics.loads.increment();
+        List<Offer> offers = match.offers();
+        if (offers.isEmpty()) {
+            return CompletableFuture.completedFuture(new LoadResult(0, 0, match.reason(), ""));
+        }
+        // One batch per source buffer: chunks from the same exporter's pool travel in one submission.
+        Map<ByteBuffer, SourcePlan> plans = new LinkedHashMap<>();
+        for (int i = 0; i < offers.size(); i++) {
+            Offer o = offers.get(i);
+            SourcePlan plan = plans.computeIfAbsent(ByteBuffer.wrap(o.handle()), h -> new SourcePlan(o));
+            plan.firstChunk = Math.min(plan.firstChunk, i);
+            format.addChunk(plan.batch, kvCache, blockIds, i, o.offset(), true);
+        }
+        List<CompletableFuture<Integer>> copies = new ArrayList<>(plans.size());
+        String[] failure = new String[1];
+        MissReason[] failureReason = new MissReason[1];
+        for (SourcePlan plan : plans.values()) {
+            Transport t = transportFor(plan.representative);
+            copies.add(t.fetch(plan.representative, kvCache.buffer(), plan.batch.build())
+                    .handle((ok, error) -> {
+                        if (error == null) {
+                            return Integer.MAX_VALUE;
+                        }
+                        Throwable cause = error instanceof CompletionException && error.getCause() != null
+                                ? error.getCause() : error;
+                        synchronized (failure) {
+                            failureReason[0] = cause instanceof TransferException te ? te.reason()
+                                    : MissReason.TRANSFER_FAILED;
+                            failure[0] = cause.getMessage();
+                        }
+                        return plan.firstChunk;
+                    }));
+        }
+        return CompletableFuture.allOf(copies.toArray(new CompletableFuture<?>[0])).thenApply(ignored -> {
+            int delivered = offers.size();
+            MissReason reason = match.reason();
+            String detail = "";
+            for (CompletableFuture<Integer> c : copies) {
+                int firstBad = c.join();
+                if (firstBad < delivered) {
+                    delivered = firstBad;
+                    synchronized (failure) {
+                        reason = failureReason[0];
+                        detail = failure[0];
+                    }
+                }
+            }
+            // Generation check after the copy: a chunk withdrawn or replaced meanwhile may have been overwritten.
+            for (int i = 0; i < delivered; i++) {
+                boolean current;
+                try {
+                    current = registry.isCurrent(offers.get(i));
+                } catch (RegistryException e) {
+                    current = false;
+                }
+                if (!current) {
+                    delivered = i;
+                    reason = MissReason.SOURCE_CHANGED;
+                    detail = offers.get(i).toString();
+                    break;
+                }
+            }
+            unpinAll(offers);
+            int tokens = delivered * format.chunkTokens();
+            metrics.tokensImported.add(tokens);
+            metrics.bytesImported.add(delivered * format.chunkBytes());
+            if (delivered < offers.size()) {
+                metrics.miss(reason);
+                LOG.info("load delivered {} of {} chunks: {} {}", delivered, offers.size(), reason, detail);
+            }
+            return new LoadResult(tokens, match.tokens(), reason, detail == null ? "" : detail);
+        });
+    }
+
+    /** Releases the pins of a match that will not be loaded. Idempotent; a no-op after {@link #load}. */
+    public void release(Match match) {
+        if (match.released.compareAndSet(false, true)) {
+            unpinAll(match.offers());
+        }
+    }
+
+    private void unpinAll(List<Offer> offers) {
+        for (Offer o : offers) {
+            try {
+                registry.unpin(o);
+            } catch (RegistryException e) {
+                LOG.debug("unpin of {} failed; the pin lapses with its lease: {}", o, e.getMessage());
+            }
+        }
+    }
+
+    /**
+     * After prefill: copies the full chunks of the first {@code tokenCount} tokens from the engine's blocks into
+     * the export pool in one batched copy and offers them. Chunks already offered by anyone are skipped. Returns
+     * once the copy is done, so the engine may reuse its blocks at once.
+     *
+     * @param blockIds the request's block table covering at least the full chunks
+     * @throws IllegalArgumentException when the block table is too short or names blocks outside the cache
+     */
+    public ExportResult export(int[] tokens, int tokenCount, int[] blockIds) {
+        ChunkKey[] keys = hasher.keys(tokens, tokenCount);
+        int blocksNeeded = keys.length * format.blocksPerChunk();
+        if (blockIds.length < blocksNeeded) {
+            throw new IllegalArgumentException("block table of " + blockIds.length + " blocks is shorter than the "
+                    + blocksNeeded + " that hold " + keys.length + " full chunks");
+        }
+        List<Integer> fresh = new ArrayList<>();
+        int already = 0;
+        try {
+            for (int i = 0; i < keys.length; i++) {
+                Offer existing = registry.lookup(keys[i]);
+                if (existing == null) {
+                    fresh.add(i);
+                } else {
+                    already++;
+                    if (existing.owner().equals(self)) {
+                        pool.touch(keys[i]);
+                    }
+                }
+            }
+        } catch (RegistryException e) {
+            return skippedExport(0, already, keys.length - already, "registry unavailable: " + e.getMessage());
+        }
+        if (fresh.isEmpty()) {
+            metrics.chunksAlreadyOffered.add(already);
+            return new ExportResult(0, already, 0, "");
+        }
+        int[] slots = pool.reserve(fresh.size());
+        if (slots.length == 0) {
+            return skippedExport(0, already, fresh.size(), "export pool full of pinned or filling chunks");
+        }
+        CopyBatch.Builder batch = CopyBatch.builder();
+        for (int s = 0; s < slots.length; s++) {
+            format.addChunk(batch, kvCache, blockIds, fresh.get(s), pool.offsetOf(slots[s]), false);
+        }
+        try {
+            device.copy(kvCache.buffer(), pool.buffer(), batch.build()).join();
+        } catch (CompletionException e) {
+            for (int slot : slots) {
+                pool.unreserve(slot);
+            }
+            return skippedExport(0, already, fresh.size(), "copy into the pool failed: " + e.getCause());
+        }
+        int published = 0;
+        String skipReason = slots.length < fresh.size() ? "export pool full of pinned or filling chunks" : "";
+        long expiry = System.currentTimeMillis() + offerLeaseMs;
+        byte[] handle = pool.handle();
+        for (int s = 0; s < slots.length; s++) {
+            Offer offer = new Offer(keys[fresh.get(s)], nodeId, self, handle, pool.offsetOf(slots[s]),
+                    format.chunkBytes(), layoutFingerprint, pool.nextGeneration(), expiry);
+            PublishOutcome outcome;
+            try {
+                outcome = registry.publish(offer);
+            } catch (RegistryException e) {
+                outcome = null;
+                skipReason = "registry unavailable: " + e.getMessage();
+            }
+            if (outcome == PublishOutcome.PUBLISHED) {
+                pool.published(slots[s], offer);
+                published++;
+            } else {
+                pool.unreserve(slots[s]);
+                if (outcome == PublishOutcome.ALREADY_OFFERED) {
+                    already++;
+                } else if (outcome == PublishOutcome.REGISTRY_FULL) {
+                    skipReason = "registry full";
+                }
+            }
+        }
+        int skipped = keys.length - already - published;
+        metrics.chunksExported.add(published);
+        metrics.chunksAlreadyOffered.add(already);
+        metrics.chunksExportSkipped.add(skipped);
+        if (skipped > 0) {
+            LOG.info("export skipped {} chunks: {}", skipped, skipReason);
+        }
+        return new ExportResult(published, already, skipped, skipped > 0 ? skipReason : "");
+    }
+
+    private ExportResult skippedExport(int published, int already, int skipped, String reason) {
+        metrics.chunksAlreadyOffered.add(already);
+        metrics.chunksExportSkipped.add(skipped);
+        LOG.info("export skipped {} chunks: {}", skipped, reason);
+        return new ExportResult(published, already, skipped, reason);
+    }
+
+    /** Renews the leases of this process's offers and drops mappings of dead peers. */
+    void housekeep() {
+        long expiry = System.currentTimeMillis() + offerLeaseMs;
+        for (Offer o : pool.publishedOffers()) {
+            try {
+                if (registry.renew(o, expiry)) {
+                    pool.renewed(o.withLeaseExpiry(expiry));
+                } else {
+                    pool.lost(o);
+                }
+            } catch (RegistryException e) {
+                LOG.warn("cannot renew {}: {}", o, e.getMessage());
+            }
+        }
+        transports.forEach(Transport::evictDeadPeers);
+    }
+
+    /** Withdraws this process's offers, frees the pool, and closes the registry if the builder opened it. */
+    @Override
+    public void close() {
+        housekeeping.shutdownNow();
+        pool.close();
+        transports.forEach(Transport::close);
+        if (ownsRegistry) {
+            registry.close();
+        }
+    }
+
+    private static final class SourcePlan {
+        final Offer representative;
+        final CopyBatch.Builder batch = CopyBatch.builder();
+        int firstChunk = Integer.MAX_VALUE;
+
+        SourcePlan(Offer representative) {
+            this.representative = representative;
+        }
+    }
+
+    /** Configures a marketplace. Namespace and KV cache are required; everything else has embedded defaults. */
+    public static final class Builder {
+        private Namespace namespace;
+        private PagedKvCache kvCache;
+        private Device device;
+        private OfferRegistry registry;
+        private List<Transport> transports;
+        private int chunkTokens = 256;
+        private long poolBytes;
+        private long pinLeaseMs = 10_000;
+        private long offerLeaseMs = 60_000;
+
+        public Builder namespace(Namespace namespace) {
+            this.namespace = namespace;
+            return this;
+        }
+
+        /** The engine's paged KV cache; its buffer must come from {@link #device}. */
+        public Builder kvCache(PagedKvCache kvCache) {
+            this.kvCache = kvCache;
+            return this;
+        }
+
+        /** The device the KV cache lives on ({@link io.kvmarket.device.Devices#open()} picks one). */
+        public Builder device(Device device) {
+            this.device = device;
+            return this;
+        }
+
+        /** Default: the {@link NodeLocalRegistry} in the node directory. */
+        public Builder registry(OfferRegistry registry) {
+            this.registry = registry;
+            return this;
+        }
+
+        /** Transports tried in order; default: one {@link DeviceIpcTransport} over the device. */
+        public Builder transports(List<Transport> transports) {
+            this.transports = transports;
+            return this;
+        }
+
+        /** Tokens per chunk, a multiple of the layout's tokens per block; default 256. */
+        public Builder chunkTokens(int chunkTokens) {
+            this.chunkTokens = chunkTokens;
+            return this;
+        }
+
+        /** Export pool budget in bytes; default 64 chunks. */
+        public Builder poolBytes(long poolBytes) {
+            if (poolBytes <= 0) {
+                throw new IllegalArgumentException("poolBytes must be positive, was " + poolBytes);
+            }
+            this.poolBytes = poolBytes;
+            return this;
+        }
+
+        /** How long a match's pins hold if the engine never loads or releases it; default 10 s. */
+        public Builder pinLeaseMillis(long ms) {
+            this.pinLeaseMs = positive("pinLeaseMillis", ms);
+            return this;
+        }
+
+        /** Lease of each offer, renewed every third of it while the process lives; default 60 s. */
+        public Builder offerLeaseMillis(long ms) {
+            this.offerLeaseMs = positive("offerLeaseMillis", ms);
+            return this;
+        }
+
+        public KvMarketplace build() {
+            if (namespace == null || kvCache == null) {
+                throw new IllegalStateException("namespace and kvCache are required");
+            }
+            if (device == null) {
+                throw new IllegalStateException("device is required: the KV cache lives on it");
+            }
+            return new KvMarketplace(this);
+        }
+
+        private static long positive(String name, long v) {
+            if (v <= 0) {
+                throw new IllegalArgumentException(name + " must be positive, was " + v);
+            }
+            return v;
+        }
+    }
+}

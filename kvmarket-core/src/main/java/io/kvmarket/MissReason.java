@@ -1,0 +1,27 @@
+package io.kvmarket;
+
+/** Why a match or load delivered fewer tokens than the prompt's full chunks. The engine recomputes the rest. */
+public enum MissReason {
+    /** Nothing was missing: every requested chunk was delivered. */
+    NONE,
+    /** The prompt has no full chunk (shorter than the chunk size). */
+    PROMPT_TOO_SHORT,
+    /** No served offer for the next chunk. */
+    NO_OFFER,
+    /** The registry could not be read or written. */
+    REGISTRY_UNAVAILABLE,
+    /** The offer's layout fingerprint differs from this engine's layout. */
+    LAYOUT_MISMATCH,
+    /** The offer's handle or span is malformed or does not fit the source memory. */
+    MALFORMED_OFFER,
+    /** No transport reaches the node or device that holds the chunk. */
+    NO_TRANSPORT,
+    /** The exporting process or its memory is gone. */
+    PEER_GONE,
+    /** The offer could not be pinned: withdrawn between lookup and pin. */
+    PIN_FAILED,
+    /** The copy itself failed. */
+    TRANSFER_FAILED,
+    /** The source chunk was withdrawn or replaced during the copy (generation check); its bytes are discarded. */
+    SOURCE_CHANGED
+}

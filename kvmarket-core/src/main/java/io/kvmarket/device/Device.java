@@ -1,0 +1,51 @@
+package io.kvmarket.device;
+
+import java.util.concurrent.CompletableFuture;
+
+/**
+ * The GPU as the marketplace needs it: memory, IPC handles that let another process on the node map that memory,
+ * and one batched asynchronous copy of many segments. The mock device implements it with shared-memory files;
+ * a CUDA runtime implements it with cudaMalloc, cudaIpc*MemHandle and a batched copy.
+ */
+public interface Device extends AutoCloseable {
+
+    /** Human-readable name, e.g. {@code mock:/dev/shm/kvmarket-alice} or {@code cuda:0 NVIDIA H100}. */
+    String name();
+
+    /**
+     * Allocates device memory, zeroed.
+     *
+     * @throws IllegalArgumentException for a size the device can never provide (non-positive, over its limit)
+     * @throws DeviceException          when memory runs out
+     */
+    DeviceBuffer allocate(long bytes);
+
+    /** Frees memory allocated by {@link #allocate}. Peers that mapped it keep reading what they mapped or fail. */
+    void free(DeviceBuffer buffer);
+
+    /** An opaque handle another process on this node passes to {@link #openHandle} to map this buffer. */
+    byte[] exportHandle(DeviceBuffer buffer);
+
+    /**
+     * Maps a buffer from its handle. A handle of this process's own allocation returns that allocation.
+     *
+     * @throws IllegalArgumentException when the bytes are not a handle of this device kind (malformed, truncated)
+     * @throws DeviceException          when the allocation is gone (its owner freed it or died)
+     */
+    DeviceBuffer openHandle(byte[] handle);
+
+    /** Unmaps a buffer returned by {@link #openHandle}; a no-op for this process's own allocations. */
+    void closeHandle(DeviceBuffer mapped);
+
+    /**
+     * Copies every segment of {@code batch} from {@code src} to {@code dst} as one submission. Bounds are checked
+     * for all segments before any byte moves.
+     *
+     * @return completes when every segment has landed, or exceptionally with a {@link DeviceException}
+     * @throws IllegalArgumentException when a segment falls outside either buffer
+     */
+    CompletableFuture<Void> copy(DeviceBuffer src, DeviceBuffer dst, CopyBatch batch);
+
+    @Override
+    void close();
+}

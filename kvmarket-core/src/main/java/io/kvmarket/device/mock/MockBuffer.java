@@ -1,0 +1,50 @@
+package io.kvmarket.device.mock;
+
+import io.kvmarket.device.DeviceBuffer;
+import io.kvmarket.node.ProcessIdentity;
+
+import java.nio.ByteBuffer;
+import java.nio.file.Path;
+
+/** Mock device memory: a mapped shared-memory file, owned by this process or mapped read-only from a peer. */
+public final class MockBuffer implements DeviceBuffer {
+
+    final ProcessIdentity owner;
+    final long seq;
+    final long size;
+    final ByteBuffer memory;
+    final Path file;
+    private final boolean peer;
+
+    MockBuffer(ProcessIdentity owner, long seq, long size, ByteBuffer memory, boolean peer, Path file) {
+        this.owner = owner;
+        this.seq = seq;
+        this.size = size;
+        this.memory = memory;
+        this.peer = peer;
+        this.file = file;
+    }
+
+    @Override
+    public long size() {
+        return size;
+    }
+
+    @Override
+    public boolean isPeerMapping() {
+        return peer;
+    }
+
+    /**
+     * The memory as a little-endian byte buffer, for engines that compute on the host (the examples' Java
+     * transformer) and for tests. Absolute get/put only: the buffer is shared with the copy engine.
+     */
+    public ByteBuffer memory() {
+        return memory;
+    }
+
+    @Override
+    public String toString() {
+        return "MockBuffer[" + (peer ? "peer " : "") + owner.pid() + "/" + seq + ", " + size + " bytes]";
+    }
+}

@@ -1,0 +1,60 @@
+package io.kvmarket.registry;
+
+import io.kvmarket.key.ChunkKey;
+
+import java.util.List;
+
+/**
+ * Where exporters publish offers and importers find them. Implementations: {@link InProcessRegistry} for one JVM,
+ * {@link io.kvmarket.registry.shm.NodeLocalRegistry} for every process of one user on a node.
+ *
+ * <p>An offer is served while it is published, its lease has not expired and its owner process is alive.
+ * Pins are leases too: a pinned offer is not withdrawn by its exporter's pool until every pin is released or
+ * has expired, so an importer that dies never holds memory for longer than its pin lease.
+ *
+ * <p>Methods may throw {@link RegistryException} when the registry itself fails; the marketplace turns that
+ * into a miss on import and a skipped export.
+ */
+public interface OfferRegistry extends AutoCloseable {
+
+    /** Publishes an offer unless a live offer for its key exists. */
+    PublishOutcome publish(Offer offer);
+
+    /**
+     * The served offers for {@code keys[0..k)} with k as large as possible (and at most {@code maxChunks}): the
+     * lookup stops at the first key that has no served offer.
+     */
+    List<Offer> lookupPrefix(ChunkKey[] keys, int maxChunks);
+
+    /** The served offer for one key, or null. */
+    Offer lookup(ChunkKey key);
+
+    /**
+     * Pins the offer until released or until {@code leaseMs} from now.
+     *
+     * @return false when that publication is no longer in the registry (nothing was pinned)
+     */
+    boolean pin(Offer offer, long leaseMs);
+
+    /** Releases one pin taken with {@link #pin}. A no-op when the publication is gone. */
+    void unpin(Offer offer);
+
+    /** True while this exact publication (key, owner, generation) is still in the registry. */
+    boolean isCurrent(Offer offer);
+
+    /**
+     * Withdraws this publication unless it is pinned.
+     *
+     * @return true when it is gone afterwards (withdrawn now or before), false when a live pin kept it
+     */
+    boolean withdrawIfUnpinned(Offer offer);
+
+    /** Withdraws this publication even if pinned (its owner is leaving). A no-op when it is gone. */
+    void withdraw(Offer offer);
+
+    /** Extends the lease of this publication. @return false when it is no longer in the registry */
+    boolean renew(Offer offer, long leaseExpiryMs);
+
+    @Override
+    void close();
+}

@@ -1,0 +1,559 @@
+package io.kvmarket.registry.shm;
+
+import io.kvmarket.key.ChunkKey;
+import io.kvmarket.node.LivenessCache;
+import io.kvmarket.node.NodeDirectory;
+import io.kvmarket.node.ProcessIdentity;
+import io.kvmarket.registry.Offer;
+import io.kvmarket.registry.OfferRegistry;
+import io.kvmarket.registry.PublishOutcome;
+import io.kvmarket.registry.RegistryException;
+import org.slf4j.Logger;
+import org.slf4j.LoggerFactory;
+
+import java.io.IOException;
+import java.lang.invoke.MethodHandles;
+import java.lang.invoke.VarHandle;
+import java.nio.ByteOrder;
+import java.nio.MappedByteBuffer;
+import java.nio.channels.FileChannel;
+import java.nio.channels.FileLock;
+import java.nio.file.FileAlreadyExistsException;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.nio.file.StandardOpenOption;
+import java.util.ArrayList;
+import java.util.List;
+import java.util.concurrent.ConcurrentHashMap;
+import java.util.concurrent.locks.ReentrantLock;
+import java.util.function.LongSupplier;
+
+import static io.kvmarket.registry.shm.RegistryFileDescriptor.*;
+
+/**
+ * The embedded default registry for several processes on one node: a hash table in a memory-mapped file under
+ * {@link NodeDirectory} (layout in {@link RegistryFileDescriptor}). No server: the first process creates the
+ * file, every later one maps it. Lookups are lock-free; writes take an fcntl lock that the kernel releases when
+ * a holder dies. A process killed with SIGKILL leaves nothing that blocks the others: its half-written slot is
+ * repaired by the next writer and its offers stop being served as soon as its death is seen (at most
+ * {@value #LIVENESS_TTL_MS} ms later), then are swept.
+ *
+ * <p>Why not LMDB (lmdbjava): it needs {@code --add-opens java.base/java.nio} in every JVM that links the library,
+ * and a write costs ~5 us against ~1 us here; the table needs no transactions beyond one slot at a time.
+ */
+public final class NodeLocalRegistry implements OfferRegistry {
+
+    public static final String FILE_NAME = "registry-v1.kvreg";
+    public static final int DEFAULT_CAPACITY = 1 << 16;
+    static final long LIVENESS_TTL_MS = 250;
+
+    private static final Logger LOG = LoggerFactory.getLogger(NodeLocalRegistry.class);
+    private static final VarHandle LONGS = MethodHandles.byteBufferViewVarHandle(long[].class, ByteOrder.LITTLE_ENDIAN);
+    private static final ConcurrentHashMap<Path, ReentrantLock> JVM_LOCKS = new ConcurrentHashMap<>();
+    private static final int READ_RETRIES = 64;
+
+    private final Path file;
+    private final FileChannel channel;
+    private final MappedByteBuffer map;
+    private final long capacity;
+    private final long mask;
+    private final ReentrantLock jvmLock;
+    private final LivenessCache liveness = new LivenessCache(LIVENESS_TTL_MS * 1_000_000L);
+    private final LongSupplier clockMs;
+    private final ThreadLocal<SlotView> views = ThreadLocal.withInitial(SlotView::new);
+
+    /** Opens (creating if needed) the registry in the node's default directory. */
+    public static NodeLocalRegistry openDefault() {
+        return open(NodeDirectory.defaultPath(), DEFAULT_CAPACITY);
+    }
+
+    /**
+     * Opens the registry file in {@code dir}, creating it with {@code capacity} slots when no process has yet.
+     * An existing file keeps its own capacity.
+     */
+    public static NodeLocalRegistry open(Path dir, int capacity) {
+        return new NodeLocalRegistry(dir, capacity, System::currentTimeMillis);
+    }
+
+    NodeLocalRegistry(Path dir, int capacity, LongSupplier clockMs) {
+        if (capacity < 16 || Integer.bitCount(capacity) != 1 || fileBytes(capacity) > Integer.MAX_VALUE) {
+            throw new IllegalArgumentException("capacity must be a power of two in [16, 2^23], was " + capacity);
+        }
+        this.clockMs = clockMs;
+        this.file = NodeDirectory.ensure(dir).resolve(FILE_NAME).toAbsolutePath();
+        this.jvmLock = JVM_LOCKS.computeIfAbsent(file, p -> new ReentrantLock());
+        try {
+            createIfMissing(file, capacity);
+            this.channel = FileChannel.open(file, StandardOpenOption.READ, StandardOpenOption.WRITE);
+            long size = channel.size();
+            if (size < HEADER_BYTES) {
+                throw new RegistryException("registry file " + file + " is truncated (" + size + " bytes)");
+            }
+            MappedByteBuffer header = channel.map(FileChannel.MapMode.READ_ONLY, 0, HEADER_BYTES);
+            header.order(ByteOrder.LITTLE_ENDIAN);
+            long cap = header.getLong(CAPACITY_OFFSET);
+            if (header.getLong(MAGIC_OFFSET) != MAGIC || header.getInt(VERSION_OFFSET) != VERSION
+                    || header.getInt(SLOT_BYTES_OFFSET) != SLOT_BYTES || cap <= 0 || Long.bitCount(cap) != 1
+                    || fileBytes(cap) != size) {
+                throw new RegistryException("registry file " + file + " has an incompatible or corrupted header");
+            }
+            this.capacity = cap;
+            this.mask = cap - 1;
+            this.map = channel.map(FileChannel.MapMode.READ_WRITE, 0, size);
+            this.map.order(ByteOrder.LITTLE_ENDIAN);
+        } catch (IOException e) {
+            throw new RegistryException("cannot open node-local registry " + file, e);
+        }
+        withLock(() -> null);
+    }
+
+    private static void createIfMissing(Path file, int capacity) throws IOException {
+        if (Files.exists(file)) {
+            return;
+        }
+        // Build the file aside and hard-link it into place: others see either no file or a complete header.
+        Path tmp = file.resolveSibling(FILE_NAME + "." + ProcessHandle.current().pid() + "." + System.nanoTime() + ".tmp");
+        try (FileChannel ch = FileChannel.open(tmp, StandardOpenOption.CREATE_NEW, StandardOpenOption.READ,
+                StandardOpenOption.WRITE)) {
+            MappedByteBuffer m = ch.map(FileChannel.MapMode.READ_WRITE, 0, fileBytes(capacity));
+            m.order(ByteOrder.LITTLE_ENDIAN);
+            m.putInt(VERSION_OFFSET, VERSION).putInt(SLOT_BYTES_OFFSET, SLOT_BYTES)
+                    .putLong(CAPACITY_OFFSET, capacity).putLong(DIRTY_SLOT_OFFSET, -1L);
+            m.putLong(MAGIC_OFFSET, MAGIC);
+            m.force();
+        }
+        try {
+            Files.createLink(file, tmp);
+        } catch (FileAlreadyExistsException raced) {
+            // another process created it first; use theirs
+        } finally {
+            Files.deleteIfExists(tmp);
+        }
+    }
+
+    public Path file() {
+        return file;
+    }
+
+    @Override
+    public PublishOutcome publish(Offer offer) {
+        if (offer.handle().length > HANDLE_CAPACITY) {
+            throw new IllegalArgumentException("handle of " + offer.handle().length + " bytes exceeds " + HANDLE_CAPACITY);
+        }
+        return withLock(() -> {
+            long now = clockMs.getAsLong();
+            SlotView v = views.get();
+            long free = -1;
+            long home = offer.key().lo() & mask;
+            for (long probe = 0; probe < capacity; probe++) {
+                long slot = (home + probe) & mask;
+                readStableUnderLock(slot, v);
+                if (v.state == STATE_EMPTY) {
+                    if (free < 0) {
+                        free = slot;
+                    }
+                    break;
+                }
+                if (v.state == STATE_TOMBSTONE) {
+                    if (free < 0) {
+                        free = slot;
+                    }
+                    continue;
+                }
+                boolean served = served(v, now);
+                if (served && v.keyHi == offer.key().hi() && v.keyLo == offer.key().lo()) {
+                    return PublishOutcome.ALREADY_OFFERED;
+                }
+                if (!served) {
+                    tombstone(slot);
+                    if (free < 0) {
+                        free = slot;
+                    }
+                }
+            }
+            long live = map.getLong(LIVE_OFFSET);
+            if (free < 0 || live >= capacity * 3 / 4) {
+                return PublishOutcome.REGISTRY_FULL;
+            }
+            writeLive(free, offer);
+            if (map.getLong(TOMBSTONES_OFFSET) > capacity / 4) {
+                rebuild(now);
+            }
+            return PublishOutcome.PUBLISHED;
+        });
+    }
+
+    @Override
+    public List<Offer> lookupPrefix(ChunkKey[] keys, int maxChunks) {
+        long now = clockMs.getAsLong();
+        int limit = Math.min(keys.length, maxChunks);
+        List<Offer> found = new ArrayList<>(limit);
+        SlotView v = views.get();
+        for (int i = 0; i < limit; i++) {
+            if (find(keys[i], v) < 0 || !served(v, now)) {
+                break;
+            }
+            found.add(v.toOffer());
+        }
+        return found;
+    }
+
+    @Override
+    public Offer lookup(ChunkKey key) {
+        SlotView v = views.get();
+        return find(key, v) >= 0 && served(v, clockMs.getAsLong()) ? v.toOffer() : null;
+    }
+
+    @Override
+    public boolean pin(Offer offer, long leaseMs) {
+        SlotView v = views.get();
+        long slot = findPublication(offer, v);
+        if (slot < 0) {
+            return false;
+        }
+        int base = slotOffset(slot);
+        long seq = v.seq;
+        long count;
+        do {
+            count = (long) LONGS.getVolatile(map, base + PIN_COUNT);
+        } while (!LONGS.compareAndSet(map, base + PIN_COUNT, count, count + 1));
+        long until = clockMs.getAsLong() + leaseMs;
+        long expiry;
+        do {
+            expiry = (long) LONGS.getVolatile(map, base + PIN_EXPIRY);
+        } while (expiry < until && !LONGS.compareAndSet(map, base + PIN_EXPIRY, expiry, until));
+        // A writer that replaced the slot meanwhile reset the pin fields; our stray pin on its new entry lapses
+        // with the lease. The publication we wanted is gone: report failure.
+        return (long) LONGS.getVolatile(map, base + SEQ) == seq;
+    }
+
+    @Override
+    public void unpin(Offer offer) {
+        SlotView v = views.get();
+        long slot = findPublication(offer, v);
+        if (slot < 0) {
+            return;
+        }
+        int base = slotOffset(slot);
+        long count;
+        do {
+            count = (long) LONGS.getVolatile(map, base + PIN_COUNT);
+            if (count <= 0 || (long) LONGS.getVolatile(map, base + SEQ) != v.seq) {
+                return;
+            }
+        } while (!LONGS.compareAndSet(map, base + PIN_COUNT, count, count - 1));
+    }
+
+    @Override
+    public boolean isCurrent(Offer offer) {
+        return findPublication(offer, views.get()) >= 0;
+    }
+
+    @Override
+    public boolean withdrawIfUnpinned(Offer offer) {
+        return withLock(() -> {
+            SlotView v = views.get();
+            long slot = findPublication(offer, v);
+            if (slot < 0) {
+                return true;
+            }
+            int base = slotOffset(slot);
+            if ((long) LONGS.getVolatile(map, base + PIN_COUNT) > 0
+                    && (long) LONGS.getVolatile(map, base + PIN_EXPIRY) > clockMs.getAsLong()) {
+                return false;
+            }
+            tombstone(slot);
+            return true;
+        });
+    }
+
+    @Override
+    public void withdraw(Offer offer) {
+        withLock(() -> {
+            long slot = findPublication(offer, views.get());
+            if (slot >= 0) {
+                tombstone(slot);
+            }
+            return null;
+        });
+    }
+
+    @Override
+    public boolean renew(Offer offer, long leaseExpiryMs) {
+        return withLock(() -> {
+            long slot = findPublication(offer, views.get());
+            if (slot < 0) {
+                return false;
+            }
+            LONGS.setRelease(map, slotOffset(slot) + LEASE_EXPIRY, leaseExpiryMs);
+            return true;
+        });
+    }
+
+    /** Offers in the table (served or not yet swept); for tests and metrics. */
+    public long liveSlots() {
+        return (long) LONGS.getVolatile(map, LIVE_OFFSET);
+    }
+
+    /** Tombstones every offer whose owner is dead or whose lease expired. */
+    public void sweep() {
+        withLock(() -> {
+            long now = clockMs.getAsLong();
+            SlotView v = views.get();
+            for (long slot = 0; slot < capacity; slot++) {
+                readStableUnderLock(slot, v);
+                if (v.state == STATE_LIVE && !served(v, now)) {
+                    tombstone(slot);
+                }
+            }
+            return null;
+        });
+    }
+
+    @Override
+    public void close() {
+        try {
+            channel.close();
+        } catch (IOException e) {
+            LOG.warn("closing registry file {}: {}", file, e.toString());
+        }
+    }
+
+    // ---- reading
+
+    /** Finds the live slot of {@code key}, leaving its consistent contents in {@code v}; -1 when absent. */
+    private long find(ChunkKey key, SlotView v) {
+        long home = key.lo() & mask;
+        for (long probe = 0; probe < capacity; probe++) {
+            long slot = (home + probe) & mask;
+            if (!readConsistent(slot, v)) {
+                continue; // being written right now: treat as not this key; at worst a miss
+            }
+            if (v.state == STATE_EMPTY) {
+                return -1;
+            }
+            if (v.state == STATE_LIVE && v.keyHi == key.hi() && v.keyLo == key.lo()) {
+                return slot;
+            }
+        }
+        return -1;
+    }
+
+    private long findPublication(Offer offer, SlotView v) {
+        long slot = find(offer.key(), v);
+        return slot >= 0 && v.generation == offer.generation() && v.ownerPid == offer.owner().pid()
+                && v.ownerStart == offer.owner().startMs() ? slot : -1;
+    }
+
+    private boolean readConsistent(long slot, SlotView v) {
+        int base = slotOffset(slot);
+        for (int attempt = 0; attempt < READ_RETRIES; attempt++) {
+            long s1 = (long) LONGS.getAcquire(map, base + SEQ);
+            if ((s1 & 1) != 0) {
+                Thread.onSpinWait();
+                continue;
+            }
+            v.read(map, base);
+            VarHandle.loadLoadFence();
+            long s2 = (long) LONGS.getVolatile(map, base + SEQ);
+            if (s1 == s2) {
+                v.seq = s1;
+                return true;
+            }
+        }
+        return false;
+    }
+
+    private void readStableUnderLock(long slot, SlotView v) {
+        // Under the lock nobody else writes, so one read is consistent.
+        int base = slotOffset(slot);
+        v.read(map, base);
+        v.seq = map.getLong(base + SEQ);
+    }
+
+    private boolean served(SlotView v, long nowMs) {
+        return v.leaseExpiry > nowMs && liveness.isAlive(new ProcessIdentity(v.ownerPid, v.ownerStart));
+    }
+
+    // ---- writing (caller holds the lock)
+
+    private void writeLive(long slot, Offer offer) {
+        int base = beginWrite(slot);
+        long oldState = map.getLong(base + STATE);
+        byte[] handle = offer.handle();
+        map.putLong(base + STATE, STATE_LIVE)
+                .putLong(base + KEY_HI, offer.key().hi()).putLong(base + KEY_LO, offer.key().lo())
+                .putLong(base + OWNER_PID, offer.owner().pid()).putLong(base + OWNER_START, offer.owner().startMs())
+                .putLong(base + NODE_ID, offer.nodeId()).putLong(base + GENERATION, offer.generation())
+                .putLong(base + LEASE_EXPIRY, offer.leaseExpiryMs()).putLong(base + CHUNK_OFFSET, offer.offset())
+                .putLong(base + CHUNK_LENGTH, offer.length())
+                .putLong(base + LAYOUT_FINGERPRINT, offer.layoutFingerprint())
+                .putLong(base + HANDLE_LENGTH, handle.length).putLong(base + PIN_COUNT, 0).putLong(base + PIN_EXPIRY, 0);
+        map.put(base + HANDLE, handle);
+        endWrite(slot, base);
+        adjust(LIVE_OFFSET, 1);
+        if (oldState == STATE_TOMBSTONE) {
+            adjust(TOMBSTONES_OFFSET, -1);
+        }
+    }
+
+    private void tombstone(long slot) {
+        int base = beginWrite(slot);
+        long oldState = map.getLong(base + STATE);
+        map.putLong(base + STATE, STATE_TOMBSTONE).putLong(base + PIN_COUNT, 0).putLong(base + PIN_EXPIRY, 0);
+        endWrite(slot, base);
+        if (oldState == STATE_LIVE) {
+            adjust(LIVE_OFFSET, -1);
+        }
+        if (oldState != STATE_TOMBSTONE) {
+            adjust(TOMBSTONES_OFFSET, 1);
+        }
+    }
+
+    private void clear(long slot) {
+        int base = beginWrite(slot);
+        map.putLong(base + STATE, STATE_EMPTY).putLong(base + PIN_COUNT, 0).putLong(base + PIN_EXPIRY, 0);
+        endWrite(slot, base);
+    }
+
+    private int beginWrite(long slot) {
+        int base = slotOffset(slot);
+        LONGS.setRelease(map, DIRTY_SLOT_OFFSET, slot);
+        long seq = map.getLong(base + SEQ);
+        LONGS.setOpaque(map, base + SEQ, (seq | 1) == seq ? seq : seq + 1);
+        VarHandle.storeStoreFence();
+        return base;
+    }
+
+    private void endWrite(long slot, int base) {
+        long seq = map.getLong(base + SEQ);
+        LONGS.setRelease(map, base + SEQ, seq + 1);
+        LONGS.setRelease(map, DIRTY_SLOT_OFFSET, -1L);
+    }
+
+    private void adjust(int headerOffset, long delta) {
+        LONGS.setRelease(map, headerOffset, map.getLong(headerOffset) + delta);
+    }
+
+    /** Rewrites the table without tombstones and unserved offers; readers meanwhile may miss, never mismatch. */
+    private void rebuild(long now) {
+        List<long[]> keep = new ArrayList<>();
+        SlotView v = new SlotView();
+        for (long slot = 0; slot < capacity; slot++) {
+            readStableUnderLock(slot, v);
+            if (v.state == STATE_LIVE && served(v, now)) {
+                keep.add(new long[] {slot});
+            }
+        }
+        List<Offer> offers = new ArrayList<>(keep.size());
+        for (long[] s : keep) {
+            readStableUnderLock(s[0], v);
+            offers.add(v.toOffer());
+        }
+        for (long slot = 0; slot < capacity; slot++) {
+            if (map.getLong(slotOffset(slot) + STATE) != STATE_EMPTY) {
+                clear(slot);
+            }
+        }
+        map.putLong(LIVE_OFFSET, 0).putLong(TOMBSTONES_OFFSET, 0);
+        for (Offer o : offers) {
+            long home = o.key().lo() & mask;
+            for (long probe = 0; probe < capacity; probe++) {
+                long slot = (home + probe) & mask;
+                if (map.getLong(slotOffset(slot) + STATE) == STATE_EMPTY) {
+                    writeLive(slot, o);
+                    break;
+                }
+            }
+        }
+        LOG.debug("registry {} rebuilt with {} live offers", file, offers.size());
+    }
+
+    private interface Locked<T> {
+        T run();
+    }
+
+    private <T> T withLock(Locked<T> body) {
+        jvmLock.lock();
+        try (FileLock lock = channel.lock(0, HEADER_BYTES, false)) {
+            repairDirtySlot();
+            return body.run();
+        } catch (IOException e) {
+            throw new RegistryException("cannot lock registry file " + file, e);
+        } finally {
+            jvmLock.unlock();
+        }
+    }
+
+    /** A writer killed mid-write left its slot odd and named in the header: make it a tombstone. */
+    private void repairDirtySlot() {
+        long dirty = (long) LONGS.getVolatile(map, DIRTY_SLOT_OFFSET);
+        if (dirty < 0 || dirty >= capacity) {
+            return;
+        }
+        int base = slotOffset(dirty);
+        if ((map.getLong(base + SEQ) & 1) != 0) {
+            LOG.warn("registry slot {} was left half-written by a killed process; repairing", dirty);
+            map.putLong(base + STATE, STATE_TOMBSTONE).putLong(base + PIN_COUNT, 0).putLong(base + PIN_EXPIRY, 0);
+            LONGS.setRelease(map, base + SEQ, map.getLong(base + SEQ) + 1);
+            recount();
+        }
+        LONGS.setRelease(map, DIRTY_SLOT_OFFSET, -1L);
+    }
+
+    private void recount() {
+        long live = 0;
+        long tomb = 0;
+        for (long slot = 0; slot < capacity; slot++) {
+            long state = map.getLong(slotOffset(slot) + STATE);
+            live += state == STATE_LIVE ? 1 : 0;
+            tomb += state == STATE_TOMBSTONE ? 1 : 0;
+        }
+        map.putLong(LIVE_OFFSET, live).putLong(TOMBSTONES_OFFSET, tomb);
+    }
+
+    /** One slot's fields, copied out; reused per thread so lookups allocate only the offers they return. */
+    private static final class SlotView {
+        long seq;
+        long state;
+        long keyHi;
+        long keyLo;
+        long ownerPid;
+        long ownerStart;
+        long nodeId;
+        long generation;
+        long leaseExpiry;
+        long chunkOffset;
+        long chunkLength;
+        long layoutFingerprint;
+        int handleLength;
+        final byte[] handle = new byte[HANDLE_CAPACITY];
+
+        void read(MappedByteBuffer m, int base) {
+            state = m.getLong(base + STATE);
+            keyHi = m.getLong(base + KEY_HI);
+            keyLo = m.getLong(base + KEY_LO);
+            ownerPid = m.getLong(base + OWNER_PID);
+            ownerStart = m.getLong(base + OWNER_START);
+            nodeId = m.getLong(base + NODE_ID);
+            generation = m.getLong(base + GENERATION);
+            leaseExpiry = (long) LONGS.getOpaque(m, base + LEASE_EXPIRY);
+            chunkOffset = m.getLong(base + CHUNK_OFFSET);
+            chunkLength = m.getLong(base + CHUNK_LENGTH);
+            layoutFingerprint = m.getLong(base + LAYOUT_FINGERPRINT);
+            long len = m.getLong(base + HANDLE_LENGTH);
+            handleLength = (int) Math.max(0, Math.min(HANDLE_CAPACITY, len));
+            m.get(base + HANDLE, handle, 0, handleLength);
+        }
+
+        Offer toOffer() {
+            byte[] h = java.util.Arrays.copyOf(handle, handleLength);
+            try {
+                return new Offer(new ChunkKey(keyHi, keyLo), nodeId, new ProcessIdentity(ownerPid, ownerStart), h,
+                        chunkOffset, chunkLength, layoutFingerprint, generation, leaseExpiry);
+            } catch (IllegalArgumentException corrupted) {
+                throw new RegistryException("registry slot holds a malformed offer: " + corrupted.getMessage());
+            }
+        }
+    }
+}

@@ -1,0 +1,88 @@
+package io.kvmarket.registry.shm;
+
+/**
+ * Layout of the node-local registry file: a fixed header and an open-addressing hash table of fixed-size slots,
+ * all little-endian, shared by memory mapping between every process of one user on the node.
+ *
+ * <pre>
+ * Header (128 bytes)
+ *   0  +---------------------------------------------------------------+
+ *      | magic "KVMREG01" (8)                                          |
+ *   8  | version (4)                   | slot bytes (4)                |
+ *  16  | capacity: slots, a power of two (8)                           |
+ *  24  | live slots (8)                 maintained under the file lock |
+ *  32  | tombstone slots (8)            maintained under the file lock |
+ *  40  | dirty slot: index being written, -1 when none (8)             |
+ *  48  | reserved up to 128                                            |
+ * 128  +---------------------------------------------------------------+
+ *      | slot 0 | slot 1 | ... | slot capacity-1                       |
+ *
+ * Slot (192 bytes)
+ *   0  | seq (8): even = stable, odd = a writer is changing the slot   |
+ *   8  | state (8): 0 empty, 1 live, 2 tombstone                       |
+ *  16  | key hi (8)                    | 24 key lo (8)                 |
+ *  32  | owner pid (8)                 | 40 owner start ms (8)         |
+ *  48  | node id (8)                   | 56 generation (8)             |
+ *  64  | lease expiry ms (8)           | 72 chunk offset (8)           |
+ *  80  | chunk length (8)              | 88 layout fingerprint (8)     |
+ *  96  | handle length (8)                                             |
+ * 104  | pin count (8)      CAS by importers without the lock          |
+ * 112  | pin expiry ms (8)  CAS-max by importers without the lock      |
+ * 120  | handle bytes (64)                                             |
+ * 184  | reserved (8)                                                  |
+ * 192  +---------------------------------------------------------------+
+ * </pre>
+ *
+ * Writers (publish, withdraw, renew, sweep) take an fcntl lock on the file, which the kernel drops when its
+ * holder dies, and record the slot they change in "dirty slot" first: the next writer turns a slot left
+ * half-written by a killed process into a tombstone. Readers take no lock: a slot is read between two equal,
+ * even reads of its seq, and a key is always compared inside that consistent read.
+ */
+final class RegistryFileDescriptor {
+
+    static final long MAGIC = 0x31304745524d564bL; // "KVMREG01" little-endian
+    static final int VERSION = 1;
+
+    static final int HEADER_BYTES = 128;
+    static final int MAGIC_OFFSET = 0;
+    static final int VERSION_OFFSET = 8;
+    static final int SLOT_BYTES_OFFSET = 12;
+    static final int CAPACITY_OFFSET = 16;
+    static final int LIVE_OFFSET = 24;
+    static final int TOMBSTONES_OFFSET = 32;
+    static final int DIRTY_SLOT_OFFSET = 40;
+
+    static final int SLOT_BYTES = 192;
+    static final int SEQ = 0;
+    static final int STATE = 8;
+    static final int KEY_HI = 16;
+    static final int KEY_LO = 24;
+    static final int OWNER_PID = 32;
+    static final int OWNER_START = 40;
+    static final int NODE_ID = 48;
+    static final int GENERATION = 56;
+    static final int LEASE_EXPIRY = 64;
+    static final int CHUNK_OFFSET = 72;
+    static final int CHUNK_LENGTH = 80;
+    static final int LAYOUT_FINGERPRINT = 88;
+    static final int HANDLE_LENGTH = 96;
+    static final int PIN_COUNT = 104;
+    static final int PIN_EXPIRY = 112;
+    static final int HANDLE = 120;
+    static final int HANDLE_CAPACITY = 64;
+
+    static final long STATE_EMPTY = 0;
+    static final long STATE_LIVE = 1;
+    static final long STATE_TOMBSTONE = 2;
+
+    private RegistryFileDescriptor() {
+    }
+
+    static long fileBytes(long capacity) {
+        return HEADER_BYTES + capacity * SLOT_BYTES;
+    }
+
+    static int slotOffset(long slot) {
+        return (int) (HEADER_BYTES + slot * SLOT_BYTES);
+    }
+}
