@@ -34,7 +34,9 @@ import java.util.zip.CRC32;
  * A GPU stand-in whose "device memory" is shared-memory files, so its IPC handles cross processes the way CUDA
  * IPC handles do. Each allocation is a file named after its owner ({@code pid-startMs-seq.kvmem}); a handle
  * names the file through those numbers only, never a path, so a forged handle cannot reach another file.
- * Copies run on one copy-engine thread fed by a multi-producer queue, like a CUDA stream.
+ * Copies run on one copy-engine thread fed by a multi-producer queue, like a CUDA stream. A handle of an
+ * allocation of this device returns that allocation; any other handle, of another process or of another mock
+ * device in this one, is mapped read-only from its file.
  *
  * <p>Files of processes that died are deleted when the next mock device on the node starts, and by
  * {@link #sweepDeadOwners()}.
@@ -66,7 +68,8 @@ public final class MockDevice implements Device {
 
     private final Path dir;
     private final ProcessIdentity self = ProcessIdentity.current();
-    private final AtomicLong nextSeq = new AtomicLong(1);
+    /** Process-wide, so several mock devices in one JVM never name two allocations alike. */
+    private static final AtomicLong NEXT_SEQ = new AtomicLong(1);
     private final Map<Long, MockBuffer> owned = new ConcurrentHashMap<>();
     private final MpscUnboundedArrayQueue<CopyTask> submissions = new MpscUnboundedArrayQueue<>(64);
     private final Thread copyEngine;
@@ -96,7 +99,7 @@ public final class MockDevice implements Device {
         if (bytes <= 0 || bytes > MAX_ALLOCATION) {
             throw new IllegalArgumentException("mock allocation of " + bytes + " bytes outside (0, " + MAX_ALLOCATION + "]");
         }
-        long seq = nextSeq.getAndIncrement();
+        long seq = NEXT_SEQ.getAndIncrement();
         Path file = dir.resolve(fileName(self.pid(), self.startMs(), seq));
         try (RandomAccessFile raf = new RandomAccessFile(file.toFile(), "rw")) {
             raf.setLength(bytes);
@@ -153,10 +156,10 @@ public final class MockDevice implements Device {
             throw new IllegalArgumentException("mock IPC handle fields out of range: pid " + owner.pid()
                     + ", seq " + seq + ", size " + size);
         }
-        if (owner.equals(self)) {
-            MockBuffer own = owned.get(seq);
-            if (own == null || own.size != size) {
-                throw new DeviceException("allocation " + seq + " of this process is no longer live");
+        MockBuffer own = owner.equals(self) ? owned.get(seq) : null;
+        if (own != null) {
+            if (own.size != size) {
+                throw new IllegalArgumentException("mock IPC handle says " + size + " bytes, allocation has " + own.size);
             }
             return own;
         }

@@ -75,7 +75,12 @@ public final class NodeLocalRegistry implements OfferRegistry {
         return new NodeLocalRegistry(dir, capacity, System::currentTimeMillis);
     }
 
-    NodeLocalRegistry(Path dir, int capacity, LongSupplier clockMs) {
+    /** As {@link #open(Path, int)}, with the clock that leases are judged by (tests move it). */
+    public static NodeLocalRegistry open(Path dir, int capacity, LongSupplier clockMs) {
+        return new NodeLocalRegistry(dir, capacity, clockMs);
+    }
+
+    private NodeLocalRegistry(Path dir, int capacity, LongSupplier clockMs) {
         if (capacity < 16 || Integer.bitCount(capacity) != 1 || fileBytes(capacity) > Integer.MAX_VALUE) {
             throw new IllegalArgumentException("capacity must be a power of two in [16, 2^23], was " + capacity);
         }

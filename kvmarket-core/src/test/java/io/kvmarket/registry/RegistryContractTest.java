@@ -1,0 +1,186 @@
+package io.kvmarket.registry;
+
+import io.kvmarket.key.ChunkKey;
+import io.kvmarket.node.ProcessIdentity;
+import org.junit.jupiter.api.AfterEach;
+import org.junit.jupiter.api.BeforeEach;
+import org.junit.jupiter.api.Test;
+
+import java.util.List;
+import java.util.concurrent.atomic.AtomicLong;
+
+import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertFalse;
+import static org.junit.jupiter.api.Assertions.assertNull;
+import static org.junit.jupiter.api.Assertions.assertTrue;
+
+/** Behaviour every {@link OfferRegistry} must have; each implementation's test extends this. */
+public abstract class RegistryContractTest {
+
+    protected final AtomicLong clock = new AtomicLong(1_000_000);
+    protected OfferRegistry registry;
+
+    protected abstract OfferRegistry create();
+
+    @BeforeEach
+    void open() {
+        registry = create();
+    }
+
+    @AfterEach
+    void close() {
+        registry.close();
+    }
+
+    public static ChunkKey key(int i) {
+        return new ChunkKey(0x1234_0000L + i, 0x9e3779b97f4a7c15L * (i + 1));
+    }
+
+    public static Offer offer(ChunkKey key, ProcessIdentity owner, long generation, long expiry) {
+        return new Offer(key, 7, owner, new byte[] {1, 2, 3, (byte) generation}, 4096 * generation, 4096, 42,
+                generation, expiry);
+    }
+
+    protected Offer offer(int i, long generation) {
+        return offer(key(i), ProcessIdentity.current(), generation, clock.get() + 10_000);
+    }
+
+    static ChunkKey[] keys(int n) {
+        ChunkKey[] k = new ChunkKey[n];
+        for (int i = 0; i < n; i++) {
+            k[i] = key(i);
+        }
+        return k;
+    }
+
+    public static ProcessIdentity deadProcess() throws Exception {
+        Process p = new ProcessBuilder("true").start();
+        p.waitFor();
+        return new ProcessIdentity(p.pid(), 1);
+    }
+
+    @Test
+    void lookupReturnsTheLongestOfferedPrefix() {
+        for (int i : new int[] {0, 1, 2, 4}) {
+            assertEquals(PublishOutcome.PUBLISHED, registry.publish(offer(i, 10 + i)));
+        }
+        List<Offer> found = registry.lookupPrefix(keys(6), 6);
+        assertEquals(3, found.size());
+        assertEquals(offer(0, 10), found.get(0));
+        assertEquals(offer(2, 12), found.get(2));
+        assertEquals(2, registry.lookupPrefix(keys(6), 2).size());
+        assertEquals(0, registry.lookupPrefix(new ChunkKey[] {key(3), key(4)}, 2).size());
+    }
+
+    @Test
+    void publishedOfferRoundTripsEveryField() {
+        Offer o = offer(5, 77);
+        registry.publish(o);
+        Offer back = registry.lookup(key(5));
+        assertEquals(o, back);
+        assertEquals(o.owner(), back.owner());
+        assertEquals(4, back.handle().length);
+    }
+
+    @Test
+    void firstLiveOfferOfAKeyWins() {
+        registry.publish(offer(0, 1));
+        assertEquals(PublishOutcome.ALREADY_OFFERED, registry.publish(offer(0, 2)));
+        assertEquals(1, registry.lookup(key(0)).generation());
+    }
+
+    @Test
+    void withdrawnOfferIsNotServedAndNotCurrent() {
+        Offer o = offer(0, 1);
+        registry.publish(o);
+        assertTrue(registry.withdrawIfUnpinned(o));
+        assertNull(registry.lookup(key(0)));
+        assertFalse(registry.isCurrent(o));
+        assertTrue(registry.withdrawIfUnpinned(o), "withdrawing what is gone reports gone");
+    }
+
+    @Test
+    void republishedKeyHasANewGenerationSoOldCopiesAreNotCurrent() {
+        Offer old = offer(0, 1);
+        registry.publish(old);
+        registry.withdraw(old);
+        Offer fresh = offer(0, 2);
+        registry.publish(fresh);
+        assertFalse(registry.isCurrent(old));
+        assertTrue(registry.isCurrent(fresh));
+    }
+
+    @Test
+    void pinnedOfferIsNotWithdrawnUntilReleased() {
+        Offer o = offer(0, 1);
+        registry.publish(o);
+        assertTrue(registry.pin(o, 5_000));
+        assertTrue(registry.pin(o, 5_000));
+        assertFalse(registry.withdrawIfUnpinned(o));
+        registry.unpin(o);
+        assertFalse(registry.withdrawIfUnpinned(o), "one pin is still held");
+        registry.unpin(o);
+        assertTrue(registry.withdrawIfUnpinned(o));
+    }
+
+    @Test
+    void pinOfAnImporterThatNeverReleasesLapses() {
+        Offer o = offer(0, 1);
+        registry.publish(o);
+        assertTrue(registry.pin(o, 100));
+        assertFalse(registry.withdrawIfUnpinned(o));
+        clock.addAndGet(101);
+        assertTrue(registry.withdrawIfUnpinned(o));
+    }
+
+    @Test
+    void forcedWithdrawIgnoresPins() {
+        Offer o = offer(0, 1);
+        registry.publish(o);
+        registry.pin(o, 5_000);
+        registry.withdraw(o);
+        assertFalse(registry.isCurrent(o));
+    }
+
+    @Test
+    void pinOfAWithdrawnOfferFails() {
+        Offer o = offer(0, 1);
+        registry.publish(o);
+        registry.withdraw(o);
+        assertFalse(registry.pin(o, 1000));
+    }
+
+    @Test
+    void expiredLeaseIsNotServedUntilRenewed() {
+        Offer o = offer(0, 1);
+        registry.publish(o);
+        clock.addAndGet(10_001);
+        assertNull(registry.lookup(key(0)));
+        assertTrue(registry.renew(o, clock.get() + 1000));
+        assertEquals(1, registry.lookup(key(0)).generation());
+        assertEquals(PublishOutcome.ALREADY_OFFERED, registry.publish(offer(0, 2)));
+    }
+
+    @Test
+    void expiredOfferMakesRoomForANewPublication() {
+        registry.publish(offer(0, 1));
+        clock.addAndGet(10_001);
+        assertEquals(PublishOutcome.PUBLISHED, registry.publish(offer(0, 2)));
+        assertEquals(2, registry.lookup(key(0)).generation());
+    }
+
+    @Test
+    void offersOfADeadProcessAreNotServed() throws Exception {
+        ProcessIdentity dead = deadProcess();
+        registry.publish(offer(key(0), dead, 1, clock.get() + 10_000));
+        assertNull(registry.lookup(key(0)));
+        assertEquals(0, registry.lookupPrefix(keys(1), 1).size());
+        assertEquals(PublishOutcome.PUBLISHED, registry.publish(offer(0, 2)), "a dead owner's key can be taken over");
+    }
+
+    @Test
+    void renewOfAGonePublicationFails() {
+        Offer o = offer(0, 1);
+        assertFalse(registry.renew(o, clock.get() + 100));
+    }
+}

@@ -1,0 +1,137 @@
+package io.kvmarket.registry.shm;
+
+import io.kvmarket.key.ChunkKey;
+import io.kvmarket.registry.Offer;
+import io.kvmarket.registry.OfferRegistry;
+import io.kvmarket.registry.PublishOutcome;
+import io.kvmarket.registry.RegistryContractTest;
+import io.kvmarket.registry.RegistryException;
+import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.Timeout;
+import org.junit.jupiter.api.io.TempDir;
+
+import java.nio.ByteOrder;
+import java.nio.MappedByteBuffer;
+import java.nio.channels.FileChannel;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.nio.file.StandardOpenOption;
+
+import static io.kvmarket.registry.shm.RegistryFileDescriptor.*;
+import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertNotNull;
+import static org.junit.jupiter.api.Assertions.assertNull;
+import static org.junit.jupiter.api.Assertions.assertThrows;
+import static org.junit.jupiter.api.Assertions.assertTrue;
+
+class NodeLocalRegistryTest extends RegistryContractTest {
+
+    @TempDir
+    Path dir;
+
+    @Override
+    protected OfferRegistry create() {
+        return NodeLocalRegistry.open(dir, 64, clock::get);
+    }
+
+    @Test
+    void twoOpeningsOfTheFileSeeEachOthersOffers() {
+        try (NodeLocalRegistry other = NodeLocalRegistry.open(dir, 1024, clock::get)) {
+            registry.publish(offer(0, 1));
+            assertEquals(1, other.lookup(key(0)).generation());
+            assertTrue(other.withdrawIfUnpinned(other.lookup(key(0))));
+            assertNull(registry.lookup(key(0)));
+        }
+    }
+
+    @Test
+    void refusesToOverfillTheTable() {
+        int published = 0;
+        for (int i = 0; i < 64; i++) {
+            if (registry.publish(offer(i, 1)) == PublishOutcome.PUBLISHED) {
+                published++;
+            }
+        }
+        assertEquals(48, published, "three quarters of 64 slots");
+        assertEquals(PublishOutcome.REGISTRY_FULL, registry.publish(offer(100, 1)));
+        for (int i = 0; i < 48; i++) {
+            assertNotNull(registry.lookup(key(i)), "key " + i);
+        }
+    }
+
+    @Test
+    void churnFarBeyondCapacityKeepsLookupsExact() {
+        // Every publish/withdraw leaves a tombstone; rebuilds must keep live offers findable and bounded.
+        for (int round = 0; round < 50; round++) {
+            for (int i = 0; i < 20; i++) {
+                assertEquals(PublishOutcome.PUBLISHED, registry.publish(offer(round * 20 + i, round + 1)));
+            }
+            for (int i = 0; i < 20; i++) {
+                Offer o = registry.lookup(key(round * 20 + i));
+                assertNotNull(o, "round " + round + " key " + i);
+                if (i % 2 == 0 || round < 49) {
+                    registry.withdraw(o);
+                }
+            }
+        }
+        for (int i = 0; i < 20; i++) {
+            Offer o = registry.lookup(key(49 * 20 + i));
+            if (i % 2 == 0) {
+                assertNull(o);
+            } else {
+                assertEquals(50, o.generation());
+            }
+        }
+        assertEquals(10, ((NodeLocalRegistry) registry).liveSlots());
+    }
+
+    @Test
+    @Timeout(10)
+    void slotLeftHalfWrittenByAKilledWriterIsRepairedAndNeverBlocks() throws Exception {
+        registry.publish(offer(0, 1));
+        registry.publish(offer(1, 1));
+        long slot = key(0).lo() & 63;
+        // Simulate a writer killed mid-write: odd seq, slot named dirty in the header, lock released by the kernel.
+        try (FileChannel ch = FileChannel.open(dir.resolve(NodeLocalRegistry.FILE_NAME), StandardOpenOption.READ,
+                StandardOpenOption.WRITE)) {
+            MappedByteBuffer m = ch.map(FileChannel.MapMode.READ_WRITE, 0, ch.size());
+            m.order(ByteOrder.LITTLE_ENDIAN);
+            int base = slotOffset(slot);
+            assertEquals(key(0).lo(), m.getLong(base + KEY_LO));
+            m.putLong(base + SEQ, m.getLong(base + SEQ) + 1);
+            m.putLong(base + KEY_HI, 0xdeadL);
+            m.putLong(DIRTY_SLOT_OFFSET, slot);
+        }
+        assertNull(registry.lookup(key(0)), "a torn slot is never served");
+        assertEquals(PublishOutcome.PUBLISHED, registry.publish(offer(2, 1)));
+        assertNotNull(registry.lookup(key(1)));
+        assertEquals(PublishOutcome.PUBLISHED, registry.publish(offer(0, 2)));
+        assertEquals(2, registry.lookup(key(0)).generation());
+    }
+
+    @Test
+    void corruptedFileIsReportedNotTrusted() throws Exception {
+        Path other = Files.createDirectories(dir.resolve("corrupt"));
+        Files.write(other.resolve(NodeLocalRegistry.FILE_NAME), new byte[4096]);
+        assertThrows(RegistryException.class, () -> NodeLocalRegistry.open(other, 64));
+        Files.write(other.resolve(NodeLocalRegistry.FILE_NAME), new byte[10]);
+        assertThrows(RegistryException.class, () -> NodeLocalRegistry.open(other, 64));
+    }
+
+    @Test
+    void rejectsCapacitiesThatAreNotPowersOfTwo() {
+        assertThrows(IllegalArgumentException.class, () -> NodeLocalRegistry.open(dir.resolve("x"), 100));
+        assertThrows(IllegalArgumentException.class, () -> NodeLocalRegistry.open(dir.resolve("x"), 8));
+    }
+
+    @Test
+    void slotOfAKeyThatIsGoneIsReusedByTheSameKey() {
+        ChunkKey k = key(3);
+        for (int g = 1; g < 200; g++) {
+            Offer o = offer(k, io.kvmarket.node.ProcessIdentity.current(), g, clock.get() + 1000);
+            assertEquals(PublishOutcome.PUBLISHED, registry.publish(o));
+            registry.withdraw(o);
+        }
+        assertTrue(((NodeLocalRegistry) registry).liveSlots() == 0);
+    }
+}
