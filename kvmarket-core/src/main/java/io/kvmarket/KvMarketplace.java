@@ -232,38 +232,28 @@ public final class KvMarketplace implements AutoCloseable {
             plan.firstChunk = Math.min(plan.firstChunk, i);
             format.addChunk(plan.batch, kvCache, blockIds, i, o.offset(), true);
         }
-        List<CompletableFuture<Integer>> copies = new ArrayList<>(plans.size());
-        String[] failure = new String[1];
-        MissReason[] failureReason = new MissReason[1];
+        List<CompletableFuture<SourceOutcome>> copies = new ArrayList<>(plans.size());
         for (SourcePlan plan : plans.values()) {
             Transport t = transportFor(plan.representative);
-            copies.add(t.fetch(plan.representative, kvCache.buffer(), plan.batch.build())
-                    .handle((ok, error) -> {
-                        if (error == null) {
-                            return Integer.MAX_VALUE;
-                        }
-                        Throwable cause = error instanceof CompletionException && error.getCause() != null
-                                ? error.getCause() : error;
-                        synchronized (failure) {
-                            failureReason[0] = cause instanceof TransferException te ? te.reason()
-                                    : MissReason.TRANSFER_FAILED;
-                            failure[0] = cause.getMessage();
-                        }
-                        return plan.firstChunk;
-                    }));
+            CompletableFuture<Void> copy;
+            try {
+                copy = t.fetch(plan.representative, kvCache.buffer(), plan.batch.build());
+            } catch (RuntimeException e) {
+                copy = CompletableFuture.failedFuture(e);
+            }
+            copies.add(copy.handle((ok, error) -> error == null ? SourceOutcome.DELIVERED
+                    : SourceOutcome.failed(plan.firstChunk, error)));
         }
         return CompletableFuture.allOf(copies.toArray(new CompletableFuture<?>[0])).thenApply(ignored -> {
             int delivered = offers.size();
             MissReason reason = match.reason();
             String detail = "";
-            for (CompletableFuture<Integer> c : copies) {
-                int firstBad = c.join();
-                if (firstBad < delivered) {
-                    delivered = firstBad;
-                    synchronized (failure) {
-                        reason = failureReason[0];
-                        detail = failure[0];
-                    }
+            for (CompletableFuture<SourceOutcome> c : copies) {
+                SourceOutcome outcome = c.join();
+                if (outcome.firstBadChunk < delivered) {
+                    delivered = outcome.firstBadChunk;
+                    reason = outcome.reason;
+                    detail = outcome.detail;
                 }
             }
             // Generation check after the copy: a chunk withdrawn or replaced meanwhile may have been overwritten.
@@ -289,7 +279,7 @@ public final class KvMarketplace implements AutoCloseable {
                 metrics.miss(reason);
                 LOG.info("load delivered {} of {} chunks: {} {}", delivered, offers.size(), reason, detail);
             }
-            return new LoadResult(tokens, match.tokens(), reason, detail == null ? "" : detail);
+            return new LoadResult(tokens, match.tokens(), reason, detail);
         });
     }
 
@@ -430,6 +420,17 @@ public final class KvMarketplace implements AutoCloseable {
         transports.forEach(Transport::close);
         if (ownsRegistry) {
             registry.close();
+        }
+    }
+
+    /** How one source's copy ended: every chunk delivered, or the first chunk it could not deliver and why. */
+    private record SourceOutcome(int firstBadChunk, MissReason reason, String detail) {
+        static final SourceOutcome DELIVERED = new SourceOutcome(Integer.MAX_VALUE, MissReason.NONE, "");
+
+        static SourceOutcome failed(int firstChunk, Throwable error) {
+            Throwable cause = error instanceof CompletionException && error.getCause() != null ? error.getCause() : error;
+            MissReason reason = cause instanceof TransferException te ? te.reason() : MissReason.TRANSFER_FAILED;
+            return new SourceOutcome(firstChunk, reason, String.valueOf(cause.getMessage()));
         }
     }
 

@@ -1,0 +1,359 @@
+package io.kvmarket;
+
+import io.kvmarket.device.mock.MockBuffer;
+import io.kvmarket.key.ChunkKey;
+import io.kvmarket.key.PrefixHasher;
+import io.kvmarket.node.NodeId;
+import io.kvmarket.node.ProcessIdentity;
+import io.kvmarket.registry.InProcessRegistry;
+import io.kvmarket.registry.Offer;
+import io.kvmarket.registry.OfferRegistry;
+import io.kvmarket.registry.PublishOutcome;
+import io.kvmarket.registry.RegistryException;
+import io.kvmarket.registry.shm.NodeLocalRegistry;
+import io.kvmarket.transfer.Transport;
+import org.junit.jupiter.api.AfterEach;
+import org.junit.jupiter.api.BeforeEach;
+import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.io.TempDir;
+
+import java.lang.reflect.Proxy;
+import java.nio.ByteBuffer;
+import java.nio.file.Path;
+import java.util.List;
+
+import static io.kvmarket.KvFixture.CHUNK;
+import static io.kvmarket.KvFixture.NS;
+import static io.kvmarket.KvFixture.scattered;
+import static io.kvmarket.KvFixture.tokens;
+import static org.junit.jupiter.api.Assertions.assertArrayEquals;
+import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertFalse;
+import static org.junit.jupiter.api.Assertions.assertNotEquals;
+import static org.junit.jupiter.api.Assertions.assertNull;
+import static org.junit.jupiter.api.Assertions.assertThrows;
+import static org.junit.jupiter.api.Assertions.assertTrue;
+
+class MarketplaceTest {
+
+    static final int BPC = CHUNK / KvFixture.LAYOUT.tokensPerBlock();
+
+    @TempDir
+    Path dir;
+    NodeLocalRegistry registry;
+    KvFixture a;
+    FaultyTransport bTransport;
+    KvFixture b;
+
+    @BeforeEach
+    void open() {
+        registry = NodeLocalRegistry.open(dir, 1024);
+        a = new KvFixture(dir, registry, 8);
+        b = new KvFixture(dir, registry, 8, NS, t -> bTransport = new FaultyTransport(t));
+    }
+
+    @AfterEach
+    void close() {
+        b.close();
+        a.close();
+        registry.close();
+    }
+
+    /** A prefills {@code n} tokens into scattered blocks and exports them; returns A's block table. */
+    int[] exportFromA(int[] tokens, int n, int salt) {
+        int[] blocks = scattered((n + 15) / 16, salt);
+        a.fill(blocks, blocks.length, salt);
+        a.market.export(tokens, n, blocks);
+        return blocks;
+    }
+
+    @Test
+    void importDeliversExactlyTheExportedBytesIntoScatteredBlocks() {
+        int[] t = tokens(128, 1);
+        int[] aBlocks = exportFromA(t, 128, 1);
+        Match m = b.market.match(t, 127);
+        assertEquals(96, m.tokens(), "127 tokens hold three full chunks");
+        int[] bBlocks = scattered(8, 99);
+        LoadResult r = b.market.load(m, bBlocks).join();
+        assertEquals(new LoadResult(96, 96, MissReason.NONE, ""), r);
+        assertArrayEquals(a.kvBytes(aBlocks, 6), b.kvBytes(bBlocks, 6));
+        assertEquals(96, b.market.metrics().snapshot().tokensImported());
+    }
+
+    @Test
+    void importFromOwnPoolWorksInOneProcessWithTheInProcessRegistry() {
+        try (InProcessRegistry local = new InProcessRegistry(); KvFixture solo = new KvFixture(dir, local, 4)) {
+            int[] t = tokens(64, 2);
+            int[] src = scattered(4, 2);
+            solo.fill(src, 4, 2);
+            assertEquals(new ExportResult(2, 0, 0, ""), solo.market.export(t, 64, src));
+            int[] dst = {60, 61, 62, 63};
+            Match m = solo.market.match(t, 64);
+            assertEquals(64, solo.market.load(m, dst).join().tokensImported());
+            assertArrayEquals(solo.kvBytes(src, 4), solo.kvBytes(dst, 4));
+        }
+    }
+
+    @Test
+    void importStopsAtFirstMissingChunk() {
+        int[] t = tokens(128, 3);
+        exportFromA(t, 128, 3);
+        ChunkKey[] keys = a.market.hasher().keys(t, 128);
+        registry.withdraw(registry.lookup(keys[2]));
+        Match m = b.market.match(t, 128);
+        assertEquals(64, m.tokens());
+        assertEquals(MissReason.NO_OFFER, m.reason());
+        assertEquals(64, b.market.load(m, scattered(8, 5)).join().tokensImported());
+    }
+
+    @Test
+    void chunkReusedDuringTheCopyIsDiscardedAndTheImportStaysPrefixClosed() {
+        int[] t = tokens(128, 4);
+        int[] aBlocks = exportFromA(t, 128, 4);
+        ChunkKey[] keys = a.market.hasher().keys(t, 128);
+        Match m = b.market.match(t, 128);
+        assertEquals(128, m.tokens());
+        Offer victim = registry.lookup(keys[1]);
+        // Between match and copy, A's pool reuses chunk 1's memory: offer withdrawn first, then overwritten.
+        bTransport.beforeFetch = o -> {
+            registry.withdraw(victim);
+            ByteBuffer pool = ((MockBuffer) a.market.pool().buffer()).memory();
+            for (long i = victim.offset(); i < victim.offset() + victim.length(); i++) {
+                pool.put((int) i, (byte) 0x5a);
+            }
+        };
+        int[] bBlocks = scattered(8, 6);
+        LoadResult r = b.market.load(m, bBlocks).join();
+        assertEquals(32, r.tokensImported());
+        assertEquals(MissReason.SOURCE_CHANGED, r.reason());
+        assertArrayEquals(a.kvBytes(aBlocks, BPC), b.kvBytes(bBlocks, BPC));
+        assertEquals(1L, b.market.metrics().snapshot().missesByReason().get(MissReason.SOURCE_CHANGED));
+    }
+
+    @Test
+    void evictionWithdrawsOffersBeforeReusingPoolMemory() {
+        try (KvFixture small = new KvFixture(dir, registry, 2)) {
+            int[] t1 = tokens(64, 7);
+            int[] t2 = tokens(64, 8);
+            int[] blocks = scattered(4, 7);
+            small.fill(blocks, 4, 7);
+            assertEquals(2, small.market.export(t1, 64, blocks).chunksPublished());
+            small.fill(blocks, 4, 8);
+            assertEquals(2, small.market.export(t2, 64, blocks).chunksPublished());
+            for (ChunkKey k : small.market.hasher().keys(t1, 64)) {
+                assertNull(registry.lookup(k), "evicted chunk must no longer be offered");
+            }
+            Match m = b.market.match(t2, 64);
+            int[] dst = scattered(4, 9);
+            assertEquals(64, b.market.load(m, dst).join().tokensImported());
+            assertArrayEquals(small.kvBytes(blocks, 4), b.kvBytes(dst, 4));
+            assertEquals(2, small.market.pool().evictions());
+        }
+    }
+
+    @Test
+    void poolFullOfPinnedChunksSkipsTheExportWithAReason() {
+        try (KvFixture small = new KvFixture(dir, registry, 2)) {
+            int[] blocks = scattered(4, 1);
+            small.market.export(tokens(64, 10), 64, blocks);
+            Match pinned = b.market.match(tokens(64, 10), 64);
+            assertEquals(64, pinned.tokens());
+            ExportResult skipped = small.market.export(tokens(64, 11), 64, blocks);
+            assertEquals(0, skipped.chunksPublished());
+            assertEquals(2, skipped.chunksSkipped());
+            assertTrue(skipped.skipReason().contains("pool full"), skipped.skipReason());
+            b.market.release(pinned);
+            assertEquals(2, small.market.export(tokens(64, 11), 64, blocks).chunksPublished());
+        }
+    }
+
+    @Test
+    void loadReleasesItsPins() {
+        int[] t = tokens(64, 12);
+        exportFromA(t, 64, 12);
+        Match m = b.market.match(t, 64);
+        Offer first = registry.lookup(a.market.hasher().keys(t, 64)[0]);
+        assertFalse(registry.withdrawIfUnpinned(first), "pinned by the match");
+        b.market.load(m, scattered(4, 1)).join();
+        assertTrue(registry.withdrawIfUnpinned(first));
+    }
+
+    @Test
+    void alreadyOfferedChunksAreNotExportedTwice() {
+        int[] t = tokens(96, 13);
+        exportFromA(t, 64, 13);
+        int[] blocks = scattered(6, 13);
+        ExportResult r = b.market.export(t, 96, blocks);
+        assertEquals(new ExportResult(1, 2, 0, ""), r);
+    }
+
+    @Test
+    void tokensOffTheChunkGridUseOnlyFullChunks() {
+        int[] t = tokens(100, 14);
+        exportFromA(t, 100, 14);
+        assertEquals(96, b.market.match(t, 100).tokens());
+        Match tooShort = b.market.match(t, 31);
+        assertEquals(0, tooShort.tokens());
+        assertEquals(MissReason.PROMPT_TOO_SHORT, tooShort.reason());
+    }
+
+    @Test
+    void otherTenantNeverMatches() {
+        int[] t = tokens(64, 15);
+        exportFromA(t, 64, 15);
+        try (KvFixture tenant = new KvFixture(dir, registry, 2, NS.withTenantSalt("tenant-b"), x -> x)) {
+            Match m = tenant.market.match(t, 64);
+            assertEquals(0, m.tokens());
+            assertEquals(MissReason.NO_OFFER, m.reason());
+        }
+    }
+
+    /** Publishes a forged offer for the first chunk of {@code t}, as a misconfigured or malicious peer would. */
+    Offer forge(int[] t, byte[] handle, long offset, long length, long fingerprint) {
+        ChunkKey key = b.market.hasher().keys(t, CHUNK)[0];
+        Offer o = new Offer(key, NodeId.local(), ProcessIdentity.current(), handle, offset, length, fingerprint, 1,
+                System.currentTimeMillis() + 60_000);
+        assertEquals(PublishOutcome.PUBLISHED, registry.publish(o));
+        return o;
+    }
+
+    long chunkBytes() {
+        return a.market.pool().chunkBytes();
+    }
+
+    long fingerprint() {
+        return PrefixHasher.layoutFingerprint(KvFixture.LAYOUT);
+    }
+
+    @Test
+    void layoutMismatchIsAMissWithReason() {
+        int[] t = tokens(32, 16);
+        forge(t, a.market.pool().handle(), 0, chunkBytes(), fingerprint() ^ 1);
+        Match m = b.market.match(t, 32);
+        assertEquals(0, m.tokens());
+        assertEquals(MissReason.LAYOUT_MISMATCH, m.reason());
+    }
+
+    @Test
+    void offerOfTheWrongSizeIsAMissWithReason() {
+        int[] t = tokens(32, 17);
+        forge(t, a.market.pool().handle(), 0, chunkBytes() - 4, fingerprint());
+        assertEquals(MissReason.MALFORMED_OFFER, b.market.match(t, 32).reason());
+    }
+
+    @Test
+    void malformedHandleInAnOfferIsAMissNotACrash() {
+        int[] t = tokens(32, 18);
+        byte[] junk = new byte[44];
+        junk[0] = 1;
+        forge(t, junk, 0, chunkBytes(), fingerprint());
+        Match m = b.market.match(t, 32);
+        assertEquals(32, m.tokens());
+        LoadResult r = b.market.load(m, scattered(2, 1)).join();
+        assertEquals(0, r.tokensImported());
+        assertEquals(MissReason.MALFORMED_OFFER, r.reason());
+    }
+
+    @Test
+    void offerSpanOutsideItsSourceBufferIsAMiss() {
+        int[] t = tokens(32, 19);
+        forge(t, a.market.pool().handle(), a.market.pool().buffer().size() - 8, chunkBytes(), fingerprint());
+        LoadResult r = b.market.load(b.market.match(t, 32), scattered(2, 1)).join();
+        assertEquals(0, r.tokensImported());
+        assertEquals(MissReason.MALFORMED_OFFER, r.reason());
+    }
+
+    @Test
+    void freedSourceMemoryIsAPeerGoneMiss() {
+        int[] t = tokens(32, 20);
+        var gone = a.device.allocate(chunkBytes());
+        byte[] handle = a.device.exportHandle(gone);
+        a.device.free(gone);
+        forge(t, handle, 0, chunkBytes(), fingerprint());
+        LoadResult r = b.market.load(b.market.match(t, 32), scattered(2, 1)).join();
+        assertEquals(0, r.tokensImported());
+        assertEquals(MissReason.PEER_GONE, r.reason());
+    }
+
+    @Test
+    void registryDownIsAMissOnImportAndASkipOnExport() {
+        OfferRegistry down = (OfferRegistry) Proxy.newProxyInstance(getClass().getClassLoader(),
+                new Class<?>[] {OfferRegistry.class}, (proxy, method, args) -> {
+                    if (method.getName().equals("close")) {
+                        return null;
+                    }
+                    throw new RegistryException("registry down (injected)");
+                });
+        try (KvFixture broken = new KvFixture(dir, down, 2)) {
+            int[] t = tokens(64, 21);
+            Match m = broken.market.match(t, 64);
+            assertEquals(0, m.tokens());
+            assertEquals(MissReason.REGISTRY_UNAVAILABLE, m.reason());
+            ExportResult e = broken.market.export(t, 64, scattered(4, 1));
+            assertEquals(0, e.chunksPublished());
+            assertEquals(2, e.chunksSkipped());
+            assertTrue(e.skipReason().startsWith("registry unavailable"), e.skipReason());
+        }
+    }
+
+    @Test
+    void failedTransferIsAMissWithReason() {
+        int[] t = tokens(64, 22);
+        exportFromA(t, 64, 22);
+        bTransport.beforeFetch = o -> {
+            throw new io.kvmarket.transfer.TransferException(MissReason.PEER_GONE, "injected");
+        };
+        LoadResult r = b.market.load(b.market.match(t, 64), scattered(4, 1)).join();
+        assertEquals(new LoadResult(0, 64, MissReason.PEER_GONE, "injected"), r);
+    }
+
+    @Test
+    void badBlockTablesAreProgrammingErrors() {
+        int[] t = tokens(64, 23);
+        exportFromA(t, 64, 23);
+        Match m = b.market.match(t, 64);
+        assertThrows(IllegalArgumentException.class, () -> b.market.load(m, new int[3]));
+        assertThrows(IllegalArgumentException.class, () -> b.market.load(m, new int[] {0, 1, 2, KvFixture.BLOCKS}));
+        assertThrows(IllegalArgumentException.class, () -> b.market.load(m, new int[] {0, -1, 2, 3}));
+        b.market.load(m, new int[] {0, 1, 2, 3}).join();
+        assertThrows(IllegalStateException.class, () -> b.market.load(m, new int[] {0, 1, 2, 3}));
+        assertThrows(IllegalArgumentException.class, () -> b.market.export(t, 64, new int[3]));
+        assertThrows(IllegalArgumentException.class, () -> b.market.match(t, 65));
+    }
+
+    @Test
+    void failedLoadLeavesThePoolAndRegistryIntact() {
+        int[] t = tokens(64, 24);
+        int[] aBlocks = exportFromA(t, 64, 24);
+        Match m = b.market.match(t, 64);
+        assertThrows(IllegalArgumentException.class, () -> b.market.load(m, new int[] {0, 1, 2, 99}));
+        b.market.release(m);
+        int[] dst = scattered(4, 3);
+        assertEquals(64, b.market.load(b.market.match(t, 64), dst).join().tokensImported());
+        assertArrayEquals(a.kvBytes(aBlocks, 4), b.kvBytes(dst, 4));
+    }
+
+    @Test
+    void closingTheExporterWithdrawsItsOffers() {
+        int[] t = tokens(64, 25);
+        try (KvFixture leaving = new KvFixture(dir, registry, 2)) {
+            leaving.market.export(t, 64, scattered(4, 1));
+            assertEquals(64, b.market.match(t, 64).tokens());
+        }
+        Match after = b.market.match(t, 64);
+        assertEquals(0, after.tokens());
+        assertNotEquals(MissReason.NONE, after.reason());
+        assertEquals(List.of(), registry.lookupPrefix(a.market.hasher().keys(t, 64), 2));
+    }
+
+    @Test
+    void transportsThatReachNothingGiveNoTransportMiss() {
+        int[] t = tokens(32, 26);
+        exportFromA(t, 32, 26);
+        Transport nowhere = (Transport) Proxy.newProxyInstance(getClass().getClassLoader(),
+                new Class<?>[] {Transport.class}, (proxy, method, args) -> method.getName().equals("reaches") ? false : null);
+        try (KvFixture isolated = new KvFixture(dir, registry, 2, NS, x -> nowhere)) {
+            assertEquals(MissReason.NO_TRANSPORT, isolated.market.match(t, 32).reason());
+        }
+    }
+}
