@@ -28,6 +28,7 @@ final class KvFixture implements AutoCloseable {
     final MockDevice device;
     final PagedKvCache cache;
     final KvMarketplace market;
+    final DeviceIpcTransport transport;
 
     KvFixture(Path nodeDir, OfferRegistry registry, int poolChunks) {
         this(nodeDir, registry, poolChunks, NS, t -> t);
@@ -35,12 +36,14 @@ final class KvFixture implements AutoCloseable {
 
     KvFixture(Path nodeDir, OfferRegistry registry, int poolChunks, Namespace ns, UnaryOperator<Transport> wrap) {
         device = new MockDevice(nodeDir);
+        DeviceIpcTransport ipc = new DeviceIpcTransport(device);
         DeviceBuffer buf = device.allocate(PagedKvCache.requiredBytes(ns.layout(), BLOCKS));
         cache = new PagedKvCache(buf, ns.layout(), BLOCKS);
         long chunkBytes = ns.layout().blockBytes() * (CHUNK / ns.layout().tokensPerBlock());
         market = KvMarketplace.builder().namespace(ns).kvCache(cache).device(device).registry(registry)
                 .chunkTokens(CHUNK).poolBytes(poolChunks * chunkBytes)
-                .transports(List.of(wrap.apply(new DeviceIpcTransport(device)))).build();
+                .transports(List.of(wrap.apply(ipc))).build();
+        transport = ipc;
     }
 
     ByteBuffer memory() {

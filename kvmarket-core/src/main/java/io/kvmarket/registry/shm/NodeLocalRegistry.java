@@ -45,7 +45,8 @@ public final class NodeLocalRegistry implements OfferRegistry {
 
     public static final String FILE_NAME = "registry-v1.kvreg";
     public static final int DEFAULT_CAPACITY = 1 << 16;
-    static final long LIVENESS_TTL_MS = 250;
+    /** At most this long after a process dies, its offers stop being served. */
+    public static final long LIVENESS_TTL_MS = 250;
 
     private static final Logger LOG = LoggerFactory.getLogger(NodeLocalRegistry.class);
     private static final VarHandle LONGS = MethodHandles.byteBufferViewVarHandle(long[].class, ByteOrder.LITTLE_ENDIAN);

@@ -1,0 +1,139 @@
+package io.kvmarket;
+
+import io.kvmarket.device.mock.MockDevice;
+import io.kvmarket.registry.Offer;
+import io.kvmarket.registry.PublishOutcome;
+import io.kvmarket.registry.RegistryContractTest;
+import io.kvmarket.registry.shm.NodeLocalRegistry;
+import org.junit.jupiter.api.AfterEach;
+import org.junit.jupiter.api.BeforeEach;
+import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.Timeout;
+import org.junit.jupiter.api.io.TempDir;
+
+import java.io.BufferedReader;
+import java.io.InputStreamReader;
+import java.nio.charset.StandardCharsets;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.util.Arrays;
+
+import static io.kvmarket.KvFixture.scattered;
+import static io.kvmarket.KvFixture.tokens;
+import static org.junit.jupiter.api.Assertions.assertArrayEquals;
+import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertNotNull;
+import static org.junit.jupiter.api.Assertions.assertTrue;
+
+/** Two real processes on one node registry; the exporter dies by SIGKILL. */
+class CrossProcessTest {
+
+    @TempDir
+    Path dir;
+    NodeLocalRegistry registry;
+    KvFixture importer;
+    Process child;
+
+    @BeforeEach
+    void open() {
+        registry = NodeLocalRegistry.open(dir, 1024);
+        importer = new KvFixture(dir, registry, 4);
+    }
+
+    @AfterEach
+    void close() {
+        if (child != null) {
+            child.destroyForcibly();
+        }
+        importer.close();
+        registry.close();
+    }
+
+    private String start(String... args) throws Exception {
+        String[] cmd = new String[args.length + 4];
+        cmd[0] = Path.of(System.getProperty("java.home"), "bin", "java").toString();
+        cmd[1] = "-cp";
+        cmd[2] = System.getProperty("java.class.path");
+        cmd[3] = ExporterProcess.class.getName();
+        System.arraycopy(args, 0, cmd, 4, args.length);
+        child = new ProcessBuilder(cmd).redirectError(ProcessBuilder.Redirect.INHERIT).start();
+        BufferedReader out = new BufferedReader(new InputStreamReader(child.getInputStream(), StandardCharsets.UTF_8));
+        String line = out.readLine();
+        assertNotNull(line, "child exited before it was ready");
+        assertTrue(line.startsWith("READY"), line);
+        return line;
+    }
+
+    private void sigkill() throws Exception {
+        child.destroyForcibly(); // SIGKILL on Linux: no shutdown hooks, no close()
+        child.waitFor();
+    }
+
+    /** What the exporter's KV looks like, computed here with the same pattern. */
+    private byte[] expected(int salt, int blocks) {
+        int[] scratch = scattered(blocks, 1234);
+        importer.fill(scratch, blocks, salt);
+        return importer.kvBytes(scratch, blocks);
+    }
+
+    @Test
+    @Timeout(60)
+    void importFromAnotherProcessDeliversItsBytes() throws Exception {
+        assertEquals("READY 4", start("export", dir.toString(), "31"));
+        int[] t = tokens(128, 31);
+        Match m = importer.market.match(t, 128);
+        assertEquals(128, m.tokens());
+        int[] dst = {40, 3, 17, 9, 22, 61, 0, 35};
+        assertEquals(128, importer.market.load(m, dst).join().tokensImported());
+        assertArrayEquals(expected(31, 8), importer.kvBytes(dst, 8));
+    }
+
+    @Test
+    @Timeout(60)
+    void killedExporterYieldsAMissOrCompleteImportAndStopsBeingServed() throws Exception {
+        start("export", dir.toString(), "32");
+        int[] t = tokens(128, 32);
+        Match before = importer.market.match(t, 128);
+        assertEquals(128, before.tokens());
+        sigkill();
+        int[] dst = scattered(8, 5);
+        LoadResult r = importer.market.load(before, dst).join();
+        int blocks = r.tokensImported() / 16;
+        assertArrayEquals(Arrays.copyOf(expected(32, 8), (int) (blocks * KvFixture.LAYOUT.blockBytes())),
+                importer.kvBytes(dst, blocks), "whatever was delivered must be the exported bytes");
+
+        Thread.sleep(NodeLocalRegistry.LIVENESS_TTL_MS + 50);
+        Match after = importer.market.match(t, 128);
+        assertEquals(0, after.tokens());
+        assertEquals(MissReason.NO_OFFER, after.reason());
+
+        assertEquals(1, importer.transport.cachedMappings());
+        importer.market.housekeep();
+        assertEquals(0, importer.transport.cachedMappings(), "the mapping of the dead exporter's pool is closed");
+
+        registry.sweep();
+        assertEquals(0, registry.liveSlots(), "the dead exporter's offers are swept");
+        new MockDevice(dir).close();
+        try (var files = Files.list(dir.resolve("mock-device"))) {
+            assertEquals(0, files.filter(f -> f.getFileName().toString().startsWith(child.pid() + "-")).count(),
+                    "the dead exporter's device memory is deleted");
+        }
+    }
+
+    @Test
+    @Timeout(60)
+    void writerKilledWhileChurningNeverBlocksOrMisleadsOthers() throws Exception {
+        start("churn", dir.toString());
+        Thread.sleep(300);
+        sigkill();
+        for (int i = 0; i < 200; i++) {
+            Offer o = RegistryContractTest.offer(RegistryContractTest.key(i),
+                    io.kvmarket.node.ProcessIdentity.current(), i + 1, System.currentTimeMillis() + 60_000);
+            assertEquals(PublishOutcome.PUBLISHED, registry.publish(o), "publish " + i);
+            assertEquals(o, registry.lookup(o.key()));
+        }
+        Thread.sleep(NodeLocalRegistry.LIVENESS_TTL_MS + 50);
+        registry.sweep();
+        assertEquals(200, registry.liveSlots(), "only this process's offers remain");
+    }
+}
