@@ -400,9 +400,7 @@ public final class KvMarketplace implements AutoCloseable {
         long expiry = System.currentTimeMillis() + offerLeaseMs;
         for (Offer o : pool.publishedOffers()) {
             try {
-                if (registry.renew(o, expiry)) {
-                    pool.renewed(o.withLeaseExpiry(expiry));
-                } else {
+                if (!registry.renew(o, expiry)) {
                     pool.lost(o);
                 }
             } catch (RegistryException e) {

@@ -140,14 +140,6 @@ public final class ExportPool implements AutoCloseable {
         return new ArrayList<>(published.values());
     }
 
-    /** Replaces a published offer by its renewed copy (same publication, later lease). */
-    public synchronized void renewed(Offer offer) {
-        Integer slot = slotOfKey.get(offer.key());
-        if (slot != null && published.get(slot).samePublication(offer)) {
-            published.put(slot, offer);
-        }
-    }
-
     /** Forgets a publication the registry no longer holds (its lease lapsed); frees the slot. */
     public synchronized void lost(Offer offer) {
         Integer slot = slotOfKey.get(offer.key());

@@ -46,10 +46,6 @@ public record Offer(ChunkKey key, long nodeId, ProcessIdentity owner, byte[] han
         return key.equals(other.key) && owner.equals(other.owner) && generation == other.generation;
     }
 
-    public Offer withLeaseExpiry(long expiryMs) {
-        return new Offer(key, nodeId, owner, handle, offset, length, layoutFingerprint, generation, expiryMs);
-    }
-
     @Override
     public boolean equals(Object o) {
         return o instanceof Offer other && samePublication(other) && nodeId == other.nodeId

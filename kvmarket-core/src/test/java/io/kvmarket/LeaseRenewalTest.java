@@ -1,0 +1,37 @@
+package io.kvmarket;
+
+import io.kvmarket.device.mock.MockDevice;
+import io.kvmarket.kv.PagedKvCache;
+import io.kvmarket.registry.shm.NodeLocalRegistry;
+import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.io.TempDir;
+
+import java.nio.file.Path;
+
+import static io.kvmarket.KvFixture.LAYOUT;
+import static io.kvmarket.KvFixture.NS;
+import static org.junit.jupiter.api.Assertions.assertEquals;
+
+class LeaseRenewalTest {
+
+    @TempDir
+    Path dir;
+
+    @Test
+    void liveExporterKeepsItsShortLeasedOffersServed() throws Exception {
+        try (NodeLocalRegistry registry = NodeLocalRegistry.open(dir, 1024);
+             MockDevice device = new MockDevice(dir)) {
+            PagedKvCache cache = new PagedKvCache(device.allocate(PagedKvCache.requiredBytes(LAYOUT, 8)), LAYOUT, 8);
+            int[] t = KvFixture.tokens(64, 1);
+            try (KvMarketplace market = KvMarketplace.builder().namespace(NS).kvCache(cache).device(device)
+                    .registry(registry).chunkTokens(32).offerLeaseMillis(200).build()) {
+                market.export(t, 64, new int[] {0, 1, 2, 3});
+                Thread.sleep(700);
+                Match m = market.match(t, 64);
+                assertEquals(64, m.tokens(), "renewed every third of the lease");
+                market.release(m);
+            }
+            assertEquals(0, registry.liveSlots(), "close withdraws");
+        }
+    }
+}
