@@ -182,9 +182,6 @@ public final class NodeLocalRegistry implements OfferRegistry {
                 return PublishOutcome.REGISTRY_FULL;
             }
             writeLive(free, offer);
-            if (map.getLong(TOMBSTONES_OFFSET) > capacity / 4) {
-                rebuild(now);
-            }
             return PublishOutcome.PUBLISHED;
         });
     }
@@ -441,20 +438,22 @@ public final class NodeLocalRegistry implements OfferRegistry {
         LONGS.setRelease(map, headerOffset, map.getLong(headerOffset) + delta);
     }
 
-    /** Rewrites the table without tombstones and unserved offers; readers meanwhile may miss, never mismatch. */
+    /**
+     * Rewrites the table without tombstones and unserved offers, keeping pins; readers meanwhile may miss, never
+     * mismatch, and a pin taken meanwhile fails.
+     */
     private void rebuild(long now) {
-        List<long[]> keep = new ArrayList<>();
+        List<Offer> offers = new ArrayList<>();
+        List<long[]> pins = new ArrayList<>();
         SlotView v = new SlotView();
         for (long slot = 0; slot < capacity; slot++) {
             readStableUnderLock(slot, v);
             if (v.state == STATE_LIVE && served(v, now)) {
-                keep.add(new long[] {slot});
+                int base = slotOffset(slot);
+                offers.add(v.toOffer());
+                pins.add(new long[] {(long) LONGS.getVolatile(map, base + PIN_COUNT),
+                        (long) LONGS.getVolatile(map, base + PIN_EXPIRY)});
             }
-        }
-        List<Offer> offers = new ArrayList<>(keep.size());
-        for (long[] s : keep) {
-            readStableUnderLock(s[0], v);
-            offers.add(v.toOffer());
         }
         for (long slot = 0; slot < capacity; slot++) {
             if (map.getLong(slotOffset(slot) + STATE) != STATE_EMPTY) {
@@ -462,12 +461,16 @@ public final class NodeLocalRegistry implements OfferRegistry {
             }
         }
         map.putLong(LIVE_OFFSET, 0).putLong(TOMBSTONES_OFFSET, 0);
-        for (Offer o : offers) {
+        for (int i = 0; i < offers.size(); i++) {
+            Offer o = offers.get(i);
             long home = o.key().lo() & mask;
             for (long probe = 0; probe < capacity; probe++) {
                 long slot = (home + probe) & mask;
-                if (map.getLong(slotOffset(slot) + STATE) == STATE_EMPTY) {
+                int base = slotOffset(slot);
+                if (map.getLong(base + STATE) == STATE_EMPTY) {
                     writeLive(slot, o);
+                    LONGS.setRelease(map, base + PIN_COUNT, pins.get(i)[0]);
+                    LONGS.setRelease(map, base + PIN_EXPIRY, pins.get(i)[1]);
                     break;
                 }
             }
@@ -483,7 +486,13 @@ public final class NodeLocalRegistry implements OfferRegistry {
         jvmLock.lock();
         try (FileLock lock = channel.lock(0, HEADER_BYTES, false)) {
             repairDirtySlot();
-            return body.run();
+            T result = body.run();
+            // Live slots stay under 3/4 and tombstones under 1/8, so an eighth of the table stays empty and
+            // every probe sequence ends soon.
+            if (map.getLong(TOMBSTONES_OFFSET) > capacity / 8) {
+                rebuild(clockMs.getAsLong());
+            }
+            return result;
         } catch (IOException e) {
             throw new RegistryException("cannot lock registry file " + file, e);
         } finally {

@@ -125,6 +125,20 @@ class NodeLocalRegistryTest extends RegistryContractTest {
     }
 
     @Test
+    void pinsSurviveATableRebuild() {
+        Offer pinned = offer(500, 1);
+        registry.publish(pinned);
+        assertTrue(registry.pin(pinned, 60_000));
+        for (int i = 0; i < 40; i++) {
+            Offer o = offer(i, 1);
+            registry.publish(o);
+            registry.withdraw(o);
+        }
+        assertTrue(registry.isCurrent(pinned));
+        assertEquals(false, registry.withdrawIfUnpinned(pinned), "the pin must outlive the rebuild");
+    }
+
+    @Test
     void slotOfAKeyThatIsGoneIsReusedByTheSameKey() {
         ChunkKey k = key(3);
         for (int g = 1; g < 200; g++) {
