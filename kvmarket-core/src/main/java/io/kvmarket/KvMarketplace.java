@@ -47,6 +47,8 @@ import java.util.concurrent.TimeUnit;
 public final class KvMarketplace implements AutoCloseable {
 
     private static final Logger LOG = LoggerFactory.getLogger(KvMarketplace.class);
+    private static final long DEFAULT_POOL_CHUNKS = 64;
+    private static final long DEFAULT_POOL_CAP_BYTES = 1L << 30;
 
     private final Namespace namespace;
     private final PagedKvCache kvCache;
@@ -81,7 +83,8 @@ public final class KvMarketplace implements AutoCloseable {
         this.layoutFingerprint = PrefixHasher.layoutFingerprint(namespace.layout());
         this.pinLeaseMs = b.pinLeaseMs;
         this.offerLeaseMs = b.offerLeaseMs;
-        long budget = b.poolBytes > 0 ? b.poolBytes : 64 * format.chunkBytes();
+        long budget = b.poolBytes > 0 ? b.poolBytes
+                : Math.max(format.chunkBytes(), Math.min(DEFAULT_POOL_CHUNKS * format.chunkBytes(), DEFAULT_POOL_CAP_BYTES));
         this.pool = new ExportPool(device, registry, budget, format.chunkBytes());
         this.housekeeping = Executors.newSingleThreadScheduledExecutor(r -> {
             Thread t = new Thread(r, "kvmarket-housekeeping");
@@ -489,7 +492,7 @@ public final class KvMarketplace implements AutoCloseable {
             return this;
         }
 
-        /** Export pool budget in bytes; default 64 chunks. */
+        /** Export pool budget in bytes; default 64 chunks, at most 1 GiB (but at least one chunk). */
         public Builder poolBytes(long poolBytes) {
             if (poolBytes <= 0) {
                 throw new IllegalArgumentException("poolBytes must be positive, was " + poolBytes);

@@ -2,6 +2,7 @@ package io.kvmarket.key;
 
 import java.nio.ByteBuffer;
 import java.nio.ByteOrder;
+import java.nio.IntBuffer;
 import java.security.MessageDigest;
 import java.security.NoSuchAlgorithmException;
 
@@ -53,14 +54,9 @@ public final class PrefixHasher {
         long hi = root.hi();
         long lo = root.lo();
         for (int c = 0; c < chunks; c++) {
-            ByteBuffer buf = s.buffer;
-            buf.clear();
-            buf.order(ByteOrder.BIG_ENDIAN).putLong(hi).putLong(lo).order(ByteOrder.LITTLE_ENDIAN);
-            int base = c * chunkTokens;
-            for (int t = 0; t < chunkTokens; t++) {
-                buf.putInt(tokens[base + t]);
-            }
-            s.digest.update(s.bytes, 0, buf.position());
+            s.buffer.putLong(0, hi).putLong(8, lo);
+            s.tokens.put(0, tokens, c * chunkTokens, chunkTokens);
+            s.digest.update(s.bytes);
             try {
                 s.digest.digest(s.out, 0, 32);
             } catch (java.security.DigestException e) {
@@ -92,15 +88,19 @@ public final class PrefixHasher {
         }
     }
 
+    /** Per-thread digest and the bytes of one chunk: previous key (big-endian) then token ids (little-endian). */
     private static final class Scratch {
         final MessageDigest digest = sha256();
         final byte[] bytes;
         final ByteBuffer buffer;
+        /** Little-endian int view of the token part, so a chunk is encoded in one bulk copy. */
+        final IntBuffer tokens;
         final byte[] out = new byte[32];
 
         Scratch(int chunkTokens) {
             bytes = new byte[16 + 4 * chunkTokens];
             buffer = ByteBuffer.wrap(bytes);
+            tokens = ByteBuffer.wrap(bytes, 16, 4 * chunkTokens).slice().order(ByteOrder.LITTLE_ENDIAN).asIntBuffer();
         }
     }
 }

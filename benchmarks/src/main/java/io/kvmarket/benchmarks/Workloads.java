@@ -1,0 +1,77 @@
+package io.kvmarket.benchmarks;
+
+import io.kvmarket.key.DType;
+import io.kvmarket.key.KvLayout;
+import io.kvmarket.key.LayoutOrder;
+import io.kvmarket.key.Namespace;
+
+import java.io.IOException;
+import java.io.UncheckedIOException;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.util.Comparator;
+import java.util.stream.Stream;
+
+/**
+ * The inputs every benchmark shares, so each process of a run (JMH fork, exporter child) builds byte-identical
+ * prompts and namespaces: a Llama-3-8B-like KV layout (32 layers x 8 KV heads x head dim 128, BF16, blocks of
+ * 16 tokens, vLLM-style layer-major pools: 128 KiB of KV per token) and deterministic pseudo-random prompts.
+ */
+final class Workloads {
+
+    /** Tokens of the prompt hashed and looked up: 32 chunks of 256. */
+    static final int PROMPT_TOKENS = 8192;
+    static final int CHUNK_TOKENS = 256;
+    static final int TOKENS_PER_BLOCK = 16;
+    static final KvLayout LAYOUT = KvLayout.of(32, 8, 128, DType.BFLOAT16, TOKENS_PER_BLOCK, LayoutOrder.LAYER_MAJOR);
+    static final Namespace NAMESPACE = Namespace.of("meta-llama/Llama-3.1-8B", "bench-rev-1", "llama3-tokenizer", LAYOUT);
+    /** Where benchmarks put registry and mock-device files: RAM-backed, like the node directory. */
+    static final Path SHM = Path.of("/dev/shm");
+
+    private static final int VOCABULARY = 128_256;
+
+    private Workloads() {
+    }
+
+    /** A prompt of {@code count} token ids in [0, vocabulary), the same for the same seed in every process. */
+    static int[] tokens(int count, long seed) {
+        int[] tokens = new int[count];
+        long state = seed;
+        for (int i = 0; i < count; i++) {
+            state = mix(state + i);
+            tokens[i] = (int) Long.remainderUnsigned(state, VOCABULARY);
+        }
+        return tokens;
+    }
+
+    /** SplitMix64 finalizer: a cheap, well-spread function of its argument. */
+    static long mix(long z) {
+        z = (z ^ (z >>> 30)) * 0xbf58476d1ce4e5b9L;
+        z = (z ^ (z >>> 27)) * 0x94d049bb133111ebL;
+        return z ^ (z >>> 31);
+    }
+
+    /** A fresh directory under /dev/shm (the temp dir where there is none). */
+    static Path freshShmDir(String prefix) {
+        try {
+            Path base = Files.isDirectory(SHM) && Files.isWritable(SHM) ? SHM : Path.of(System.getProperty("java.io.tmpdir"));
+            return Files.createTempDirectory(base, prefix);
+        } catch (IOException e) {
+            throw new UncheckedIOException("cannot create a benchmark directory", e);
+        }
+    }
+
+    /** Deletes {@code dir} and everything under it; a no-op when it is gone. */
+    static void deleteTree(Path dir) {
+        if (dir == null || !Files.exists(dir)) {
+            return;
+        }
+        try (Stream<Path> paths = Files.walk(dir)) {
+            for (Path p : (Iterable<Path>) paths.sorted(Comparator.reverseOrder())::iterator) {
+                Files.deleteIfExists(p);
+            }
+        } catch (IOException e) {
+            throw new UncheckedIOException("cannot delete benchmark directory " + dir, e);
+        }
+    }
+}
