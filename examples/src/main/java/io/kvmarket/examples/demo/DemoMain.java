@@ -1,0 +1,120 @@
+package io.kvmarket.examples.demo;
+
+import io.kvmarket.examples.demo.Workload.Outcome;
+import io.kvmarket.examples.model.ByteTokenizer;
+import io.kvmarket.examples.model.ModelConfig;
+import io.kvmarket.examples.model.ModelWeights;
+import io.kvmarket.examples.server.EngineOptions;
+import io.kvmarket.examples.server.ServerOptions;
+
+import java.io.IOException;
+import java.io.PrintStream;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.util.Comparator;
+import java.util.List;
+import java.util.Locale;
+import java.util.stream.Stream;
+
+/**
+ * The project's demo: two inference server processes share prefilled KV through the marketplace, against two
+ * fresh servers that recompute everything. Both pairs get the same {@link Workload}; the demo prints each request
+ * as it completes, a table of time to first token with and without the marketplace, and last one summary line:
+ * <pre>
+ * summary: requests=N hit_rate=X tokens_imported=Y ttft_on_ms=A ttft_off_ms=B ratio=A/B identical_outputs=true|false
+ * </pre>
+ * where the means A and B are over the requests that imported a prefix. Exits 0 when every generated token is
+ * the same with and without the marketplace. Everything lives in a fresh node directory, deleted at the end
+ * unless the run failed (then its server logs are kept there).
+ */
+public final class DemoMain {
+
+    private static final long SEED = ServerOptions.DEFAULT_SEED;
+    /**
+     * One KV block per chunk, as vLLM's prefix cache shares KV: byte tokens are short, and a chat turn then
+     * recomputes at most 15 tokens of the previous turn besides its new message. The library's default of 256
+     * suits word-piece tokenizers and long shared documents.
+     */
+    private static final int CHUNK_TOKENS = 16;
+    private static final PrintStream OUT = System.out;
+
+    private DemoMain() {
+    }
+
+    public static void main(String[] args) throws Exception {
+        Path shm = Path.of("/dev/shm");
+        Path base = Files.isDirectory(shm) && Files.isWritable(shm) ? shm : Path.of(System.getProperty("java.io.tmpdir"));
+        Path nodeDir = Files.createTempDirectory(base, "kvmarket-demo-");
+        boolean identical = false;
+        try {
+            identical = run(nodeDir);
+        } finally {
+            if (identical) {
+                deleteTree(nodeDir);
+            } else {
+                OUT.println("node directory and server logs kept in " + nodeDir);
+            }
+        }
+        System.exit(identical ? 0 : 1);
+    }
+
+    private static boolean run(Path nodeDir) throws IOException, InterruptedException {
+        ModelConfig model = ModelConfig.demo();
+        Workload workload = new Workload();
+        int threads = Runtime.getRuntime().availableProcessors();
+        OUT.printf(Locale.ROOT, "model: %d layers, dim %d, %d query / %d KV heads of %d, MLP %d, %,d parameters, fp32 KV"
+                        + " in blocks of %d tokens%n", model.layers(), model.dim(), model.heads(), model.kvHeads(),
+                model.headDim(), model.hidden(), ModelWeights.random(model, SEED).parameters(),
+                ModelConfig.TOKENS_PER_BLOCK);
+        OUT.printf(Locale.ROOT, "workload: %d requests, shared system prompt of %d tokens, %d new tokens each;"
+                        + " chunks of %d tokens; %d threads per server%n", workload.requests(),
+                ByteTokenizer.encode(workload.systemPrompt()).length, Workload.MAX_NEW_TOKENS, CHUNK_TOKENS, threads);
+        OUT.println("node directory: " + nodeDir);
+
+        List<Outcome> on = runPhase("on", true, nodeDir, workload, model, threads);
+        List<Outcome> off = runPhase("off", false, nodeDir, workload, model, threads);
+
+        Summary summary = Summary.of(on, off);
+        OUT.println();
+        OUT.printf(Locale.ROOT, "%-7s %-6s %7s %9s %12s %12s%n", "id", "server", "prompt", "imported", "ttft_on_ms",
+                "ttft_off_ms");
+        for (int i = 0; i < on.size(); i++) {
+            Outcome o = on.get(i);
+            OUT.printf(Locale.ROOT, "%-7s %-6s %7d %9d %12.1f %12.1f%n", o.id(), o.server(),
+                    o.result().promptTokens(), o.result().importedTokens(), o.result().ttftMs(),
+                    off.get(i).result().ttftMs());
+        }
+        OUT.println();
+        OUT.println(summary.line());
+        return summary.identicalOutputs();
+    }
+
+    /** Starts servers A and B with the marketplace on or off, runs the workload on them, and stops them. */
+    private static List<Outcome> runPhase(String label, boolean marketplace, Path nodeDir, Workload workload,
+                                          ModelConfig model, int threads) throws IOException, InterruptedException {
+        OUT.printf("[%-3s] starting servers A and B (marketplace %s) ...%n", label, label);
+        ServerOptions options = new ServerOptions(0,
+                new EngineOptions(model, SEED, nodeDir, marketplace, CHUNK_TOKENS, threads));
+        try (ServerProcess a = ServerProcess.launch("A", options, nodeDir.resolve("server-" + label + "-A.log"));
+             ServerProcess b = ServerProcess.launch("B", options, nodeDir.resolve("server-" + label + "-B.log"))) {
+            a.awaitListening();
+            b.awaitListening();
+            List<Outcome> outcomes = workload.run(a, b, o -> OUT.printf(Locale.ROOT,
+                    "[%-3s] %-6s on %s: prompt %5d tokens, imported %5d, ttft %8.1f ms%n", label, o.id(),
+                    o.server(), o.result().promptTokens(), o.result().importedTokens(), o.result().ttftMs()));
+            if (marketplace) {
+                OUT.println("[on ] metrics A: " + a.metrics().strip().replace('\n', ' '));
+                OUT.println("[on ] metrics B: " + b.metrics().strip().replace('\n', ' '));
+            }
+            return outcomes;
+        }
+    }
+
+    private static void deleteTree(Path dir) throws IOException {
+        try (Stream<Path> paths = Files.walk(dir)) {
+            for (Path p : paths.sorted(Comparator.reverseOrder()).toList()) {
+                Files.deleteIfExists(p);
+            }
+        }
+    }
+}
