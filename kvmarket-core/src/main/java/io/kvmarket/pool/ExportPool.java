@@ -11,6 +11,7 @@ import org.slf4j.LoggerFactory;
 
 import java.util.ArrayDeque;
 import java.util.ArrayList;
+import java.util.Arrays;
 import java.util.HashMap;
 import java.util.Iterator;
 import java.util.LinkedHashMap;
@@ -113,7 +114,7 @@ public final class ExportPool implements AutoCloseable {
                 got[n++] = e.getKey();
             }
         }
-        return n == wanted ? got : java.util.Arrays.copyOf(got, n);
+        return n == wanted ? got : Arrays.copyOf(got, n);
     }
 
     /** Records that {@code slot} now holds the published {@code offer}. */
