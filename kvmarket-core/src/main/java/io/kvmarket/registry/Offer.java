@@ -11,7 +11,7 @@ import java.util.Arrays;
  * @param key               the chunk key
  * @param nodeId            node that holds the chunk ({@link io.kvmarket.node.NodeId})
  * @param owner             process that exported it
- * @param handle            device IPC handle of the owner's export-pool buffer (opaque; at most 64 bytes)
+ * @param handle            device IPC handle of the owner's export-pool buffer (opaque; at most 128 bytes)
  * @param offset            byte offset of the chunk inside that buffer
  * @param length            bytes of the chunk
  * @param layoutFingerprint fingerprint of the KV layout the bytes are in
@@ -21,7 +21,7 @@ import java.util.Arrays;
 public record Offer(ChunkKey key, long nodeId, ProcessIdentity owner, byte[] handle, long offset, long length,
                     long layoutFingerprint, long generation, long leaseExpiryMs) {
 
-    public static final int MAX_HANDLE_BYTES = 64;
+    public static final int MAX_HANDLE_BYTES = 128;
 
     public Offer {
         if (key == null || owner == null || handle == null) {

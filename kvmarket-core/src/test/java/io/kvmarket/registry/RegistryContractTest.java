@@ -9,9 +9,11 @@ import org.junit.jupiter.api.Test;
 import java.util.List;
 import java.util.concurrent.atomic.AtomicLong;
 
+import static org.junit.jupiter.api.Assertions.assertArrayEquals;
 import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertFalse;
 import static org.junit.jupiter.api.Assertions.assertNull;
+import static org.junit.jupiter.api.Assertions.assertThrows;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
 /** Behaviour every {@link OfferRegistry} must have; each implementation's test extends this. */
@@ -80,6 +82,19 @@ public abstract class RegistryContractTest {
         assertEquals(o, back);
         assertEquals(o.owner(), back.owner());
         assertEquals(4, back.handle().length);
+    }
+
+    @Test
+    void handlesUpToTheirLimitRoundTripAndLongerOnesAreRejected() {
+        byte[] handle = new byte[Offer.MAX_HANDLE_BYTES];
+        for (int i = 0; i < handle.length; i++) {
+            handle[i] = (byte) (i * 7 + 1);
+        }
+        Offer o = new Offer(key(9), 7, ProcessIdentity.current(), handle, 0, 4096, 42, 1, clock.get() + 1000);
+        registry.publish(o);
+        assertArrayEquals(handle, registry.lookup(key(9)).handle());
+        assertThrows(IllegalArgumentException.class, () -> new Offer(key(9), 7, ProcessIdentity.current(),
+                new byte[Offer.MAX_HANDLE_BYTES + 1], 0, 4096, 42, 1, clock.get() + 1000));
     }
 
     @Test

@@ -43,7 +43,7 @@ import static io.kvmarket.registry.shm.RegistryFileDescriptor.*;
  */
 public final class NodeLocalRegistry implements OfferRegistry {
 
-    public static final String FILE_NAME = "registry-v1.kvreg";
+    public static final String FILE_NAME = "registry-v2.kvreg";
     public static final int DEFAULT_CAPACITY = 1 << 16;
     /** At most this long after a process dies, its offers stop being served. */
     public static final long LIVENESS_TTL_MS = 250;
@@ -83,7 +83,7 @@ public final class NodeLocalRegistry implements OfferRegistry {
 
     private NodeLocalRegistry(Path dir, int capacity, LongSupplier clockMs) {
         if (capacity < 16 || Integer.bitCount(capacity) != 1 || fileBytes(capacity) > Integer.MAX_VALUE) {
-            throw new IllegalArgumentException("capacity must be a power of two in [16, 2^23], was " + capacity);
+            throw new IllegalArgumentException("capacity must be a power of two in [16, 2^22], was " + capacity);
         }
         this.clockMs = clockMs;
         this.file = NodeDirectory.ensure(dir).resolve(FILE_NAME).toAbsolutePath();

@@ -7,7 +7,7 @@ package io.kvmarket.registry.shm;
  * <pre>
  * Header (128 bytes)
  *   0  +---------------------------------------------------------------+
- *      | magic "KVMREG01" (8)                                          |
+ *      | magic "KVMREG02" (8)                                          |
  *   8  | version (4)                   | slot bytes (4)                |
  *  16  | capacity: slots, a power of two (8)                           |
  *  24  | live slots (8)                 maintained under the file lock |
@@ -17,7 +17,7 @@ package io.kvmarket.registry.shm;
  * 128  +---------------------------------------------------------------+
  *      | slot 0 | slot 1 | ... | slot capacity-1                       |
  *
- * Slot (192 bytes)
+ * Slot (256 bytes)
  *   0  | seq (8): even = stable, odd = a writer is changing the slot   |
  *   8  | state (8): 0 empty, 1 live, 2 tombstone                       |
  *  16  | key hi (8)                    | 24 key lo (8)                 |
@@ -28,9 +28,9 @@ package io.kvmarket.registry.shm;
  *  96  | handle length (8)                                             |
  * 104  | pin count (8)      CAS by importers without the lock          |
  * 112  | pin expiry ms (8)  CAS-max by importers without the lock      |
- * 120  | handle bytes (64)                                             |
- * 184  | reserved (8)                                                  |
- * 192  +---------------------------------------------------------------+
+ * 120  | handle bytes (128): a CUDA IPC handle (64) and its framing fit  |
+ * 248  | reserved (8)                                                  |
+ * 256  +---------------------------------------------------------------+
  * </pre>
  *
  * Writers (publish, withdraw, renew, sweep) take an fcntl lock on the file, which the kernel drops when its
@@ -40,8 +40,8 @@ package io.kvmarket.registry.shm;
  */
 final class RegistryFileDescriptor {
 
-    static final long MAGIC = 0x31304745524d564bL; // "KVMREG01" little-endian
-    static final int VERSION = 1;
+    static final long MAGIC = 0x32304745524d564bL; // "KVMREG02" little-endian
+    static final int VERSION = 2;
 
     static final int HEADER_BYTES = 128;
     static final int MAGIC_OFFSET = 0;
@@ -52,7 +52,7 @@ final class RegistryFileDescriptor {
     static final int TOMBSTONES_OFFSET = 32;
     static final int DIRTY_SLOT_OFFSET = 40;
 
-    static final int SLOT_BYTES = 192;
+    static final int SLOT_BYTES = 256;
     static final int SEQ = 0;
     static final int STATE = 8;
     static final int KEY_HI = 16;
@@ -69,7 +69,7 @@ final class RegistryFileDescriptor {
     static final int PIN_COUNT = 104;
     static final int PIN_EXPIRY = 112;
     static final int HANDLE = 120;
-    static final int HANDLE_CAPACITY = 64;
+    static final int HANDLE_CAPACITY = 128;
 
     static final long STATE_EMPTY = 0;
     static final long STATE_LIVE = 1;
