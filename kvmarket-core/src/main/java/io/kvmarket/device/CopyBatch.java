@@ -48,6 +48,24 @@ public final class CopyBatch {
     }
 
     /**
+     * The backing arrays, shared and not copied, for a native layer that takes them as they are (copying 32K
+     * segments would cost more than the launch). Only the first {@link #segments()} entries count. Read only.
+     */
+    public long[] srcOffsetArray() {
+        return src;
+    }
+
+    /** See {@link #srcOffsetArray()}. */
+    public long[] dstOffsetArray() {
+        return dst;
+    }
+
+    /** See {@link #srcOffsetArray()}. */
+    public long[] lengthArray() {
+        return len;
+    }
+
+    /**
      * Checks every segment against the buffer sizes before anything is copied.
      *
      * @throws IllegalArgumentException naming the first segment that falls outside either buffer

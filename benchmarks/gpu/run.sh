@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# The GPU check, run on the lent GPU machine from the repository root (see README "GPU path"):
+#   1. the CUDA unit tests of kvmarket-native and kvmarket-nvlink (skipped as assumptions where no GPU),
+#   2. the cross-process import benchmark (gpu-summary line),
+#   3. a PyTorch prefill of the same 8,192 tokens, and import time / prefill time.
+# Expects .device/ from benchmarks/gpu/stage.sh. Writes logs under $OUT (or ./gpu-out).
+set -uo pipefail
+out=${OUT:-gpu-out}
+mkdir -p "$out"
+tar xzf .device/jre17.tgz -C /tmp
+export PATH=/tmp/kvm-jre17/bin:$PATH LD_LIBRARY_PATH=/usr/local/cuda/lib64${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
+nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | tee "$out/gpu.txt"
+date -u +%Y-%m-%dT%H:%MZ | tee -a "$out/gpu.txt"
+
+echo "== unit tests"
+jars=$(ls .device/lib/*.jar | tr '\n' ':')
+# One plain class path, so the tests' child JVMs (java.class.path) see the same classes.
+java -cp ".device/test-classes/kvmarket-native:.device/test-classes/kvmarket-nvlink:${jars}.device/junit/junit-platform-console-standalone.jar" \
+  org.junit.platform.console.ConsoleLauncher execute \
+  --select-package io.kvmarket.nativecopy --select-package io.kvmarket.cuda --details=summary 2>&1 | tee "$out/tests.log"
+
+echo "== import benchmark"
+java -cp "$jars" io.kvmarket.benchmarks.gpu.GpuImportBenchmark 2>&1 | tee "$out/import.log"
+
+echo "== PyTorch prefill"
+python3 benchmarks/gpu/prefill_llama.py 2>&1 | tee "$out/prefill.log"
+
+import_ms=$(sed -n 's/^paged_import(kernel): median_ms=\([0-9.]*\).*/\1/p' "$out/import.log")
+prefill_ms=$(sed -n 's/^prefill: tokens=[0-9]* median_ms=\([0-9.]*\).*/\1/p' "$out/prefill.log")
+if [ -n "$import_ms" ] && [ -n "$prefill_ms" ]; then
+  python3 -c "print(f'import_vs_prefill: paged_import_ms=$import_ms prefill_ms=$prefill_ms ratio={$import_ms/$prefill_ms:.5f}')" | tee "$out/ratio.txt"
+fi
+grep '^gpu-summary' "$out/import.log"

@@ -1,0 +1,233 @@
+package io.kvmarket.benchmarks.gpu;
+
+import io.kvmarket.KvMarketplace;
+import io.kvmarket.LoadResult;
+import io.kvmarket.Match;
+import io.kvmarket.cuda.CudaBuffer;
+import io.kvmarket.cuda.CudaDevice;
+import io.kvmarket.cuda.CudaRuntime;
+import io.kvmarket.kv.PagedKvCache;
+import io.kvmarket.nativecopy.CopyMethod;
+import io.kvmarket.registry.shm.NodeLocalRegistry;
+import org.bytedeco.cuda.cudart.cudaDeviceProp;
+
+import java.io.BufferedReader;
+import java.io.InputStreamReader;
+import java.nio.charset.StandardCharsets;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.util.ArrayList;
+import java.util.Arrays;
+import java.util.Collections;
+import java.util.List;
+import java.util.Locale;
+import java.util.Random;
+
+import static org.bytedeco.cuda.global.cudart.cudaDeviceSynchronize;
+import static org.bytedeco.cuda.global.cudart.cudaGetDeviceProperties;
+import static org.bytedeco.cuda.global.cudart.cudaMemcpyAsync;
+import static org.bytedeco.cuda.global.cudart.cudaMemcpyDeviceToDevice;
+
+/**
+ * Cross-process import of the KV of 8,192 tokens with Llama-3-8B geometry (1 GiB in bf16) through CUDA IPC and
+ * the node-local registry, against a plain one-call device-to-device copy of the same number of bytes measured in
+ * the same run. An exporter child JVM fills and exports the KV; this JVM imports it:
+ * <ul>
+ *   <li>contiguous: into 512 consecutive blocks (per-region runs merge: 2,048 segments of 512 KiB);</li>
+ *   <li>paged: into 512 blocks of a 1,024-block cache shuffled as a free list hands them out (32,768 segments of
+ *       32 KiB), once with each copy method of kvmarket-native;</li>
+ *   <li>cold: the first import of a fresh marketplace, which opens the peer's IPC handle.</li>
+ * </ul>
+ * Overheads are (match + open + copy + sync) minus the raw copy time. Prints, last, one {@code gpu-summary} line.
+ * Run on a GPU machine: {@code java -cp ... io.kvmarket.benchmarks.gpu.GpuImportBenchmark}.
+ */
+public final class GpuImportBenchmark {
+
+    private static final int WARM_RUNS = 20;
+    private static final int COLD_RUNS = 5;
+
+    private GpuImportBenchmark() {
+    }
+
+    public static void main(String[] args) throws Exception {
+        if (args.length == 2 && args[0].equals("exporter")) {
+            export(Path.of(args[1]));
+            return;
+        }
+        if (!CudaRuntime.isAvailable()) {
+            System.out.println("gpu-summary: unavailable cause=" + CudaRuntime.unavailabilityCause());
+            System.exit(2);
+        }
+        Path dir = Files.createTempDirectory(Path.of("/dev/shm"), "kvmarket-gpu-bench-");
+        Process child = new ProcessBuilder(Path.of(System.getProperty("java.home"), "bin", "java").toString(), "-cp",
+                System.getProperty("java.class.path"), GpuImportBenchmark.class.getName(), "exporter", dir.toString())
+                .redirectError(ProcessBuilder.Redirect.INHERIT).start();
+        try {
+            String ready = new BufferedReader(new InputStreamReader(child.getInputStream(), StandardCharsets.UTF_8))
+                    .readLine();
+            if (ready == null || !ready.startsWith("READY")) {
+                throw new IllegalStateException("exporter failed: " + ready);
+            }
+            run(dir);
+        } finally {
+            child.destroyForcibly();
+            child.waitFor();
+            try (var files = Files.walk(dir)) {
+                files.sorted(Collections.reverseOrder()).forEach(p -> p.toFile().delete());
+            }
+        }
+    }
+
+    private static void export(Path dir) throws Exception {
+        try (NodeLocalRegistry registry = NodeLocalRegistry.open(dir, NodeLocalRegistry.DEFAULT_CAPACITY);
+             CudaDevice device = new CudaDevice(0)) {
+            PagedKvCache cache = GpuKvGeometry.cache(device, GpuKvGeometry.PROMPT_BLOCKS);
+            int[] table = identity(GpuKvGeometry.PROMPT_BLOCKS);
+            GpuKvGeometry.fill(cache, table);
+            try (KvMarketplace market = GpuKvGeometry.marketplace(device, registry, cache, GpuKvGeometry.KV_BYTES)) {
+                var r = market.export(GpuKvGeometry.prompt(), GpuKvGeometry.TOKENS, table);
+                System.out.println("READY " + r.chunksPublished());
+                System.out.flush();
+                while (System.in.read() >= 0) {
+                    // hold the offers until the parent is done
+                }
+            }
+        }
+    }
+
+    private static void run(Path dir) {
+        int[] prompt = GpuKvGeometry.prompt();
+        long bytes = GpuKvGeometry.KV_BYTES;
+        try (NodeLocalRegistry registry = NodeLocalRegistry.open(dir, NodeLocalRegistry.DEFAULT_CAPACITY);
+             CudaDevice kernel = new CudaDevice(0, CopyMethod.GATHER_KERNEL);
+             CudaDevice batchApi = new CudaDevice(0, CopyMethod.MEMCPY_BATCH)) {
+            cudaDeviceProp prop = new cudaDeviceProp();
+            cudaGetDeviceProperties(prop, 0);
+            String deviceName = prop.name().getString().replace(' ', '_');
+
+            double rawMs = rawCopyMs(kernel, bytes);
+            int[] contiguous = identity(GpuKvGeometry.PROMPT_BLOCKS);
+            int[] paged = shuffledBlocks(GpuKvGeometry.PROMPT_BLOCKS, GpuKvGeometry.CACHE_BLOCKS, 42);
+
+            double coldMs = coldImportMs(kernel, registry, prompt, contiguous);
+            Result contiguousKernel = warmImports(kernel, registry, prompt, contiguous);
+            Result pagedKernel = warmImports(kernel, registry, prompt, paged);
+            Result pagedBatch = warmImports(batchApi, registry, prompt, paged);
+            Result pagedBest = pagedKernel.medianMs <= pagedBatch.medianMs ? pagedKernel : pagedBatch;
+            Result contiguousBest = contiguousKernel;
+
+            double raw = gbps(bytes, rawMs);
+            double c = gbps(bytes, contiguousBest.medianMs);
+            double p = gbps(bytes, pagedBest.medianMs);
+            System.out.printf(Locale.ROOT, "raw_d2d: bytes=%d median_ms=%.3f GBps=%.1f%n", bytes, rawMs, raw);
+            System.out.printf(Locale.ROOT, "contiguous_import(kernel): median_ms=%.3f GBps=%.1f exact=%b%n",
+                    contiguousKernel.medianMs, c, contiguousKernel.exact);
+            System.out.printf(Locale.ROOT, "paged_import(kernel): median_ms=%.3f GBps=%.1f exact=%b%n",
+                    pagedKernel.medianMs, gbps(bytes, pagedKernel.medianMs), pagedKernel.exact);
+            System.out.printf(Locale.ROOT, "paged_import(cudaMemcpyBatchAsync): median_ms=%.3f GBps=%.1f exact=%b%n",
+                    pagedBatch.medianMs, gbps(bytes, pagedBatch.medianMs), pagedBatch.exact);
+            System.out.printf(Locale.ROOT, "cold_import(kernel, contiguous): median_ms=%.3f%n", coldMs);
+            boolean exact = contiguousKernel.exact && pagedKernel.exact && pagedBatch.exact;
+            System.out.printf(Locale.ROOT, "gpu-summary: device=%s raw_d2d_GBps=%.1f contiguous_import_GBps=%.1f"
+                            + " paged_import_GBps=%.1f paged_ratio=%.3f warm_import_overhead_us=%.1f"
+                            + " cold_import_overhead_us=%.1f bitexact=%b paged_method=%s%n",
+                    deviceName, raw, c, p, p / raw, (contiguousBest.medianMs - rawMs) * 1000,
+                    (coldMs - rawMs) * 1000, exact, pagedBest == pagedKernel ? "kernel" : "memcpy_batch");
+        }
+    }
+
+    /** Median of one-call cudaMemcpyAsync device-to-device copies of {@code bytes} between two allocations. */
+    private static double rawCopyMs(CudaDevice device, long bytes) {
+        CudaBuffer src = (CudaBuffer) device.allocate(bytes);
+        CudaBuffer dst = (CudaBuffer) device.allocate(bytes);
+        try {
+            List<Double> ms = new ArrayList<>();
+            for (int i = 0; i < WARM_RUNS + 3; i++) {
+                long t0 = System.nanoTime();
+                cudaMemcpyAsync(dst.at(0), src.at(0), bytes, cudaMemcpyDeviceToDevice);
+                cudaDeviceSynchronize();
+                if (i >= 3) {
+                    ms.add((System.nanoTime() - t0) / 1e6);
+                }
+            }
+            return median(ms);
+        } finally {
+            device.free(src);
+            device.free(dst);
+        }
+    }
+
+    /** Median over fresh marketplaces, each opening the exporter's IPC handle for its first import. */
+    private static double coldImportMs(CudaDevice device, NodeLocalRegistry registry, int[] prompt, int[] table) {
+        PagedKvCache cache = GpuKvGeometry.cache(device, GpuKvGeometry.CACHE_BLOCKS);
+        try {
+            List<Double> ms = new ArrayList<>();
+            for (int i = 0; i < COLD_RUNS; i++) {
+                try (KvMarketplace market = GpuKvGeometry.marketplace(device, registry, cache,
+                        GpuKvGeometry.LAYOUT.blockBytes() * 16)) {
+                    ms.add(importOnce(market, prompt, table));
+                }
+            }
+            return median(ms);
+        } finally {
+            device.free(cache.buffer());
+        }
+    }
+
+    private static Result warmImports(CudaDevice device, NodeLocalRegistry registry, int[] prompt, int[] table) {
+        PagedKvCache cache = GpuKvGeometry.cache(device, GpuKvGeometry.CACHE_BLOCKS);
+        try (KvMarketplace market = GpuKvGeometry.marketplace(device, registry, cache,
+                GpuKvGeometry.LAYOUT.blockBytes() * 16)) {
+            importOnce(market, prompt, table); // opens and caches the peer's mapping
+            List<Double> ms = new ArrayList<>();
+            for (int i = 0; i < WARM_RUNS; i++) {
+                ms.add(importOnce(market, prompt, table));
+            }
+            return new Result(median(ms), GpuKvGeometry.holds(cache, table));
+        } finally {
+            device.free(cache.buffer());
+        }
+    }
+
+    /** match + load (open when cold, copy, sync, generation check) of the whole prompt, in ms. */
+    private static double importOnce(KvMarketplace market, int[] prompt, int[] table) {
+        long t0 = System.nanoTime();
+        Match m = market.match(prompt, GpuKvGeometry.TOKENS);
+        LoadResult r = market.load(m, table).join();
+        double ms = (System.nanoTime() - t0) / 1e6;
+        if (r.tokensImported() != GpuKvGeometry.TOKENS) {
+            throw new IllegalStateException("import delivered " + r);
+        }
+        return ms;
+    }
+
+    private static int[] identity(int n) {
+        int[] t = new int[n];
+        for (int i = 0; i < n; i++) {
+            t[i] = i;
+        }
+        return t;
+    }
+
+    private static int[] shuffledBlocks(int n, int of, long seed) {
+        List<Integer> all = new ArrayList<>();
+        for (int i = 0; i < of; i++) {
+            all.add(i);
+        }
+        Collections.shuffle(all, new Random(seed));
+        return all.subList(0, n).stream().mapToInt(Integer::intValue).toArray();
+    }
+
+    private static double median(List<Double> xs) {
+        double[] a = xs.stream().mapToDouble(Double::doubleValue).toArray();
+        Arrays.sort(a);
+        return a.length % 2 == 1 ? a[a.length / 2] : (a[a.length / 2 - 1] + a[a.length / 2]) / 2;
+    }
+
+    private static double gbps(long bytes, double ms) {
+        return bytes / (ms * 1e-3) / 1e9;
+    }
+
+    private record Result(double medianMs, boolean exact) {
+    }
+}

@@ -1,0 +1,226 @@
+package io.kvmarket.cuda;
+
+import io.kvmarket.device.CopyBatch;
+import io.kvmarket.device.Device;
+import io.kvmarket.device.DeviceBuffer;
+import io.kvmarket.device.DeviceException;
+import io.kvmarket.nativecopy.CopyMethod;
+import io.kvmarket.nativecopy.NativeCopy;
+import io.kvmarket.nativecopy.NativeCopyException;
+import io.kvmarket.node.ProcessIdentity;
+import org.bytedeco.cuda.cudart.CUstream_st;
+import org.bytedeco.cuda.cudart.cudaIpcMemHandle_t;
+import org.bytedeco.javacpp.Pointer;
+import org.bytedeco.javacpp.PointerPointer;
+
+import java.util.Map;
+import java.util.concurrent.CompletableFuture;
+import java.util.concurrent.ConcurrentHashMap;
+import java.util.concurrent.ExecutorService;
+import java.util.concurrent.Executors;
+import java.util.concurrent.TimeUnit;
+import java.util.concurrent.atomic.AtomicLong;
+
+import static org.bytedeco.cuda.global.cudart.*;
+
+/**
+ * One CUDA GPU behind the core's device SPI. Memory is cudaMalloc'd; an exported handle wraps
+ * cudaIpcGetMemHandle, and a peer maps it with cudaIpcOpenMemHandle (the marketplace's transport caches the
+ * mapping and closes it when the peer dies). Every {@link #copy} is ONE native call into kvmarket-native's
+ * batched copy on this device's stream, whatever the number of segments, followed by a stream synchronize on the
+ * device's copy thread; nothing stages through host memory.
+ *
+ * <p>Needs {@link CudaRuntime#isAvailable()}. One device ordinal per instance; the calling thread's current
+ * device is set before each CUDA call.
+ */
+public final class CudaDevice implements Device {
+
+    /** Allocations of every CudaDevice in this process: CUDA cannot open an IPC handle of its own process. */
+    private static final Map<Long, CudaBuffer> PROCESS_ALLOCATIONS = new ConcurrentHashMap<>();
+    private static final AtomicLong NEXT_ID = new AtomicLong(1);
+
+    private final int ordinal;
+    private final CopyMethod method;
+    private final ProcessIdentity self = ProcessIdentity.current();
+    private final Map<Long, CudaBuffer> owned = new ConcurrentHashMap<>();
+    private final CUstream_st stream = new CUstream_st();
+    private final ExecutorService copyThread;
+    private final String name;
+    private volatile boolean closed;
+
+    public CudaDevice(int ordinal) {
+        this(ordinal, CopyMethod.GATHER_KERNEL);
+    }
+
+    /**
+     * @param method how kvmarket-native issues a batch: cudaMemcpyBatchAsync or the gather/scatter kernel
+     */
+    public CudaDevice(int ordinal, CopyMethod method) {
+        CudaRuntime.ensureAvailability();
+        if (ordinal < 0 || ordinal >= CudaRuntime.deviceCountIfAvailable()) {
+            throw new IllegalArgumentException("CUDA device " + ordinal + " outside [0, "
+                    + CudaRuntime.deviceCountIfAvailable() + ")");
+        }
+        this.ordinal = ordinal;
+        this.method = method;
+        check(cudaSetDevice(ordinal), "cudaSetDevice");
+        check(cudaStreamCreateWithFlags(stream, cudaStreamNonBlocking), "cudaStreamCreateWithFlags");
+        this.copyThread = Executors.newSingleThreadExecutor(r -> {
+            Thread t = new Thread(r, "kvmarket-cuda" + ordinal + "-copy");
+            t.setDaemon(true);
+            return t;
+        });
+        this.name = "cuda:" + ordinal + " (" + method + ")";
+    }
+
+    @Override
+    public String name() {
+        return name;
+    }
+
+    public CopyMethod copyMethod() {
+        return method;
+    }
+
+    @Override
+    public DeviceBuffer allocate(long bytes) {
+        ensureOpen();
+        if (bytes <= 0) {
+            throw new IllegalArgumentException("allocation of " + bytes + " bytes");
+        }
+        check(cudaSetDevice(ordinal), "cudaSetDevice");
+        PointerPointer<Pointer> out = new PointerPointer<>(1);
+        int err = cudaMalloc(out, bytes);
+        if (err != cudaSuccess) {
+            throw new DeviceException("cudaMalloc of " + bytes + " bytes failed: " + CudaRuntime.errorString(err));
+        }
+        Pointer p = out.get(0);
+        check(cudaMemset(p, 0, bytes), "cudaMemset");
+        long id = NEXT_ID.getAndIncrement();
+        CudaBuffer buffer = new CudaBuffer(p, bytes, self, id, false);
+        owned.put(id, buffer);
+        PROCESS_ALLOCATIONS.put(id, buffer);
+        return buffer;
+    }
+
+    @Override
+    public void free(DeviceBuffer buffer) {
+        CudaBuffer b = cast(buffer);
+        if (b.isPeerMapping() || owned.remove(b.allocationId) == null) {
+            throw new IllegalArgumentException("not an allocation of this device: " + b);
+        }
+        PROCESS_ALLOCATIONS.remove(b.allocationId);
+        check(cudaSetDevice(ordinal), "cudaSetDevice");
+        check(cudaFree(b.pointer), "cudaFree");
+    }
+
+    @Override
+    public byte[] exportHandle(DeviceBuffer buffer) {
+        CudaBuffer b = cast(buffer);
+        if (b.isPeerMapping() || !owned.containsKey(b.allocationId)) {
+            throw new IllegalArgumentException("only live allocations of this device can be exported: " + b);
+        }
+        check(cudaSetDevice(ordinal), "cudaSetDevice");
+        cudaIpcMemHandle_t h = new cudaIpcMemHandle_t();
+        check(cudaIpcGetMemHandle(h, b.pointer), "cudaIpcGetMemHandle");
+        byte[] raw = new byte[CudaIpcHandle.CUDA_HANDLE_BYTES];
+        h.reserved().get(raw);
+        return new CudaIpcHandle(self, b.allocationId, b.size, ordinal, raw).encode();
+    }
+
+    @Override
+    public DeviceBuffer openHandle(byte[] handle) {
+        ensureOpen();
+        CudaIpcHandle h = CudaIpcHandle.decode(handle);
+        if (h.owner().equals(self)) {
+            CudaBuffer own = PROCESS_ALLOCATIONS.get(h.allocationId());
+            if (own == null) {
+                throw new DeviceException("allocation " + h.allocationId() + " of this process is no longer live");
+            }
+            if (own.size != h.size()) {
+                throw new IllegalArgumentException("handle says " + h.size() + " bytes, allocation has " + own.size);
+            }
+            return own;
+        }
+        check(cudaSetDevice(ordinal), "cudaSetDevice");
+        cudaIpcMemHandle_t raw = new cudaIpcMemHandle_t();
+        raw.reserved().put(h.cudaHandle());
+        PointerPointer<Pointer> out = new PointerPointer<>(1);
+        int err = cudaIpcOpenMemHandle(out, raw, cudaIpcMemLazyEnablePeerAccess);
+        if (err != cudaSuccess) {
+            throw new DeviceException("cudaIpcOpenMemHandle of pid " + h.owner().pid() + "'s allocation "
+                    + h.allocationId() + " failed: " + CudaRuntime.errorString(err));
+        }
+        return new CudaBuffer(out.get(0), h.size(), h.owner(), h.allocationId(), true);
+    }
+
+    @Override
+    public void closeHandle(DeviceBuffer mapped) {
+        CudaBuffer b = cast(mapped);
+        if (b.isPeerMapping()) {
+            check(cudaSetDevice(ordinal), "cudaSetDevice");
+            check(cudaIpcCloseMemHandle(b.pointer), "cudaIpcCloseMemHandle");
+        }
+    }
+
+    @Override
+    public CompletableFuture<Void> copy(DeviceBuffer src, DeviceBuffer dst, CopyBatch batch) {
+        ensureOpen();
+        CudaBuffer s = cast(src);
+        CudaBuffer d = cast(dst);
+        batch.checkBounds(s.size, d.size);
+        return CompletableFuture.runAsync(() -> {
+            check(cudaSetDevice(ordinal), "cudaSetDevice");
+            try {
+                NativeCopy.copyBatch(method, s.address(), d.address(), batch.srcOffsetArray(), batch.dstOffsetArray(),
+                        batch.lengthArray(), batch.segments(), stream.address());
+            } catch (NativeCopyException e) {
+                throw new DeviceException("batched copy of " + batch + " failed", e);
+            }
+            check(cudaStreamSynchronize(stream), "cudaStreamSynchronize");
+        }, copyThread);
+    }
+
+    /** Frees this device's allocations and its stream. */
+    @Override
+    public void close() {
+        if (closed) {
+            return;
+        }
+        closed = true;
+        copyThread.shutdown();
+        try {
+            // Copies already submitted still read and write these allocations.
+            copyThread.awaitTermination(30, TimeUnit.SECONDS);
+        } catch (InterruptedException e) {
+            Thread.currentThread().interrupt();
+        }
+        cudaSetDevice(ordinal);
+        for (CudaBuffer b : owned.values()) {
+            PROCESS_ALLOCATIONS.remove(b.allocationId);
+            cudaFree(b.pointer);
+        }
+        owned.clear();
+        NativeCopy.releaseStream(stream.address());
+        cudaStreamDestroy(stream);
+    }
+
+    private void ensureOpen() {
+        if (closed) {
+            throw new IllegalStateException("CUDA device " + ordinal + " is closed");
+        }
+    }
+
+    private static CudaBuffer cast(DeviceBuffer buffer) {
+        if (!(buffer instanceof CudaBuffer)) {
+            throw new IllegalArgumentException("not a CUDA device buffer: " + buffer);
+        }
+        return (CudaBuffer) buffer;
+    }
+
+    private static void check(int err, String call) {
+        if (err != cudaSuccess) {
+            throw new DeviceException(call + " failed: " + CudaRuntime.errorString(err));
+        }
+    }
+}

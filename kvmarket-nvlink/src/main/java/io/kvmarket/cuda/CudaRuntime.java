@@ -1,0 +1,81 @@
+package io.kvmarket.cuda;
+
+import io.kvmarket.nativecopy.NativeCopy;
+import org.bytedeco.cuda.global.cudart;
+import org.bytedeco.javacpp.Loader;
+import org.slf4j.Logger;
+import org.slf4j.LoggerFactory;
+
+/**
+ * Whether the CUDA device can be used here, probed once and kept with its cause, in the manner of Netty's
+ * {@code Epoll}: the CUDA runtime must load (JavaCPP Presets for CUDA, against the system's libcudart), see at
+ * least one device through a working driver, and kvmarket-native must offer its batched copy. Probing never
+ * throws; callers ask {@link #isAvailable()}, {@link #ensureAvailability()} or {@link #unavailabilityCause()}.
+ */
+public final class CudaRuntime {
+
+    private static final Logger LOG = LoggerFactory.getLogger(CudaRuntime.class);
+    private static final Throwable UNAVAILABILITY_CAUSE = probe();
+    private static final int DEVICE_COUNT = UNAVAILABILITY_CAUSE == null ? deviceCount() : 0;
+
+    private CudaRuntime() {
+    }
+
+    public static boolean isAvailable() {
+        return UNAVAILABILITY_CAUSE == null;
+    }
+
+    /** @throws UnsatisfiedLinkError carrying the cause when CUDA cannot be used */
+    public static void ensureAvailability() {
+        if (UNAVAILABILITY_CAUSE != null) {
+            throw (UnsatisfiedLinkError) new UnsatisfiedLinkError("CUDA device unavailable: "
+                    + UNAVAILABILITY_CAUSE.getMessage()).initCause(UNAVAILABILITY_CAUSE);
+        }
+    }
+
+    /** Null when available. */
+    public static Throwable unavailabilityCause() {
+        return UNAVAILABILITY_CAUSE;
+    }
+
+    public static int deviceCountIfAvailable() {
+        return DEVICE_COUNT;
+    }
+
+    /** CUDA's name for an error code. */
+    static String errorString(int code) {
+        return cudart.cudaGetErrorString(code).getString() + " (" + code + ")";
+    }
+
+    private static Throwable probe() {
+        Throwable cause;
+        try {
+            Loader.load(cudart.class);
+            int[] count = new int[1];
+            int err = cudart.cudaGetDeviceCount(count);
+            if (err != cudart.cudaSuccess) {
+                cause = new IllegalStateException("cudaGetDeviceCount failed: " + errorString(err));
+            } else if (count[0] == 0) {
+                cause = new IllegalStateException("no CUDA device");
+            } else if (!NativeCopy.isAvailable()) {
+                cause = new IllegalStateException("kvmarket-native's batched copy is unavailable: "
+                        + NativeCopy.unavailabilityCause(), NativeCopy.unavailabilityCause());
+            } else {
+                cause = null;
+            }
+        } catch (Throwable t) { // UnsatisfiedLinkError, NoClassDefFoundError from a missing runtime library
+            cause = new IllegalStateException("cannot load the CUDA runtime through JavaCPP (it needs"
+                    + " libcudart.so.13 on the library path and the NVIDIA driver's libcuda.so.1): " + t, t);
+        }
+        if (cause != null) {
+            LOG.info("CUDA device unavailable: {}", cause.toString());
+        }
+        return cause;
+    }
+
+    private static int deviceCount() {
+        int[] count = new int[1];
+        cudart.cudaGetDeviceCount(count);
+        return count[0];
+    }
+}

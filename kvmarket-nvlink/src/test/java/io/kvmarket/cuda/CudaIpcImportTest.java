@@ -1,0 +1,96 @@
+package io.kvmarket.cuda;
+
+import io.kvmarket.LoadResult;
+import io.kvmarket.Match;
+import io.kvmarket.registry.shm.NodeLocalRegistry;
+import org.junit.jupiter.api.BeforeEach;
+import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.Timeout;
+import org.junit.jupiter.api.io.TempDir;
+
+import java.io.BufferedReader;
+import java.io.InputStreamReader;
+import java.nio.charset.StandardCharsets;
+import java.nio.file.Path;
+import java.util.concurrent.atomic.AtomicBoolean;
+import java.util.concurrent.atomic.AtomicInteger;
+import java.util.concurrent.atomic.AtomicReference;
+
+import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertNull;
+import static org.junit.jupiter.api.Assertions.assertTrue;
+import static org.junit.jupiter.api.Assumptions.assumeTrue;
+
+/** Two JVMs through CUDA IPC and the node-local registry; runs only where CUDA is usable. */
+class CudaIpcImportTest {
+
+    @TempDir
+    Path dir;
+
+    @BeforeEach
+    void needGpu() {
+        assumeTrue(CudaRuntime.isAvailable(), "no usable GPU: " + CudaRuntime.unavailabilityCause());
+    }
+
+    @Test
+    @Timeout(120)
+    void importFromAnotherProcessThroughCudaIpcIsByteExact() throws Exception {
+        Process child = new ProcessBuilder(Path.of(System.getProperty("java.home"), "bin", "java").toString(), "-cp",
+                System.getProperty("java.class.path"), CudaExporterProcess.class.getName(), dir.toString(), "41")
+                .redirectError(ProcessBuilder.Redirect.INHERIT).start();
+        try (NodeLocalRegistry registry = NodeLocalRegistry.open(dir, 1024); GpuKv kv = new GpuKv(registry, 4)) {
+            String line = new BufferedReader(new InputStreamReader(child.getInputStream(), StandardCharsets.UTF_8))
+                    .readLine();
+            assertEquals("READY 4", line);
+            int[] t = GpuKv.tokens(128, 41);
+            Match m = kv.market.match(t, 128);
+            assertEquals(128, m.tokens());
+            int[] dst = GpuKv.scattered(8, 7);
+            assertEquals(128, kv.market.load(m, dst).join().tokensImported());
+            assertTrue(kv.holds(dst, 8, 41), "imported KV differs from the exporter's");
+        } finally {
+            child.destroyForcibly();
+        }
+    }
+
+    @Test
+    @Timeout(120)
+    void evictionWhileImportingNeverDeliversWrongBytes() throws Exception {
+        int prompts = 6;
+        try (NodeLocalRegistry registry = NodeLocalRegistry.open(dir, 1024);
+             GpuKv exporter = new GpuKv(registry, 3);
+             GpuKv importer = new GpuKv(registry, 2)) {
+            AtomicBoolean stop = new AtomicBoolean();
+            AtomicReference<Throwable> failure = new AtomicReference<>();
+            AtomicInteger hits = new AtomicInteger();
+            Thread exportLoop = new Thread(() -> {
+                int[] blocks = GpuKv.scattered(4, 1);
+                for (int round = 0; !stop.get(); round++) {
+                    int s = round % prompts;
+                    exporter.fill(blocks, 4, s);
+                    exporter.market.export(GpuKv.tokens(64, s), 64, blocks);
+                }
+            });
+            exportLoop.start();
+            try {
+                for (int round = 0; round < 300; round++) {
+                    int s = (round * 5) % prompts;
+                    int[] dst = GpuKv.scattered(4, round);
+                    LoadResult r = importer.market.load(importer.market.match(GpuKv.tokens(64, s), 64), dst).join();
+                    if (!importer.holds(dst, r.tokensImported() / 16, s)) {
+                        throw new AssertionError("wrong bytes for prompt " + s + " after " + r);
+                    }
+                    hits.addAndGet(r.tokensImported() > 0 ? 1 : 0);
+                }
+            } catch (Throwable t) {
+                failure.set(t);
+            } finally {
+                stop.set(true);
+                exportLoop.join();
+            }
+            assertNull(failure.get(), () -> String.valueOf(failure.get()));
+            assertTrue(hits.get() > 0, "some imports hit");
+            assertTrue(exporter.market.pool().evictions() > 0, "evictions ran");
+        }
+    }
+}

@@ -1,0 +1,46 @@
+package io.kvmarket.cuda;
+
+import io.kvmarket.device.Device;
+import io.kvmarket.device.Devices;
+import io.kvmarket.device.mock.MockDevice;
+import org.junit.jupiter.api.Test;
+
+import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertInstanceOf;
+import static org.junit.jupiter.api.Assertions.assertNotNull;
+import static org.junit.jupiter.api.Assertions.assertSame;
+import static org.junit.jupiter.api.Assertions.assertThrows;
+import static org.junit.jupiter.api.Assumptions.assumeFalse;
+import static org.junit.jupiter.api.Assumptions.assumeTrue;
+
+class CudaRuntimeTest {
+
+    @Test
+    void withoutAUsableGpuTheCauseIsKeptAndTheMockDeviceIsUsed() {
+        assumeFalse(CudaRuntime.isAvailable(), "a GPU is usable here");
+        Throwable cause = CudaRuntime.unavailabilityCause();
+        assertNotNull(cause);
+        UnsatisfiedLinkError e = assertThrows(UnsatisfiedLinkError.class, CudaRuntime::ensureAvailability);
+        assertSame(cause, e.getCause());
+        assertEquals(0, CudaRuntime.deviceCountIfAvailable());
+        assertThrows(UnsatisfiedLinkError.class, () -> new CudaDevice(0));
+        try (Device d = Devices.open()) {
+            assertInstanceOf(MockDevice.class, d);
+        }
+    }
+
+    @Test
+    void withAUsableGpuDevicesOpenPicksCuda() {
+        assumeTrue(CudaRuntime.isAvailable(), "no usable GPU here: " + CudaRuntime.unavailabilityCause());
+        try (Device d = Devices.open()) {
+            assertInstanceOf(CudaDevice.class, d);
+        }
+    }
+
+    @Test
+    void providerReportsTheSameCause() {
+        CudaDeviceProvider p = new CudaDeviceProvider();
+        assertEquals("cuda", p.name());
+        assertEquals(CudaRuntime.unavailabilityCause(), p.unavailabilityCause().orElse(null));
+    }
+}
