@@ -15,7 +15,7 @@ import java.util.zip.CRC32;
  * Handle (112 bytes, little-endian):
  *   0  | magic 'KVMC' (4)        | version (2) | reserved (2) |
  *   8  | owner pid (8)                                       |
- *  16  | owner start ms (8)                                  |
+ *  16  | owner start time (8)                                |
  *  24  | allocation id, unique in the owner process (8)      |
  *  32  | size in bytes (8)                                   |
  *  40  | device ordinal (4)                                  |
@@ -53,7 +53,7 @@ public record CudaIpcHandle(ProcessIdentity owner, long allocationId, long size,
 
     public byte[] encode() {
         ByteBuffer b = ByteBuffer.allocate(BYTES).order(ByteOrder.LITTLE_ENDIAN);
-        b.putInt(MAGIC).putShort(VERSION).putShort((short) 0).putLong(owner.pid()).putLong(owner.startMs())
+        b.putInt(MAGIC).putShort(VERSION).putShort((short) 0).putLong(owner.pid()).putLong(owner.startTime())
                 .putLong(allocationId).putLong(size).putInt(ordinal).put(cudaHandle);
         b.putInt(crc(b.array()));
         return b.array();

@@ -32,7 +32,7 @@ import java.util.zip.CRC32;
 
 /**
  * A GPU stand-in whose "device memory" is shared-memory files, so its IPC handles cross processes the way CUDA
- * IPC handles do. Each allocation is a file named after its owner ({@code pid-startMs-seq.kvmem}); a handle
+ * IPC handles do. Each allocation is a file named after its owner ({@code pid-startTime-seq.kvmem}); a handle
  * names the file through those numbers only, never a path, so a forged handle cannot reach another file.
  * Copies run on one copy-engine thread fed by a multi-producer queue, like a CUDA stream. A handle of an
  * allocation of this device returns that allocation; any other handle, of another process or of another mock
@@ -48,7 +48,7 @@ import java.util.zip.CRC32;
  *   | magic 'KVMD'      | version  | reserved |
  *   +-------------------+----------+----------+
  *   | owner pid (8)                            |  8
- *   | owner start ms (8)                       | 16
+ *   | owner start time (8)                     | 16
  *   | allocation sequence number (8)           | 24
  *   | size in bytes (8)                        | 32
  *   | CRC32 of bytes 0..39 (4)                 | 40
@@ -100,7 +100,7 @@ public final class MockDevice implements Device {
             throw new IllegalArgumentException("mock allocation of " + bytes + " bytes outside (0, " + MAX_ALLOCATION + "]");
         }
         long seq = NEXT_SEQ.getAndIncrement();
-        Path file = dir.resolve(fileName(self.pid(), self.startMs(), seq));
+        Path file = dir.resolve(fileName(self.pid(), self.startTime(), seq));
         try (RandomAccessFile raf = new RandomAccessFile(file.toFile(), "rw")) {
             raf.setLength(bytes);
             MappedByteBuffer map = raf.getChannel().map(FileChannel.MapMode.READ_WRITE, 0, bytes);
@@ -130,7 +130,7 @@ public final class MockDevice implements Device {
         }
         ByteBuffer h = ByteBuffer.allocate(HANDLE_BYTES).order(ByteOrder.LITTLE_ENDIAN);
         h.putInt(MAGIC).putShort(VERSION).putShort((short) 0)
-                .putLong(self.pid()).putLong(self.startMs()).putLong(b.seq).putLong(b.size);
+                .putLong(self.pid()).putLong(self.startTime()).putLong(b.seq).putLong(b.size);
         h.putInt(crc(h.array()));
         return h.array();
     }
@@ -163,7 +163,7 @@ public final class MockDevice implements Device {
             }
             return own;
         }
-        Path file = dir.resolve(fileName(owner.pid(), owner.startMs(), seq));
+        Path file = dir.resolve(fileName(owner.pid(), owner.startTime(), seq));
         try (FileChannel ch = FileChannel.open(file)) {
             if (ch.size() != size) {
                 throw new DeviceException("peer allocation " + file.getFileName() + " has " + ch.size()
@@ -261,8 +261,8 @@ public final class MockDevice implements Device {
         return (MockBuffer) buffer;
     }
 
-    private static String fileName(long pid, long startMs, long seq) {
-        return pid + "-" + startMs + "-" + seq + ".kvmem";
+    private static String fileName(long pid, long startTime, long seq) {
+        return pid + "-" + startTime + "-" + seq + ".kvmem";
     }
 
     private static int crc(byte[] handle) {

@@ -54,7 +54,8 @@ public final class NodeLocalRegistry implements OfferRegistry {
     private static final int READ_RETRIES = 64;
 
     private final Path file;
-    private final FileChannel channel;
+    /** Reopened when a thread interrupted inside {@link FileChannel#lock} closed it; guarded by jvmLock. */
+    private FileChannel channel;
     private final MappedByteBuffer map;
     private final long capacity;
     private final long mask;
@@ -86,10 +87,12 @@ public final class NodeLocalRegistry implements OfferRegistry {
             throw new IllegalArgumentException("capacity must be a power of two in [16, 2^22], was " + capacity);
         }
         this.clockMs = clockMs;
-        this.file = NodeDirectory.ensure(dir).resolve(FILE_NAME).toAbsolutePath();
-        this.jvmLock = JVM_LOCKS.computeIfAbsent(file, p -> new ReentrantLock());
+        Path path = NodeDirectory.ensure(dir).resolve(FILE_NAME);
         try {
-            createIfMissing(file, capacity);
+            createIfMissing(path, capacity);
+            // One lock per file, however it is named: fcntl locks belong to the process, not to a channel.
+            this.file = path.toRealPath();
+            this.jvmLock = JVM_LOCKS.computeIfAbsent(file, p -> new ReentrantLock());
             this.channel = FileChannel.open(file, StandardOpenOption.READ, StandardOpenOption.WRITE);
             long size = channel.size();
             if (size < HEADER_BYTES) {
@@ -108,7 +111,7 @@ public final class NodeLocalRegistry implements OfferRegistry {
             this.map = channel.map(FileChannel.MapMode.READ_WRITE, 0, size);
             this.map.order(ByteOrder.LITTLE_ENDIAN);
         } catch (IOException e) {
-            throw new RegistryException("cannot open node-local registry " + file, e);
+            throw new RegistryException("cannot open node-local registry " + path, e);
         }
         withLock(() -> null);
     }
@@ -260,12 +263,15 @@ public final class NodeLocalRegistry implements OfferRegistry {
             if (slot < 0) {
                 return true;
             }
-            int base = slotOffset(slot);
-            if ((long) LONGS.getVolatile(map, base + PIN_COUNT) > 0
-                    && (long) LONGS.getVolatile(map, base + PIN_EXPIRY) > clockMs.getAsLong()) {
+            // The slot goes odd before the pins are read: a pin racing with this either is seen here or fails
+            // its own sequence check afterwards.
+            int base = beginWrite(slot);
+            VarHandle.fullFence();
+            if (pinned(base, clockMs.getAsLong())) {
+                endWrite(base);
                 return false;
             }
-            tombstone(slot);
+            markTombstone(slot, base);
             return true;
         });
     }
@@ -313,12 +319,16 @@ public final class NodeLocalRegistry implements OfferRegistry {
         });
     }
 
+    /** Closes this instance's channel; under the JVM lock, since closing any channel drops the process's fcntl lock. */
     @Override
     public void close() {
+        jvmLock.lock();
         try {
             channel.close();
         } catch (IOException e) {
             LOG.warn("closing registry file {}: {}", file, e.toString());
+        } finally {
+            jvmLock.unlock();
         }
     }
 
@@ -345,7 +355,7 @@ public final class NodeLocalRegistry implements OfferRegistry {
     private long findPublication(Offer offer, SlotView v) {
         long slot = find(offer.key(), v);
         return slot >= 0 && v.generation == offer.generation() && v.ownerPid == offer.owner().pid()
-                && v.ownerStart == offer.owner().startMs() ? slot : -1;
+                && v.ownerStart == offer.owner().startTime() ? slot : -1;
     }
 
     private boolean readConsistent(long slot, SlotView v) {
@@ -381,19 +391,25 @@ public final class NodeLocalRegistry implements OfferRegistry {
     // ---- writing (caller holds the lock)
 
     private void writeLive(long slot, Offer offer) {
+        writeLive(slot, offer, 0, 0);
+    }
+
+    /** Writes a live offer with the given pin state, all inside one sequence-lock write. */
+    private void writeLive(long slot, Offer offer, long pinCount, long pinExpiry) {
         int base = beginWrite(slot);
         long oldState = map.getLong(base + STATE);
         byte[] handle = offer.handle();
         map.putLong(base + STATE, STATE_LIVE)
                 .putLong(base + KEY_HI, offer.key().hi()).putLong(base + KEY_LO, offer.key().lo())
-                .putLong(base + OWNER_PID, offer.owner().pid()).putLong(base + OWNER_START, offer.owner().startMs())
+                .putLong(base + OWNER_PID, offer.owner().pid()).putLong(base + OWNER_START, offer.owner().startTime())
                 .putLong(base + NODE_ID, offer.nodeId()).putLong(base + GENERATION, offer.generation())
                 .putLong(base + LEASE_EXPIRY, offer.leaseExpiryMs()).putLong(base + CHUNK_OFFSET, offer.offset())
                 .putLong(base + CHUNK_LENGTH, offer.length())
                 .putLong(base + LAYOUT_FINGERPRINT, offer.layoutFingerprint())
-                .putLong(base + HANDLE_LENGTH, handle.length).putLong(base + PIN_COUNT, 0).putLong(base + PIN_EXPIRY, 0);
+                .putLong(base + HANDLE_LENGTH, handle.length)
+                .putLong(base + PIN_COUNT, pinCount).putLong(base + PIN_EXPIRY, pinExpiry);
         map.put(base + HANDLE, handle);
-        endWrite(slot, base);
+        endWrite(base);
         adjust(LIVE_OFFSET, 1);
         if (oldState == STATE_TOMBSTONE) {
             adjust(TOMBSTONES_OFFSET, -1);
@@ -401,10 +417,14 @@ public final class NodeLocalRegistry implements OfferRegistry {
     }
 
     private void tombstone(long slot) {
-        int base = beginWrite(slot);
+        markTombstone(slot, beginWrite(slot));
+    }
+
+    /** Finishes a write begun on {@code slot} by turning it into a tombstone. */
+    private void markTombstone(long slot, int base) {
         long oldState = map.getLong(base + STATE);
         map.putLong(base + STATE, STATE_TOMBSTONE).putLong(base + PIN_COUNT, 0).putLong(base + PIN_EXPIRY, 0);
-        endWrite(slot, base);
+        endWrite(base);
         if (oldState == STATE_LIVE) {
             adjust(LIVE_OFFSET, -1);
         }
@@ -413,25 +433,26 @@ public final class NodeLocalRegistry implements OfferRegistry {
         }
     }
 
-    private void clear(long slot) {
-        int base = beginWrite(slot);
-        map.putLong(base + STATE, STATE_EMPTY).putLong(base + PIN_COUNT, 0).putLong(base + PIN_EXPIRY, 0);
-        endWrite(slot, base);
+    private boolean pinned(int base, long nowMs) {
+        return (long) LONGS.getVolatile(map, base + PIN_COUNT) > 0
+                && (long) LONGS.getVolatile(map, base + PIN_EXPIRY) > nowMs;
     }
 
+    /**
+     * Makes the slot odd and names it in the header. The name stays until the locked section ends, so a writer
+     * killed anywhere in it, counters included, is repaired by the next one.
+     */
     private int beginWrite(long slot) {
         int base = slotOffset(slot);
         LONGS.setRelease(map, DIRTY_SLOT_OFFSET, slot);
         long seq = map.getLong(base + SEQ);
-        LONGS.setOpaque(map, base + SEQ, (seq | 1) == seq ? seq : seq + 1);
+        LONGS.setOpaque(map, base + SEQ, (seq & 1) != 0 ? seq : seq + 1);
         VarHandle.storeStoreFence();
         return base;
     }
 
-    private void endWrite(long slot, int base) {
-        long seq = map.getLong(base + SEQ);
-        LONGS.setRelease(map, base + SEQ, seq + 1);
-        LONGS.setRelease(map, DIRTY_SLOT_OFFSET, -1L);
+    private void endWrite(int base) {
+        LONGS.setRelease(map, base + SEQ, map.getLong(base + SEQ) + 1);
     }
 
     private void adjust(int headerOffset, long delta) {
@@ -439,26 +460,29 @@ public final class NodeLocalRegistry implements OfferRegistry {
     }
 
     /**
-     * Rewrites the table without tombstones and unserved offers, keeping pins; readers meanwhile may miss, never
-     * mismatch, and a pin taken meanwhile fails.
+     * Rewrites the table without tombstones and unserved offers. Each slot is emptied in the same write that reads
+     * its pins, so a pin is either carried over or fails its own sequence check; readers meanwhile may miss, never
+     * mismatch.
      */
     private void rebuild(long now) {
         List<Offer> offers = new ArrayList<>();
         List<long[]> pins = new ArrayList<>();
         SlotView v = new SlotView();
         for (long slot = 0; slot < capacity; slot++) {
+            int base = slotOffset(slot);
+            if (map.getLong(base + STATE) == STATE_EMPTY) {
+                continue;
+            }
             readStableUnderLock(slot, v);
+            beginWrite(slot);
+            VarHandle.fullFence();
             if (v.state == STATE_LIVE && served(v, now)) {
-                int base = slotOffset(slot);
                 offers.add(v.toOffer());
                 pins.add(new long[] {(long) LONGS.getVolatile(map, base + PIN_COUNT),
                         (long) LONGS.getVolatile(map, base + PIN_EXPIRY)});
             }
-        }
-        for (long slot = 0; slot < capacity; slot++) {
-            if (map.getLong(slotOffset(slot) + STATE) != STATE_EMPTY) {
-                clear(slot);
-            }
+            map.putLong(base + STATE, STATE_EMPTY).putLong(base + PIN_COUNT, 0).putLong(base + PIN_EXPIRY, 0);
+            endWrite(base);
         }
         map.putLong(LIVE_OFFSET, 0).putLong(TOMBSTONES_OFFSET, 0);
         for (int i = 0; i < offers.size(); i++) {
@@ -466,11 +490,8 @@ public final class NodeLocalRegistry implements OfferRegistry {
             long home = o.key().lo() & mask;
             for (long probe = 0; probe < capacity; probe++) {
                 long slot = (home + probe) & mask;
-                int base = slotOffset(slot);
-                if (map.getLong(base + STATE) == STATE_EMPTY) {
-                    writeLive(slot, o);
-                    LONGS.setRelease(map, base + PIN_COUNT, pins.get(i)[0]);
-                    LONGS.setRelease(map, base + PIN_EXPIRY, pins.get(i)[1]);
+                if (map.getLong(slotOffset(slot) + STATE) == STATE_EMPTY) {
+                    writeLive(slot, o, pins.get(i)[0], pins.get(i)[1]);
                     break;
                 }
             }
@@ -483,25 +504,40 @@ public final class NodeLocalRegistry implements OfferRegistry {
     }
 
     private <T> T withLock(Locked<T> body) {
+        // FileChannel.lock closes the channel when the calling thread is interrupted; hold the flag back meanwhile.
+        boolean interrupted = Thread.interrupted();
         jvmLock.lock();
-        try (FileLock lock = channel.lock(0, HEADER_BYTES, false)) {
-            repairDirtySlot();
-            T result = body.run();
-            // Live slots stay under 3/4 and tombstones under 1/8, so an eighth of the table stays empty and
-            // every probe sequence ends soon.
-            if (map.getLong(TOMBSTONES_OFFSET) > capacity / 8) {
-                rebuild(clockMs.getAsLong());
+        try {
+            if (!channel.isOpen()) {
+                channel = FileChannel.open(file, StandardOpenOption.READ, StandardOpenOption.WRITE);
             }
-            return result;
+            try (FileLock lock = channel.lock(0, HEADER_BYTES, false)) {
+                repairAfterKilledWriter();
+                T result = body.run();
+                // Live slots stay under 3/4 and tombstones under 1/8, so an eighth of the table stays empty and
+                // every probe sequence ends soon.
+                if (map.getLong(TOMBSTONES_OFFSET) > capacity / 8) {
+                    rebuild(clockMs.getAsLong());
+                }
+                LONGS.setRelease(map, DIRTY_SLOT_OFFSET, -1L);
+                return result;
+            }
         } catch (IOException e) {
-            throw new RegistryException("cannot lock registry file " + file, e);
+            throw new RegistryException("cannot lock registry file " + file + ": " + e, e);
         } finally {
             jvmLock.unlock();
+            if (interrupted) {
+                Thread.currentThread().interrupt();
+            }
         }
     }
 
-    /** A writer killed mid-write left its slot odd and named in the header: make it a tombstone. */
-    private void repairDirtySlot() {
+    /**
+     * A writer killed inside its locked section left the slot it was writing named in the header: that slot, if
+     * still odd, becomes a tombstone, and the counters are recounted since the kill may have come between a
+     * slot's write and its counter update.
+     */
+    private void repairAfterKilledWriter() {
         long dirty = (long) LONGS.getVolatile(map, DIRTY_SLOT_OFFSET);
         if (dirty < 0 || dirty >= capacity) {
             return;
@@ -511,8 +547,8 @@ public final class NodeLocalRegistry implements OfferRegistry {
             LOG.warn("registry slot {} was left half-written by a killed process; repairing", dirty);
             map.putLong(base + STATE, STATE_TOMBSTONE).putLong(base + PIN_COUNT, 0).putLong(base + PIN_EXPIRY, 0);
             LONGS.setRelease(map, base + SEQ, map.getLong(base + SEQ) + 1);
-            recount();
         }
+        recount();
         LONGS.setRelease(map, DIRTY_SLOT_OFFSET, -1L);
     }
 

@@ -21,7 +21,7 @@ package io.kvmarket.registry.shm;
  *   0  | seq (8): even = stable, odd = a writer is changing the slot   |
  *   8  | state (8): 0 empty, 1 live, 2 tombstone                       |
  *  16  | key hi (8)                    | 24 key lo (8)                 |
- *  32  | owner pid (8)                 | 40 owner start ms (8)         |
+ *  32  | owner pid (8)                 | 40 owner start time (8)       |
  *  48  | node id (8)                   | 56 generation (8)             |
  *  64  | lease expiry ms (8)           | 72 chunk offset (8)           |
  *  80  | chunk length (8)              | 88 layout fingerprint (8)     |

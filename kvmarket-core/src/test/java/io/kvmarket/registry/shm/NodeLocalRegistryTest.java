@@ -110,6 +110,44 @@ class NodeLocalRegistryTest extends RegistryContractTest {
     }
 
     @Test
+    void countersAreRecountedAfterAWriterKilledBetweenSlotAndCounter() throws Exception {
+        registry.publish(offer(0, 1));
+        registry.publish(offer(1, 1));
+        try (FileChannel ch = FileChannel.open(dir.resolve(NodeLocalRegistry.FILE_NAME), StandardOpenOption.READ,
+                StandardOpenOption.WRITE)) {
+            MappedByteBuffer m = ch.map(FileChannel.MapMode.READ_WRITE, 0, ch.size());
+            m.order(ByteOrder.LITTLE_ENDIAN);
+            m.putLong(LIVE_OFFSET, 40); // the slot write finished (seq even), its counter update did not
+            m.putLong(DIRTY_SLOT_OFFSET, key(1).lo() & 63);
+        }
+        assertEquals(PublishOutcome.PUBLISHED, registry.publish(offer(2, 1)), "a wrong count must not fill the table");
+        assertEquals(3, ((NodeLocalRegistry) registry).liveSlots());
+        assertNotNull(registry.lookup(key(1)), "a slot that was written completely stays");
+    }
+
+    @Test
+    void anInterruptedCallerNeitherBreaksTheRegistryNorLosesItsInterrupt() throws Exception {
+        Thread.currentThread().interrupt();
+        try {
+            assertEquals(PublishOutcome.PUBLISHED, registry.publish(offer(0, 1)));
+            assertTrue(Thread.currentThread().isInterrupted(), "the caller's interrupt is kept");
+        } finally {
+            Thread.interrupted();
+        }
+        assertEquals(PublishOutcome.PUBLISHED, registry.publish(offer(1, 1)), "writes still work afterwards");
+        assertTrue(registry.withdrawIfUnpinned(registry.lookup(key(0))));
+    }
+
+    @Test
+    void closingOneOpeningLeavesAnotherWorking() {
+        NodeLocalRegistry other = NodeLocalRegistry.open(dir, 64, clock::get);
+        other.publish(offer(0, 1));
+        other.close();
+        assertEquals(PublishOutcome.PUBLISHED, registry.publish(offer(1, 1)));
+        assertNotNull(registry.lookup(key(0)));
+    }
+
+    @Test
     void corruptedFileIsReportedNotTrusted() throws Exception {
         Path other = Files.createDirectories(dir.resolve("corrupt"));
         Files.write(other.resolve(NodeLocalRegistry.FILE_NAME), new byte[4096]);
