@@ -183,7 +183,7 @@ public final class KvMarketplace implements AutoCloseable {
         if (o.layoutFingerprint() != layoutFingerprint) {
             return MissReason.LAYOUT_MISMATCH;
         }
-        if (o.length() != format.chunkBytes()) {
+        if (o.length() != format.chunkBytes() || o.offset() > Long.MAX_VALUE - o.length()) {
             return MissReason.MALFORMED_OFFER;
         }
         return transportFor(o) == null ? MissReason.NO_TRANSPORT : MissReason.NONE;
@@ -229,11 +229,20 @@ public final class KvMarketplace implements AutoCloseable {
         }
         // One batch per source buffer: chunks from the same exporter's pool travel in one submission.
         Map<ByteBuffer, SourcePlan> plans = new LinkedHashMap<>();
-        for (int i = 0; i < offers.size(); i++) {
-            Offer o = offers.get(i);
-            SourcePlan plan = plans.computeIfAbsent(ByteBuffer.wrap(o.handle()), h -> new SourcePlan(o));
-            plan.firstChunk = Math.min(plan.firstChunk, i);
-            format.addChunk(plan.batch, kvCache, blockIds, i, o.offset(), true);
+        try {
+            for (int i = 0; i < offers.size(); i++) {
+                Offer o = offers.get(i);
+                SourcePlan plan = plans.computeIfAbsent(ByteBuffer.wrap(o.handle()), h -> new SourcePlan(o));
+                plan.firstChunk = Math.min(plan.firstChunk, i);
+                format.addChunk(plan.batch, kvCache, blockIds, i, o.offset(), true);
+            }
+        } catch (IllegalArgumentException e) {
+            // The block table was checked above: what fails here is an offer's span (a peer's bad data).
+            unpinAll(offers);
+            metrics.miss(MissReason.MALFORMED_OFFER);
+            LOG.info("load planned nothing: {}", e.getMessage());
+            return CompletableFuture.completedFuture(new LoadResult(0, match.tokens(), MissReason.MALFORMED_OFFER,
+                    e.getMessage()));
         }
         List<CompletableFuture<SourceOutcome>> copies = new ArrayList<>(plans.size());
         for (SourcePlan plan : plans.values()) {
@@ -349,11 +358,12 @@ public final class KvMarketplace implements AutoCloseable {
         }
         try {
             device.copy(kvCache.buffer(), pool.buffer(), batch.build()).join();
-        } catch (CompletionException e) {
+        } catch (RuntimeException e) {
             for (int slot : slots) {
                 pool.unreserve(slot);
             }
-            return skippedExport(0, already, fresh.size(), "copy into the pool failed: " + e.getCause());
+            Throwable cause = e instanceof CompletionException && e.getCause() != null ? e.getCause() : e;
+            return skippedExport(0, already, fresh.size(), "copy into the pool failed: " + cause);
         }
         int published = 0;
         String skipReason = slots.length < fresh.size() ? "export pool full of pinned or filling chunks" : "";
@@ -416,7 +426,13 @@ public final class KvMarketplace implements AutoCloseable {
     /** Withdraws this process's offers, frees the pool, and closes the registry if the builder opened it. */
     @Override
     public void close() {
-        housekeeping.shutdownNow();
+        housekeeping.shutdown();
+        try {
+            // A renewal in flight finishes; interrupting it would only abort its registry write.
+            housekeeping.awaitTermination(10, TimeUnit.SECONDS);
+        } catch (InterruptedException e) {
+            Thread.currentThread().interrupt();
+        }
         pool.close();
         transports.forEach(Transport::close);
         if (ownsRegistry) {

@@ -242,6 +242,40 @@ class MarketplaceTest {
     }
 
     @Test
+    void offerWhoseSpanOverflowsIsAMissAndHoldsNoPin() {
+        int[] t = tokens(32, 27);
+        Offer forged = forge(t, a.market.pool().handle(), Long.MAX_VALUE - 100, chunkBytes(), fingerprint());
+        Match m = b.market.match(t, 32);
+        assertEquals(0, m.tokens());
+        assertEquals(MissReason.MALFORMED_OFFER, m.reason());
+        assertTrue(registry.withdrawIfUnpinned(forged), "no pin left behind");
+    }
+
+    @Test
+    void exportWhoseCopyFailsReturnsItsPoolSlots() {
+        io.kvmarket.device.Device failing = (io.kvmarket.device.Device) Proxy.newProxyInstance(
+                getClass().getClassLoader(), new Class<?>[] {io.kvmarket.device.Device.class}, (proxy, method, args) -> {
+                    if (method.getName().equals("copy")) {
+                        throw new IllegalStateException("device lost (injected)");
+                    }
+                    try {
+                        return method.invoke(a.device, args);
+                    } catch (java.lang.reflect.InvocationTargetException e) {
+                        throw e.getCause();
+                    }
+                });
+        io.kvmarket.kv.PagedKvCache cache = new io.kvmarket.kv.PagedKvCache(failing.allocate(
+                io.kvmarket.kv.PagedKvCache.requiredBytes(KvFixture.LAYOUT, 8)), KvFixture.LAYOUT, 8);
+        try (KvMarketplace market = KvMarketplace.builder().namespace(NS).kvCache(cache).device(failing)
+                .registry(registry).chunkTokens(CHUNK).poolBytes(2 * chunkBytes()).build()) {
+            ExportResult r = market.export(tokens(64, 28), 64, new int[] {0, 1, 2, 3});
+            assertEquals(0, r.chunksPublished());
+            assertTrue(r.skipReason().contains("device lost"), r.skipReason());
+            assertEquals(2, market.pool().reserve(2).length, "both slots came back");
+        }
+    }
+
+    @Test
     void malformedHandleInAnOfferIsAMissNotACrash() {
         int[] t = tokens(32, 18);
         byte[] junk = new byte[44];

@@ -18,6 +18,8 @@ import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Map;
 import java.util.concurrent.atomic.AtomicLong;
+import java.util.concurrent.locks.ReentrantLock;
+import java.util.function.Supplier;
 
 /**
  * Device memory owned by the marketplace, cut into fixed chunk slots, that holds exported chunks so the engine
@@ -41,6 +43,8 @@ public final class ExportPool implements AutoCloseable {
     private final LinkedHashMap<Integer, Offer> published = new LinkedHashMap<>(16, 0.75f, true);
     private final Map<ChunkKey, Integer> slotOfKey = new HashMap<>();
     private long evictions;
+    /** Guards the slot maps; held across registry withdraws while evicting, so {@link #touch} only tries it. */
+    private final ReentrantLock lock = new ReentrantLock();
 
     public ExportPool(Device device, OfferRegistry registry, long budgetBytes, long chunkBytes) {
         if (chunkBytes <= 0 || budgetBytes < chunkBytes) {
@@ -92,88 +96,125 @@ public final class ExportPool implements AutoCloseable {
      * Reserves up to {@code wanted} slots for filling, evicting unpinned published chunks as needed (offer
      * withdrawn first). Returns fewer when the rest are pinned or being filled.
      */
-    public synchronized int[] reserve(int wanted) {
-        int[] got = new int[wanted];
-        int n = 0;
-        while (n < wanted && !free.isEmpty()) {
-            got[n++] = free.poll();
-        }
-        for (Iterator<Map.Entry<Integer, Offer>> it = published.entrySet().iterator(); n < wanted && it.hasNext(); ) {
-            Map.Entry<Integer, Offer> e = it.next();
-            boolean withdrawn;
-            try {
-                withdrawn = registry.withdrawIfUnpinned(e.getValue());
-            } catch (RegistryException ex) {
-                LOG.warn("cannot withdraw {} for eviction, keeping its memory: {}", e.getValue(), ex.getMessage());
-                withdrawn = false;
+    public int[] reserve(int wanted) {
+        return locked(() -> {
+            int[] got = new int[wanted];
+            int n = 0;
+            while (n < wanted && !free.isEmpty()) {
+                got[n++] = free.poll();
             }
-            if (withdrawn) {
-                it.remove();
-                slotOfKey.remove(e.getValue().key());
-                evictions++;
-                got[n++] = e.getKey();
+            for (Iterator<Map.Entry<Integer, Offer>> it = published.entrySet().iterator(); n < wanted && it.hasNext(); ) {
+                Map.Entry<Integer, Offer> e = it.next();
+                boolean withdrawn;
+                try {
+                    withdrawn = registry.withdrawIfUnpinned(e.getValue());
+                } catch (RegistryException ex) {
+                    LOG.warn("cannot withdraw {} for eviction, keeping its memory: {}", e.getValue(), ex.getMessage());
+                    withdrawn = false;
+                }
+                if (withdrawn) {
+                    it.remove();
+                    slotOfKey.remove(e.getValue().key());
+                    evictions++;
+                    got[n++] = e.getKey();
+                }
             }
-        }
-        return n == wanted ? got : Arrays.copyOf(got, n);
+            return n == wanted ? got : Arrays.copyOf(got, n);
+        });
     }
 
     /** Records that {@code slot} now holds the published {@code offer}. */
-    public synchronized void published(int slot, Offer offer) {
-        published.put(slot, offer);
-        slotOfKey.put(offer.key(), slot);
+    public void published(int slot, Offer offer) {
+        locked(() -> {
+            published.put(slot, offer);
+            return slotOfKey.put(offer.key(), slot);
+        });
     }
 
     /** Returns a reserved slot that was not published. */
-    public synchronized void unreserve(int slot) {
-        free.add(slot);
+    public void unreserve(int slot) {
+        locked(() -> free.add(slot));
     }
 
-    /** Marks a chunk this pool holds as recently used. */
-    public synchronized void touch(ChunkKey key) {
-        Integer slot = slotOfKey.get(key);
-        if (slot != null) {
-            published.get(slot);
+    /**
+     * Marks a chunk this pool holds as recently used. Best effort: the import path never waits for an export
+     * that holds the pool while it evicts.
+     */
+    public void touch(ChunkKey key) {
+        if (lock.tryLock()) {
+            try {
+                Integer slot = slotOfKey.get(key);
+                if (slot != null) {
+                    published.get(slot);
+                }
+            } finally {
+                lock.unlock();
+            }
         }
     }
 
     /** The offers this pool has published, for lease renewal. */
-    public synchronized List<Offer> publishedOffers() {
-        return new ArrayList<>(published.values());
+    public List<Offer> publishedOffers() {
+        return locked(() -> new ArrayList<>(published.values()));
     }
 
     /** Forgets a publication the registry no longer holds (its lease lapsed); frees the slot. */
-    public synchronized void lost(Offer offer) {
-        Integer slot = slotOfKey.get(offer.key());
-        if (slot != null && published.get(slot).samePublication(offer)) {
-            published.remove(slot);
-            slotOfKey.remove(offer.key());
-            free.add(slot);
+    public void lost(Offer offer) {
+        locked(() -> {
+            Integer slot = slotOfKey.get(offer.key());
+            if (slot != null && published.get(slot).samePublication(offer)) {
+                published.remove(slot);
+                slotOfKey.remove(offer.key());
+                free.add(slot);
+            }
+            return null;
+        });
+    }
+
+    public long evictions() {
+        return locked(() -> evictions);
+    }
+
+    public int publishedChunks() {
+        return locked(published::size);
+    }
+
+    private <T> T locked(Supplier<T> body) {
+        lock.lock();
+        try {
+            return body.get();
+        } finally {
+            lock.unlock();
         }
-    }
-
-    public synchronized long evictions() {
-        return evictions;
-    }
-
-    public synchronized int publishedChunks() {
-        return published.size();
     }
 
     /**
      * Withdraws every offer, pinned or not since the owner is leaving, then frees the memory. An importer still
-     * copying fails its generation check and reports a miss.
+     * copying fails its generation check and reports a miss. When an offer cannot be withdrawn the memory is kept
+     * (until the process exits) rather than freed under a live offer.
      */
     @Override
-    public synchronized void close() {
-        for (Offer o : published.values()) {
-            try {
-                registry.withdraw(o);
-            } catch (RegistryException e) {
-                LOG.warn("cannot withdraw {} on close: {}", o, e.getMessage());
+    public void close() {
+        lock.lock();
+        try {
+            boolean allWithdrawn = true;
+            for (Offer o : published.values()) {
+                try {
+                    registry.withdraw(o);
+                } catch (RegistryException e) {
+                    allWithdrawn = false;
+                    LOG.warn("cannot withdraw {} on close: {}", o, e.getMessage());
+                }
             }
+            published.clear();
+            slotOfKey.clear();
+            if (allWithdrawn) {
+                device.free(buffer);
+            } else {
+                LOG.warn("export pool memory kept until exit: some offers of it could not be withdrawn");
+            }
+        } finally {
+            lock.unlock();
         }
-        published.clear();
-        slotOfKey.clear();
-        device.free(buffer);
     }
 }

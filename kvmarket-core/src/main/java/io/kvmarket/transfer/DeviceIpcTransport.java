@@ -52,9 +52,9 @@ public final class DeviceIpcTransport implements Transport {
 
     @Override
     public CompletableFuture<Void> fetch(Offer source, DeviceBuffer dst, CopyBatch batch) {
-        DeviceBuffer src;
+        Mapping m;
         try {
-            src = map(source);
+            m = acquire(source);
         } catch (IllegalArgumentException e) {
             return CompletableFuture.failedFuture(new TransferException(MissReason.MALFORMED_OFFER,
                     "malformed handle in " + source + ": " + e.getMessage(), e));
@@ -62,34 +62,51 @@ public final class DeviceIpcTransport implements Transport {
             return CompletableFuture.failedFuture(new TransferException(MissReason.PEER_GONE,
                     "cannot map " + source + ": " + e.getMessage(), e));
         }
+        CompletableFuture<Void> copy;
         try {
-            return device.copy(src, dst, batch).handle((ok, error) -> {
-                if (error != null) {
-                    throw new TransferException(MissReason.TRANSFER_FAILED, "copy from " + source + " failed", error);
-                }
-                return null;
-            });
+            copy = device.copy(m.buffer, dst, batch);
         } catch (IllegalArgumentException e) {
+            release(m);
             return CompletableFuture.failedFuture(new TransferException(MissReason.MALFORMED_OFFER,
                     "offer span does not fit its source buffer: " + e.getMessage(), e));
         }
+        return copy.handle((ok, error) -> {
+            release(m);
+            if (error != null) {
+                throw new TransferException(MissReason.TRANSFER_FAILED, "copy from " + source + " failed", error);
+            }
+            return null;
+        });
     }
 
-    private DeviceBuffer map(Offer source) {
+    /** The cached mapping of the offer's buffer, opened on first use, held until {@link #release}. */
+    private Mapping acquire(Offer source) {
         ByteBuffer key = ByteBuffer.wrap(source.handle());
-        Mapping m = mappings.get(key);
-        if (m == null) {
-            long start = System.nanoTime();
-            m = new Mapping(device.openHandle(source.handle()), source.owner());
-            Mapping raced = mappings.putIfAbsent(key, m);
-            if (raced != null) {
-                device.closeHandle(m.buffer);
-                m = raced;
-            } else {
-                LOG.debug("mapped peer buffer of pid {} in {} us", source.owner().pid(), (System.nanoTime() - start) / 1000);
+        while (true) {
+            Mapping m = mappings.get(key);
+            if (m == null) {
+                long start = System.nanoTime();
+                Mapping opened = new Mapping(device.openHandle(source.handle()), source.owner());
+                m = mappings.putIfAbsent(key, opened);
+                if (m == null) {
+                    LOG.debug("mapped peer buffer of pid {} in {} us", source.owner().pid(),
+                            (System.nanoTime() - start) / 1000);
+                    m = opened;
+                } else {
+                    device.closeHandle(opened.buffer);
+                }
             }
+            if (m.acquire()) {
+                return m;
+            }
+            mappings.remove(key, m); // retired meanwhile: map afresh
         }
-        return m.buffer;
+    }
+
+    private void release(Mapping m) {
+        if (m.release()) {
+            device.closeHandle(m.buffer);
+        }
     }
 
     /** Number of peer allocations currently mapped. */
@@ -99,22 +116,63 @@ public final class DeviceIpcTransport implements Transport {
 
     @Override
     public void evictDeadPeers() {
-        for (Iterator<Mapping> it = mappings.values().iterator(); it.hasNext(); ) {
-            Mapping m = it.next();
+        for (Iterator<Map.Entry<ByteBuffer, Mapping>> it = mappings.entrySet().iterator(); it.hasNext(); ) {
+            Mapping m = it.next().getValue();
             if (!m.owner.isAlive()) {
                 it.remove();
-                device.closeHandle(m.buffer);
-                LOG.info("closed mapping of dead peer pid {}", m.owner.pid());
+                if (m.retire()) {
+                    device.closeHandle(m.buffer);
+                }
+                LOG.info("dropped mapping of dead peer pid {}", m.owner.pid());
             }
         }
     }
 
+    /** Drops every mapping; one still in use by a copy is closed when that copy completes. */
     @Override
     public void close() {
-        mappings.values().forEach(m -> device.closeHandle(m.buffer));
+        for (Mapping m : mappings.values()) {
+            if (m.retire()) {
+                device.closeHandle(m.buffer);
+            }
+        }
         mappings.clear();
     }
 
-    private record Mapping(DeviceBuffer buffer, ProcessIdentity owner) {
+    /**
+     * A mapped peer buffer and the copies using it: it is unmapped only once retired (owner dead, transport
+     * closed) and no copy reads it any more, since unmapping under a running CUDA copy faults the context.
+     */
+    private static final class Mapping {
+        final DeviceBuffer buffer;
+        final ProcessIdentity owner;
+        private int users;
+        private boolean retired;
+
+        Mapping(DeviceBuffer buffer, ProcessIdentity owner) {
+            this.buffer = buffer;
+            this.owner = owner;
+        }
+
+        synchronized boolean acquire() {
+            if (retired) {
+                return false;
+            }
+            users++;
+            return true;
+        }
+
+        /** @return true when the caller must unmap: the last user of a retired mapping */
+        synchronized boolean release() {
+            users--;
+            return retired && users == 0;
+        }
+
+        /** @return true when the caller must unmap now: nobody uses it */
+        synchronized boolean retire() {
+            boolean first = !retired;
+            retired = true;
+            return first && users == 0;
+        }
     }
 }

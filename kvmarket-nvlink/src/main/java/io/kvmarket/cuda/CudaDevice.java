@@ -20,6 +20,7 @@ import java.util.concurrent.ExecutorService;
 import java.util.concurrent.Executors;
 import java.util.concurrent.TimeUnit;
 import java.util.concurrent.atomic.AtomicLong;
+import java.util.function.Supplier;
 
 import static org.bytedeco.cuda.global.cudart.*;
 
@@ -30,8 +31,8 @@ import static org.bytedeco.cuda.global.cudart.*;
  * batched copy on this device's stream, whatever the number of segments, followed by a stream synchronize on the
  * device's copy thread; nothing stages through host memory.
  *
- * <p>Needs {@link CudaRuntime#isAvailable()}. One device ordinal per instance; the calling thread's current
- * device is set before each CUDA call.
+ * <p>Needs {@link CudaRuntime#isAvailable()}. One device ordinal per instance; each call sets it as the calling
+ * thread's current device and restores the previous one.
  */
 public final class CudaDevice implements Device {
 
@@ -63,8 +64,7 @@ public final class CudaDevice implements Device {
         }
         this.ordinal = ordinal;
         this.method = method;
-        check(cudaSetDevice(ordinal), "cudaSetDevice");
-        check(cudaStreamCreateWithFlags(stream, cudaStreamNonBlocking), "cudaStreamCreateWithFlags");
+        onDevice(() -> check(cudaStreamCreateWithFlags(stream, cudaStreamNonBlocking), "cudaStreamCreateWithFlags"));
         this.copyThread = Executors.newSingleThreadExecutor(r -> {
             Thread t = new Thread(r, "kvmarket-cuda" + ordinal + "-copy");
             t.setDaemon(true);
@@ -88,14 +88,17 @@ public final class CudaDevice implements Device {
         if (bytes <= 0) {
             throw new IllegalArgumentException("allocation of " + bytes + " bytes");
         }
-        check(cudaSetDevice(ordinal), "cudaSetDevice");
-        PointerPointer<Pointer> out = new PointerPointer<>(1);
-        int err = cudaMalloc(out, bytes);
-        if (err != cudaSuccess) {
-            throw new DeviceException("cudaMalloc of " + bytes + " bytes failed: " + CudaRuntime.errorString(err));
-        }
-        Pointer p = out.get(0);
-        check(cudaMemset(p, 0, bytes), "cudaMemset");
+        Pointer p = onDevice(() -> {
+            PointerPointer<Pointer> out = new PointerPointer<>(1);
+            int err = cudaMalloc(out, bytes);
+            if (err != cudaSuccess) {
+                throw new DeviceException("cudaMalloc of " + bytes + " bytes failed: " + CudaRuntime.errorString(err));
+            }
+            // Zeroed on this device's stream and waited for, so no later copy on that stream can be overtaken.
+            check(cudaMemsetAsync(out.get(0), 0, bytes, stream), "cudaMemsetAsync");
+            check(cudaStreamSynchronize(stream), "cudaStreamSynchronize");
+            return out.get(0);
+        });
         long id = NEXT_ID.getAndIncrement();
         CudaBuffer buffer = new CudaBuffer(p, bytes, self, id, false);
         owned.put(id, buffer);
@@ -110,8 +113,7 @@ public final class CudaDevice implements Device {
             throw new IllegalArgumentException("not an allocation of this device: " + b);
         }
         PROCESS_ALLOCATIONS.remove(b.allocationId);
-        check(cudaSetDevice(ordinal), "cudaSetDevice");
-        check(cudaFree(b.pointer), "cudaFree");
+        onDevice(() -> check(cudaFree(b.pointer), "cudaFree"));
     }
 
     @Override
@@ -120,9 +122,8 @@ public final class CudaDevice implements Device {
         if (b.isPeerMapping() || !owned.containsKey(b.allocationId)) {
             throw new IllegalArgumentException("only live allocations of this device can be exported: " + b);
         }
-        check(cudaSetDevice(ordinal), "cudaSetDevice");
         cudaIpcMemHandle_t h = new cudaIpcMemHandle_t();
-        check(cudaIpcGetMemHandle(h, b.pointer), "cudaIpcGetMemHandle");
+        onDevice(() -> check(cudaIpcGetMemHandle(h, b.pointer), "cudaIpcGetMemHandle"));
         byte[] raw = new byte[CudaIpcHandle.CUDA_HANDLE_BYTES];
         h.reserved().get(raw);
         return new CudaIpcHandle(self, b.allocationId, b.size, ordinal, raw).encode();
@@ -142,11 +143,10 @@ public final class CudaDevice implements Device {
             }
             return own;
         }
-        check(cudaSetDevice(ordinal), "cudaSetDevice");
         cudaIpcMemHandle_t raw = new cudaIpcMemHandle_t();
         raw.reserved().put(h.cudaHandle());
         PointerPointer<Pointer> out = new PointerPointer<>(1);
-        int err = cudaIpcOpenMemHandle(out, raw, cudaIpcMemLazyEnablePeerAccess);
+        int err = onDevice(() -> cudaIpcOpenMemHandle(out, raw, cudaIpcMemLazyEnablePeerAccess));
         if (err != cudaSuccess) {
             throw new DeviceException("cudaIpcOpenMemHandle of pid " + h.owner().pid() + "'s allocation "
                     + h.allocationId() + " failed: " + CudaRuntime.errorString(err));
@@ -158,8 +158,7 @@ public final class CudaDevice implements Device {
     public void closeHandle(DeviceBuffer mapped) {
         CudaBuffer b = cast(mapped);
         if (b.isPeerMapping()) {
-            check(cudaSetDevice(ordinal), "cudaSetDevice");
-            check(cudaIpcCloseMemHandle(b.pointer), "cudaIpcCloseMemHandle");
+            onDevice(() -> check(cudaIpcCloseMemHandle(b.pointer), "cudaIpcCloseMemHandle"));
         }
     }
 
@@ -195,14 +194,15 @@ public final class CudaDevice implements Device {
         } catch (InterruptedException e) {
             Thread.currentThread().interrupt();
         }
-        cudaSetDevice(ordinal);
-        for (CudaBuffer b : owned.values()) {
-            PROCESS_ALLOCATIONS.remove(b.allocationId);
-            cudaFree(b.pointer);
-        }
-        owned.clear();
-        NativeCopy.releaseStream(stream.address());
-        cudaStreamDestroy(stream);
+        onDevice(() -> {
+            for (CudaBuffer b : owned.values()) {
+                PROCESS_ALLOCATIONS.remove(b.allocationId);
+                cudaFree(b.pointer);
+            }
+            owned.clear();
+            NativeCopy.releaseStream(stream.address());
+            return cudaStreamDestroy(stream);
+        });
     }
 
     private void ensureOpen() {
@@ -218,9 +218,26 @@ public final class CudaDevice implements Device {
         return (CudaBuffer) buffer;
     }
 
-    private static void check(int err, String call) {
+    /** Runs CUDA calls on this device and restores the calling thread's current device afterwards. */
+    private <T> T onDevice(Supplier<T> calls) {
+        int[] previous = new int[1];
+        check(cudaGetDevice(previous), "cudaGetDevice");
+        if (previous[0] != ordinal) {
+            check(cudaSetDevice(ordinal), "cudaSetDevice");
+        }
+        try {
+            return calls.get();
+        } finally {
+            if (previous[0] != ordinal) {
+                cudaSetDevice(previous[0]);
+            }
+        }
+    }
+
+    private static int check(int err, String call) {
         if (err != cudaSuccess) {
             throw new DeviceException(call + " failed: " + CudaRuntime.errorString(err));
         }
+        return err;
     }
 }
