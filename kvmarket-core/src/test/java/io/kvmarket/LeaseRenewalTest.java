@@ -24,9 +24,9 @@ class LeaseRenewalTest {
             PagedKvCache cache = new PagedKvCache(device.allocate(PagedKvCache.requiredBytes(LAYOUT, 8)), LAYOUT, 8);
             int[] t = KvFixture.tokens(64, 1);
             try (KvMarketplace market = KvMarketplace.builder().namespace(NS).kvCache(cache).device(device)
-                    .registry(registry).chunkTokens(32).offerLeaseMillis(200).build()) {
+                    .registry(registry).chunkTokens(32).offerLeaseMillis(1000).build()) {
                 market.export(t, 64, new int[] {0, 1, 2, 3});
-                Thread.sleep(700);
+                Thread.sleep(2500);
                 Match m = market.match(t, 64);
                 assertEquals(64, m.tokens(), "renewed every third of the lease");
                 market.release(m);
