@@ -64,6 +64,7 @@ public final class MockDevice implements Device {
     private static final Logger LOG = LoggerFactory.getLogger(MockDevice.class);
     private static final int MAGIC = 0x444d564b; // "KVMD" little-endian
     private static final short VERSION = 1;
+    private static final int PAGE_BYTES = 4096;
     private static final Pattern FILE_NAME = Pattern.compile("(\\d+)-(\\d+)-(\\d+)\\.kvmem");
 
     private final Path dir;
@@ -104,6 +105,10 @@ public final class MockDevice implements Device {
         try (RandomAccessFile raf = new RandomAccessFile(file.toFile(), "rw")) {
             raf.setLength(bytes);
             MappedByteBuffer map = raf.getChannel().map(FileChannel.MapMode.READ_WRITE, 0, bytes);
+            // Resident from the start, as cudaMalloc'd memory is: the first copy into it pays no page faults.
+            for (long page = 0; page < bytes; page += PAGE_BYTES) {
+                map.put((int) page, (byte) 0);
+            }
             MockBuffer buffer = new MockBuffer(self, seq, bytes, map.order(ByteOrder.LITTLE_ENDIAN), false, file);
             owned.put(seq, buffer);
             return buffer;
