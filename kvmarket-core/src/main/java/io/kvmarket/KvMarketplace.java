@@ -229,20 +229,12 @@ public final class KvMarketplace implements AutoCloseable {
         }
         // One batch per source buffer: chunks from the same exporter's pool travel in one submission.
         Map<ByteBuffer, SourcePlan> plans = new LinkedHashMap<>();
-        try {
-            for (int i = 0; i < offers.size(); i++) {
-                Offer o = offers.get(i);
-                SourcePlan plan = plans.computeIfAbsent(ByteBuffer.wrap(o.handle()), h -> new SourcePlan(o));
-                plan.firstChunk = Math.min(plan.firstChunk, i);
-                format.addChunk(plan.batch, kvCache, blockIds, i, o.offset(), true);
-            }
-        } catch (IllegalArgumentException e) {
-            // The block table was checked above: what fails here is an offer's span (a peer's bad data).
-            unpinAll(offers);
-            metrics.miss(MissReason.MALFORMED_OFFER);
-            LOG.info("load planned nothing: {}", e.getMessage());
-            return CompletableFuture.completedFuture(new LoadResult(0, match.tokens(), MissReason.MALFORMED_OFFER,
-                    e.getMessage()));
+        // Cannot throw: the block table was checked above, and match() admitted only offers whose span fits.
+        for (int i = 0; i < offers.size(); i++) {
+            Offer o = offers.get(i);
+            SourcePlan plan = plans.computeIfAbsent(ByteBuffer.wrap(o.handle()), h -> new SourcePlan(o));
+            plan.firstChunk = Math.min(plan.firstChunk, i);
+            format.addChunk(plan.batch, kvCache, blockIds, i, o.offset(), true);
         }
         List<CompletableFuture<SourceOutcome>> copies = new ArrayList<>(plans.size());
         for (SourcePlan plan : plans.values()) {
@@ -362,8 +354,7 @@ public final class KvMarketplace implements AutoCloseable {
             for (int slot : slots) {
                 pool.unreserve(slot);
             }
-            Throwable cause = e instanceof CompletionException && e.getCause() != null ? e.getCause() : e;
-            return skippedExport(0, already, fresh.size(), "copy into the pool failed: " + cause);
+            return skippedExport(0, already, fresh.size(), "copy into the pool failed: " + unwrap(e));
         }
         int published = 0;
         String skipReason = slots.length < fresh.size() ? "export pool full of pinned or filling chunks" : "";
@@ -445,10 +436,15 @@ public final class KvMarketplace implements AutoCloseable {
         static final SourceOutcome DELIVERED = new SourceOutcome(Integer.MAX_VALUE, MissReason.NONE, "");
 
         static SourceOutcome failed(int firstChunk, Throwable error) {
-            Throwable cause = error instanceof CompletionException && error.getCause() != null ? error.getCause() : error;
+            Throwable cause = unwrap(error);
             MissReason reason = cause instanceof TransferException te ? te.reason() : MissReason.TRANSFER_FAILED;
             return new SourceOutcome(firstChunk, reason, String.valueOf(cause.getMessage()));
         }
+    }
+
+    /** The failure a {@link CompletionException} wraps, or the throwable itself. */
+    private static Throwable unwrap(Throwable t) {
+        return t instanceof CompletionException && t.getCause() != null ? t.getCause() : t;
     }
 
     private static final class SourcePlan {

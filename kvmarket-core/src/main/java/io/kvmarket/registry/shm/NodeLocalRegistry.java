@@ -27,6 +27,7 @@ import java.util.List;
 import java.util.concurrent.ConcurrentHashMap;
 import java.util.concurrent.locks.ReentrantLock;
 import java.util.function.LongSupplier;
+import java.util.function.Supplier;
 
 import static io.kvmarket.registry.shm.RegistryFileDescriptor.*;
 
@@ -146,9 +147,6 @@ public final class NodeLocalRegistry implements OfferRegistry {
 
     @Override
     public PublishOutcome publish(Offer offer) {
-        if (offer.handle().length > HANDLE_CAPACITY) {
-            throw new IllegalArgumentException("handle of " + offer.handle().length + " bytes exceeds " + HANDLE_CAPACITY);
-        }
         return withLock(() -> {
             long now = clockMs.getAsLong();
             SlotView v = views.get();
@@ -271,7 +269,7 @@ public final class NodeLocalRegistry implements OfferRegistry {
                 endWrite(base);
                 return false;
             }
-            markTombstone(slot, base);
+            markTombstone(base);
             return true;
         });
     }
@@ -417,11 +415,11 @@ public final class NodeLocalRegistry implements OfferRegistry {
     }
 
     private void tombstone(long slot) {
-        markTombstone(slot, beginWrite(slot));
+        markTombstone(beginWrite(slot));
     }
 
-    /** Finishes a write begun on {@code slot} by turning it into a tombstone. */
-    private void markTombstone(long slot, int base) {
+    /** Finishes a write begun on the slot at {@code base} by turning it into a tombstone. */
+    private void markTombstone(int base) {
         long oldState = map.getLong(base + STATE);
         map.putLong(base + STATE, STATE_TOMBSTONE).putLong(base + PIN_COUNT, 0).putLong(base + PIN_EXPIRY, 0);
         endWrite(base);
@@ -499,11 +497,7 @@ public final class NodeLocalRegistry implements OfferRegistry {
         LOG.debug("registry {} rebuilt with {} live offers", file, offers.size());
     }
 
-    private interface Locked<T> {
-        T run();
-    }
-
-    private <T> T withLock(Locked<T> body) {
+    private <T> T withLock(Supplier<T> body) {
         // FileChannel.lock closes the channel when the calling thread is interrupted; hold the flag back meanwhile.
         boolean interrupted = Thread.interrupted();
         jvmLock.lock();
@@ -513,7 +507,7 @@ public final class NodeLocalRegistry implements OfferRegistry {
             }
             try (FileLock lock = channel.lock(0, HEADER_BYTES, false)) {
                 repairAfterKilledWriter();
-                T result = body.run();
+                T result = body.get();
                 // Live slots stay under 3/4 and tombstones under 1/8, so an eighth of the table stays empty and
                 // every probe sequence ends soon.
                 if (map.getLong(TOMBSTONES_OFFSET) > capacity / 8) {

@@ -69,7 +69,8 @@ final class RegistryFileDescriptor {
     static final int PIN_COUNT = 104;
     static final int PIN_EXPIRY = 112;
     static final int HANDLE = 120;
-    static final int HANDLE_CAPACITY = 128;
+    /** Offers hold at most this many handle bytes, so every publishable handle fits its slot. */
+    static final int HANDLE_CAPACITY = io.kvmarket.registry.Offer.MAX_HANDLE_BYTES;
 
     static final long STATE_EMPTY = 0;
     static final long STATE_LIVE = 1;
