@@ -16,7 +16,8 @@ public final class CudaRuntime {
 
     private static final Logger LOG = LoggerFactory.getLogger(CudaRuntime.class);
     private static final Throwable UNAVAILABILITY_CAUSE = probe();
-    private static final int DEVICE_COUNT = UNAVAILABILITY_CAUSE == null ? deviceCount() : 0;
+    /** kvmarket-native's probe counted the devices already; available implies it is available. */
+    private static final int DEVICE_COUNT = UNAVAILABILITY_CAUSE == null ? NativeCopy.deviceCount() : 0;
 
     private CudaRuntime() {
     }
@@ -71,11 +72,5 @@ public final class CudaRuntime {
             LOG.info("CUDA device unavailable: {}", cause.toString());
         }
         return cause;
-    }
-
-    private static int deviceCount() {
-        int[] count = new int[1];
-        cudart.cudaGetDeviceCount(count);
-        return count[0];
     }
 }
