@@ -292,6 +292,8 @@ int gather_kernel(uint64_t src_base, uint64_t dst_base, const int64_t *src_off, 
         return rc;
     }
     const unsigned int blocks = (unsigned int) (items < kMaxBlocks ? items : kMaxBlocks);
+    /* The runtime keeps the last failed call's error per thread; clear it so the check below sees this launch. */
+    (void) cudaGetLastError();
     gather_copy_kernel<<<blocks, kThreadsPerBlock, 0, s>>>(ctx->dev_table, (uint64_t) items);
     if ((rc = cuda_code(cudaGetLastError())) != KVM_OK) {
         return rc;

@@ -77,7 +77,8 @@ public final class KvMarketplace implements AutoCloseable {
         this.device = b.device;
         this.registry = b.registry != null ? b.registry : NodeLocalRegistry.openDefault();
         this.ownsRegistry = b.registry == null;
-        this.transports = b.transports != null ? List.copyOf(b.transports) : List.of(new DeviceIpcTransport(device));
+        this.transports = b.transports != null ? List.copyOf(b.transports)
+                : List.of(new DeviceIpcTransport(device, nodeId, b.offerLeaseMs));
         this.hasher = new PrefixHasher(namespace, b.chunkTokens);
         this.format = new ChunkFormat(namespace.layout(), b.chunkTokens);
         this.layoutFingerprint = PrefixHasher.layoutFingerprint(namespace.layout());
@@ -399,7 +400,7 @@ public final class KvMarketplace implements AutoCloseable {
         return new ExportResult(published, already, skipped, reason);
     }
 
-    /** Renews the leases of this process's offers and drops mappings of dead peers. */
+    /** Renews the leases of this process's offers and drops mappings of dead or idle peers. */
     void housekeep() {
         long expiry = System.currentTimeMillis() + offerLeaseMs;
         for (Offer o : pool.publishedOffers()) {
@@ -411,7 +412,7 @@ public final class KvMarketplace implements AutoCloseable {
                 LOG.warn("cannot renew {}: {}", o, e.getMessage());
             }
         }
-        transports.forEach(Transport::evictDeadPeers);
+        transports.forEach(Transport::evictStale);
     }
 
     /** Withdraws this process's offers, frees the pool, and closes the registry if the builder opened it. */
@@ -492,7 +493,10 @@ public final class KvMarketplace implements AutoCloseable {
             return this;
         }
 
-        /** Transports tried in order; default: one {@link DeviceIpcTransport} over the device. */
+        /**
+         * Transports tried in order; default: one {@link DeviceIpcTransport} over the device that unmaps a peer
+         * buffer unused for one offer lease.
+         */
         public Builder transports(List<Transport> transports) {
             this.transports = transports;
             return this;

@@ -36,8 +36,8 @@ final class FaultyTransport implements Transport {
     }
 
     @Override
-    public void evictDeadPeers() {
-        delegate.evictDeadPeers();
+    public void evictStale() {
+        delegate.evictStale();
     }
 
     @Override

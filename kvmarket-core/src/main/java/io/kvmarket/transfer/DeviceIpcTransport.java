@@ -5,6 +5,7 @@ import io.kvmarket.device.CopyBatch;
 import io.kvmarket.device.Device;
 import io.kvmarket.device.DeviceBuffer;
 import io.kvmarket.device.DeviceException;
+import io.kvmarket.device.DeviceUnreachableException;
 import io.kvmarket.node.NodeId;
 import io.kvmarket.node.ProcessIdentity;
 import io.kvmarket.registry.Offer;
@@ -16,28 +17,51 @@ import java.util.Iterator;
 import java.util.Map;
 import java.util.concurrent.CompletableFuture;
 import java.util.concurrent.ConcurrentHashMap;
+import java.util.concurrent.TimeUnit;
+import java.util.function.LongSupplier;
 
 /**
  * Same node: maps the exporter's pool buffer through the device's IPC handle (CUDA IPC, or the mock device's
  * shared-memory files) and copies device to device. Mappings are cached per peer allocation, since opening one
- * costs far more than a copy (0.2 ms measured for CUDA IPC), and dropped when the peer dies. The copy never
- * stages through host memory. A handle of this process's own pool maps to the pool itself.
+ * costs far more than a copy (0.2 ms measured for CUDA IPC). A mapping is dropped when its peer dies or when no
+ * import has used it for the idle limit: a live exporter that frees its pool withdraws every offer naming it, and
+ * an importer that kept the mapping would keep that GPU memory allocated. The copy never stages through host
+ * memory. A handle of this process's own pool maps to the pool itself.
  */
 public final class DeviceIpcTransport implements Transport {
+
+    /** One offer lease: by then every offer naming a freed pool has been withdrawn or has expired. */
+    public static final long DEFAULT_IDLE_UNMAP_MILLIS = 60_000;
 
     private static final Logger LOG = LoggerFactory.getLogger(DeviceIpcTransport.class);
 
     private final Device device;
     private final long nodeId;
+    private final long idleLimitNanos;
+    private final LongSupplier nanoClock;
     private final Map<ByteBuffer, Mapping> mappings = new ConcurrentHashMap<>();
 
+    /** Reaches this node's offers; unmaps a peer buffer unused for {@link #DEFAULT_IDLE_UNMAP_MILLIS}. */
     public DeviceIpcTransport(Device device) {
-        this(device, NodeId.local());
+        this(device, NodeId.local(), DEFAULT_IDLE_UNMAP_MILLIS);
     }
 
-    public DeviceIpcTransport(Device device, long nodeId) {
+    /**
+     * @param nodeId          the node whose offers this transport reaches
+     * @param idleUnmapMillis how long a mapping may go unused before {@link #evictStale} unmaps it
+     */
+    public DeviceIpcTransport(Device device, long nodeId, long idleUnmapMillis) {
+        this(device, nodeId, idleUnmapMillis, System::nanoTime);
+    }
+
+    DeviceIpcTransport(Device device, long nodeId, long idleUnmapMillis, LongSupplier nanoClock) {
+        if (idleUnmapMillis <= 0) {
+            throw new IllegalArgumentException("idleUnmapMillis must be positive, was " + idleUnmapMillis);
+        }
         this.device = device;
         this.nodeId = nodeId;
+        this.idleLimitNanos = TimeUnit.MILLISECONDS.toNanos(idleUnmapMillis);
+        this.nanoClock = nanoClock;
     }
 
     @Override
@@ -58,6 +82,9 @@ public final class DeviceIpcTransport implements Transport {
         } catch (IllegalArgumentException e) {
             return CompletableFuture.failedFuture(new TransferException(MissReason.MALFORMED_OFFER,
                     "malformed handle in " + source + ": " + e.getMessage(), e));
+        } catch (DeviceUnreachableException e) {
+            return CompletableFuture.failedFuture(new TransferException(MissReason.NO_TRANSPORT,
+                    "cannot reach " + source + ": " + e.getMessage(), e));
         } catch (DeviceException e) {
             return CompletableFuture.failedFuture(new TransferException(MissReason.PEER_GONE,
                     "cannot map " + source + ": " + e.getMessage(), e));
@@ -85,12 +112,12 @@ public final class DeviceIpcTransport implements Transport {
         while (true) {
             Mapping m = mappings.get(key);
             if (m == null) {
-                long start = System.nanoTime();
-                Mapping opened = new Mapping(device.openHandle(source.handle()), source.owner());
+                long start = nanoClock.getAsLong();
+                Mapping opened = new Mapping(device.openHandle(source.handle()), source.owner(), start);
                 m = mappings.putIfAbsent(key, opened);
                 if (m == null) {
                     LOG.debug("mapped peer buffer of pid {} in {} us", source.owner().pid(),
-                            (System.nanoTime() - start) / 1000);
+                            (nanoClock.getAsLong() - start) / 1000);
                     m = opened;
                 } else {
                     device.closeHandle(opened.buffer);
@@ -104,7 +131,7 @@ public final class DeviceIpcTransport implements Transport {
     }
 
     private void release(Mapping m) {
-        if (m.release()) {
+        if (m.release(nanoClock.getAsLong())) {
             device.closeHandle(m.buffer);
         }
     }
@@ -115,7 +142,8 @@ public final class DeviceIpcTransport implements Transport {
     }
 
     @Override
-    public void evictDeadPeers() {
+    public void evictStale() {
+        long now = nanoClock.getAsLong();
         for (Iterator<Map.Entry<ByteBuffer, Mapping>> it = mappings.entrySet().iterator(); it.hasNext(); ) {
             Mapping m = it.next().getValue();
             if (!m.owner.isAlive()) {
@@ -124,6 +152,11 @@ public final class DeviceIpcTransport implements Transport {
                     device.closeHandle(m.buffer);
                 }
                 LOG.info("dropped mapping of dead peer pid {}", m.owner.pid());
+            } else if (m.retireIfIdle(now, idleLimitNanos)) {
+                it.remove();
+                device.closeHandle(m.buffer);
+                LOG.debug("unmapped a buffer of pid {} unused for {} ms", m.owner.pid(),
+                        TimeUnit.NANOSECONDS.toMillis(idleLimitNanos));
             }
         }
     }
@@ -140,7 +173,7 @@ public final class DeviceIpcTransport implements Transport {
     }
 
     /**
-     * A mapped peer buffer and the copies using it: it is unmapped only once retired (owner dead, transport
+     * A mapped peer buffer and the copies using it: it is unmapped only once retired (owner dead, idle, transport
      * closed) and no copy reads it any more, since unmapping under a running CUDA copy faults the context.
      */
     private static final class Mapping {
@@ -148,10 +181,12 @@ public final class DeviceIpcTransport implements Transport {
         final ProcessIdentity owner;
         private int users;
         private boolean retired;
+        private long lastUsedNanos;
 
-        Mapping(DeviceBuffer buffer, ProcessIdentity owner) {
+        Mapping(DeviceBuffer buffer, ProcessIdentity owner, long openedNanos) {
             this.buffer = buffer;
             this.owner = owner;
+            this.lastUsedNanos = openedNanos;
         }
 
         synchronized boolean acquire() {
@@ -163,9 +198,19 @@ public final class DeviceIpcTransport implements Transport {
         }
 
         /** @return true when the caller must unmap: the last user of a retired mapping */
-        synchronized boolean release() {
+        synchronized boolean release(long nowNanos) {
             users--;
+            lastUsedNanos = nowNanos;
             return retired && users == 0;
+        }
+
+        /** @return true when the caller must unmap now: nobody has used it for {@code limitNanos} */
+        synchronized boolean retireIfIdle(long nowNanos, long limitNanos) {
+            if (retired || users > 0 || nowNanos - lastUsedNanos < limitNanos) {
+                return false;
+            }
+            retired = true;
+            return true;
         }
 
         /** @return true when the caller must unmap now: nobody uses it */

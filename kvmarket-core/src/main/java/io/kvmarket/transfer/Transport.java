@@ -24,8 +24,8 @@ public interface Transport extends AutoCloseable {
      */
     CompletableFuture<Void> fetch(Offer source, DeviceBuffer dst, CopyBatch batch);
 
-    /** Drops cached mappings of peers that died; called periodically by the marketplace. */
-    void evictDeadPeers();
+    /** Drops cached mappings of peers that died or that went unused too long; called periodically by the marketplace. */
+    void evictStale();
 
     @Override
     void close();

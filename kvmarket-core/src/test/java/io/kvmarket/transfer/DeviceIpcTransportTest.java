@@ -1,8 +1,11 @@
 package io.kvmarket.transfer;
 
+import io.kvmarket.MissReason;
 import io.kvmarket.device.CopyBatch;
 import io.kvmarket.device.Device;
 import io.kvmarket.device.DeviceBuffer;
+import io.kvmarket.device.DeviceException;
+import io.kvmarket.device.DeviceUnreachableException;
 import io.kvmarket.key.ChunkKey;
 import io.kvmarket.node.ProcessIdentity;
 import io.kvmarket.registry.Offer;
@@ -10,16 +13,21 @@ import org.junit.jupiter.api.Test;
 
 import java.lang.reflect.Proxy;
 import java.util.concurrent.CompletableFuture;
+import java.util.concurrent.CompletionException;
+import java.util.concurrent.TimeUnit;
 import java.util.concurrent.atomic.AtomicInteger;
+import java.util.concurrent.atomic.AtomicLong;
 
 import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertFalse;
+import static org.junit.jupiter.api.Assertions.assertThrows;
 
 class DeviceIpcTransportTest {
 
     final AtomicInteger opens = new AtomicInteger();
     final AtomicInteger closes = new AtomicInteger();
     CompletableFuture<Void> pendingCopy = new CompletableFuture<>();
+    RuntimeException openFailure;
 
     final DeviceBuffer mapped = new DeviceBuffer() {
         public long size() {
@@ -36,6 +44,9 @@ class DeviceIpcTransportTest {
             (proxy, method, args) -> switch (method.getName()) {
                 case "openHandle" -> {
                     opens.incrementAndGet();
+                    if (openFailure != null) {
+                        throw openFailure;
+                    }
                     yield mapped;
                 }
                 case "closeHandle" -> {
@@ -52,7 +63,7 @@ class DeviceIpcTransportTest {
 
     @Test
     void mappingIsOpenedOnceAndReused() {
-        DeviceIpcTransport t = new DeviceIpcTransport(device, 9);
+        DeviceIpcTransport t = new DeviceIpcTransport(device, 9, 1_000);
         pendingCopy.complete(null);
         t.fetch(offer, mapped, batch).join();
         t.fetch(offer, mapped, batch).join();
@@ -62,7 +73,7 @@ class DeviceIpcTransportTest {
 
     @Test
     void mappingInUseIsUnmappedOnlyAfterItsCopyCompletes() {
-        DeviceIpcTransport t = new DeviceIpcTransport(device, 9);
+        DeviceIpcTransport t = new DeviceIpcTransport(device, 9, 1_000);
         CompletableFuture<Void> fetch = t.fetch(offer, mapped, batch);
         t.close();
         assertEquals(0, closes.get(), "a running copy still reads the mapping");
@@ -74,7 +85,7 @@ class DeviceIpcTransportTest {
 
     @Test
     void idleMappingIsUnmappedAtClose() {
-        DeviceIpcTransport t = new DeviceIpcTransport(device, 9);
+        DeviceIpcTransport t = new DeviceIpcTransport(device, 9, 1_000);
         pendingCopy.complete(null);
         t.fetch(offer, mapped, batch).join();
         t.close();
@@ -82,9 +93,73 @@ class DeviceIpcTransportTest {
     }
 
     @Test
+    void mappingUnusedForTheIdleLimitIsUnmappedAndReopenedOnNextUse() {
+        AtomicLong now = new AtomicLong();
+        DeviceIpcTransport t = new DeviceIpcTransport(device, 9, 1_000, now::get);
+        pendingCopy.complete(null);
+        t.fetch(offer, mapped, batch).join();
+        now.addAndGet(TimeUnit.MILLISECONDS.toNanos(999));
+        t.evictStale();
+        assertEquals(0, closes.get(), "used 999 ms ago, within the limit");
+        now.addAndGet(TimeUnit.MILLISECONDS.toNanos(1));
+        t.evictStale();
+        assertEquals(1, closes.get());
+        assertEquals(0, t.cachedMappings());
+        t.fetch(offer, mapped, batch).join();
+        assertEquals(2, opens.get(), "an import after the unmap maps the buffer afresh");
+    }
+
+    @Test
+    void mappingInUseIsNeverUnmappedForIdleness() {
+        AtomicLong now = new AtomicLong();
+        DeviceIpcTransport t = new DeviceIpcTransport(device, 9, 1_000, now::get);
+        CompletableFuture<Void> fetch = t.fetch(offer, mapped, batch);
+        now.addAndGet(TimeUnit.SECONDS.toNanos(10));
+        t.evictStale();
+        assertEquals(0, closes.get(), "a running copy still reads the mapping");
+        pendingCopy.complete(null);
+        fetch.join();
+        t.evictStale();
+        assertEquals(0, closes.get(), "idleness counts from the end of the last copy");
+        now.addAndGet(TimeUnit.SECONDS.toNanos(1));
+        t.evictStale();
+        assertEquals(1, closes.get());
+    }
+
+    @Test
+    void mappingOfDeadPeerIsUnmapped() {
+        Offer ofDead = new Offer(new ChunkKey(1, 2), 9, new ProcessIdentity(ProcessIdentity.current().pid(),
+                ProcessIdentity.current().startTime() + 1), new byte[] {8}, 0, 4096, 1, 1, Long.MAX_VALUE);
+        DeviceIpcTransport t = new DeviceIpcTransport(device, 9, 1_000);
+        pendingCopy.complete(null);
+        t.fetch(ofDead, mapped, batch).join();
+        t.fetch(offer, mapped, batch).join();
+        t.evictStale();
+        assertEquals(1, closes.get());
+        assertEquals(1, t.cachedMappings(), "the live peer's mapping stays");
+    }
+
+    @Test
+    void unmappableBuffersBecomeMissesWithTheirReason() {
+        DeviceIpcTransport t = new DeviceIpcTransport(device, 9, 1_000);
+        openFailure = new DeviceUnreachableException("GPU 0000:1b:00.0 has no peer path to this GPU");
+        assertEquals(MissReason.NO_TRANSPORT, missReason(t.fetch(offer, mapped, batch)));
+        openFailure = new DeviceException("allocation freed");
+        assertEquals(MissReason.PEER_GONE, missReason(t.fetch(offer, mapped, batch)));
+        openFailure = new IllegalArgumentException("bad magic");
+        assertEquals(MissReason.MALFORMED_OFFER, missReason(t.fetch(offer, mapped, batch)));
+        assertEquals(0, t.cachedMappings());
+    }
+
+    private static MissReason missReason(CompletableFuture<Void> fetch) {
+        CompletionException e = assertThrows(CompletionException.class, fetch::join);
+        return ((TransferException) e.getCause()).reason();
+    }
+
+    @Test
     void offersOfOtherNodesAreNotReached() {
-        DeviceIpcTransport t = new DeviceIpcTransport(device, 9);
+        DeviceIpcTransport t = new DeviceIpcTransport(device, 9, 1_000);
         assertEquals(true, t.reaches(offer));
-        assertEquals(false, new DeviceIpcTransport(device, 10).reaches(offer));
+        assertEquals(false, new DeviceIpcTransport(device, 10, 1_000).reaches(offer));
     }
 }

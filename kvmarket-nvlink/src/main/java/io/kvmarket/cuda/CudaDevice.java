@@ -13,6 +13,7 @@ import org.bytedeco.cuda.cudart.cudaIpcMemHandle_t;
 import org.bytedeco.javacpp.Pointer;
 import org.bytedeco.javacpp.PointerPointer;
 
+import java.nio.charset.StandardCharsets;
 import java.util.Map;
 import java.util.concurrent.CompletableFuture;
 import java.util.concurrent.ConcurrentHashMap;
@@ -27,9 +28,11 @@ import static org.bytedeco.cuda.global.cudart.*;
 /**
  * One CUDA GPU behind the core's device SPI. Memory is cudaMalloc'd; an exported handle wraps
  * cudaIpcGetMemHandle, and a peer maps it with cudaIpcOpenMemHandle (the marketplace's transport caches the
- * mapping and closes it when the peer dies). Every {@link #copy} is ONE native call into kvmarket-native's
+ * mapping and closes it when the peer dies or the mapping goes unused). Every {@link #copy} is ONE native call into kvmarket-native's
  * batched copy on this device's stream, whatever the number of segments, followed by a stream synchronize on the
- * device's copy thread; nothing stages through host memory.
+ * device's copy thread; nothing stages through host memory. Memory of another GPU of the node (an exporter on
+ * another GPU, or this process's allocation on another device) is read directly over NVLink or PCIe peer-to-peer
+ * when {@link PeerAccess} finds a path, and is a miss otherwise.
  *
  * <p>Needs {@link CudaRuntime#isAvailable()}. One device ordinal per instance; each call sets it as the calling
  * thread's current device and restores the previous one.
@@ -46,6 +49,8 @@ public final class CudaDevice implements Device {
     private final Map<Long, CudaBuffer> owned = new ConcurrentHashMap<>();
     private final CUstream_st stream = new CUstream_st();
     private final ExecutorService copyThread;
+    private final String pciBusId;
+    private final PeerAccess peers;
     private final String name;
     private volatile boolean closed;
 
@@ -64,13 +69,15 @@ public final class CudaDevice implements Device {
         }
         this.ordinal = ordinal;
         this.method = method;
+        this.pciBusId = pciBusIdOf(ordinal);
+        this.peers = new PeerAccess(ordinal, new CudaTopology());
         onDevice(() -> check(cudaStreamCreateWithFlags(stream, cudaStreamNonBlocking), "cudaStreamCreateWithFlags"));
         this.copyThread = Executors.newSingleThreadExecutor(r -> {
             Thread t = new Thread(r, "kvmarket-cuda" + ordinal + "-copy");
             t.setDaemon(true);
             return t;
         });
-        this.name = "cuda:" + ordinal + " (" + method + ")";
+        this.name = "cuda:" + ordinal + " " + pciBusId + " (" + method + ")";
     }
 
     @Override
@@ -126,14 +133,16 @@ public final class CudaDevice implements Device {
         onDevice(() -> check(cudaIpcGetMemHandle(h, b.pointer), "cudaIpcGetMemHandle"));
         byte[] raw = new byte[CudaIpcHandle.CUDA_HANDLE_BYTES];
         h.reserved().get(raw);
-        return new CudaIpcHandle(self, b.allocationId, b.size, ordinal, raw).encode();
+        return new CudaIpcHandle(self, b.allocationId, b.size, pciBusId, raw).encode();
     }
 
     @Override
     public DeviceBuffer openHandle(byte[] handle) {
         ensureOpen();
         CudaIpcHandle h = CudaIpcHandle.decode(handle);
-        if (h.owner().equals(self)) {
+        boolean ownProcess = h.owner().equals(self);
+        peers.ensureReadable(h.pciBusId(), ownProcess);
+        if (ownProcess) {
             CudaBuffer own = PROCESS_ALLOCATIONS.get(h.allocationId());
             if (own == null) {
                 throw new DeviceException("allocation " + h.allocationId() + " of this process is no longer live");
@@ -208,6 +217,48 @@ public final class CudaDevice implements Device {
     private void ensureOpen() {
         if (closed) {
             throw new IllegalStateException("CUDA device " + ordinal + " is closed");
+        }
+    }
+
+    private static String pciBusIdOf(int ordinal) {
+        byte[] id = new byte[64];
+        check(cudaDeviceGetPCIBusId(id, id.length, ordinal), "cudaDeviceGetPCIBusId");
+        int length = 0;
+        while (length < id.length && id[length] != 0) {
+            length++;
+        }
+        return new String(id, 0, length, StandardCharsets.US_ASCII);
+    }
+
+    /** The node's GPUs as this process's CUDA runtime sees them. */
+    private final class CudaTopology implements PeerAccess.Topology {
+
+        @Override
+        public int ordinalOf(String pciBusId) {
+            int[] peer = new int[1];
+            if (cudaDeviceGetByPCIBusId(peer, pciBusId) != cudaSuccess) {
+                cudaGetLastError(); // not an error of any later call on this thread
+                return -1;
+            }
+            return peer[0];
+        }
+
+        @Override
+        public boolean canAccessPeer(int peerOrdinal) {
+            int[] can = new int[1];
+            check(cudaDeviceCanAccessPeer(can, ordinal, peerOrdinal), "cudaDeviceCanAccessPeer");
+            return can[0] != 0;
+        }
+
+        @Override
+        public void enablePeerAccess(int peerOrdinal) {
+            onDevice(() -> {
+                int err = cudaDeviceEnablePeerAccess(peerOrdinal, 0);
+                if (err == cudaErrorPeerAccessAlreadyEnabled) {
+                    return cudaGetLastError(); // another device instance enabled it first: fine, and not sticky
+                }
+                return check(err, "cudaDeviceEnablePeerAccess");
+            });
         }
     }
 

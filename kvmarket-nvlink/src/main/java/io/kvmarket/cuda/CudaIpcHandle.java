@@ -4,6 +4,9 @@ import io.kvmarket.node.ProcessIdentity;
 
 import java.nio.ByteBuffer;
 import java.nio.ByteOrder;
+import java.nio.charset.StandardCharsets;
+import java.util.Arrays;
+import java.util.regex.Pattern;
 import java.util.zip.CRC32;
 
 /**
@@ -12,36 +15,46 @@ import java.util.zip.CRC32;
  * {@link IllegalArgumentException}, before CUDA sees it.
  *
  * <pre>
- * Handle (112 bytes, little-endian):
+ * Handle (124 bytes, little-endian):
  *   0  | magic 'KVMC' (4)        | version (2) | reserved (2) |
  *   8  | owner pid (8)                                       |
  *  16  | owner start time (8)                                |
  *  24  | allocation id, unique in the owner process (8)      |
  *  32  | size in bytes (8)                                   |
- *  40  | device ordinal (4)                                  |
- *  44  | cudaIpcMemHandle_t (64)                             |
- * 108  | CRC32 of bytes 0..107 (4)                           |
- * 112
+ *  40  | PCI bus id of the GPU, ASCII, NUL-padded (16)       |
+ *  56  | cudaIpcMemHandle_t (64)                             |
+ * 120  | CRC32 of bytes 0..119 (4)                           |
+ * 124
  * </pre>
+ *
+ * <p>The GPU is named by PCI bus id ("0000:1b:00.0"), not ordinal: ordinals differ between processes.
  *
  * @param owner        process that allocated the memory
  * @param allocationId the owner's id of the allocation
  * @param size         bytes of the allocation
- * @param ordinal      CUDA device ordinal in the owner process
+ * @param pciBusId     PCI bus id of the GPU holding the allocation, as cudaDeviceGetPCIBusId writes it
  * @param cudaHandle   the 64 bytes of {@code cudaIpcMemHandle_t}
  */
-public record CudaIpcHandle(ProcessIdentity owner, long allocationId, long size, int ordinal, byte[] cudaHandle) {
+public record CudaIpcHandle(ProcessIdentity owner, long allocationId, long size, String pciBusId, byte[] cudaHandle) {
 
     public static final int CUDA_HANDLE_BYTES = 64;
-    public static final int BYTES = 112;
+    public static final int PCI_BUS_ID_BYTES = 16;
+    public static final int BYTES = 124;
     private static final int MAGIC = 0x434d564b; // "KVMC" little-endian
-    private static final short VERSION = 1;
-    private static final int CRC_OFFSET = 108;
+    private static final short VERSION = 2;
+    private static final int BUS_ID_OFFSET = 40;
+    private static final int CUDA_HANDLE_OFFSET = 56;
+    private static final int CRC_OFFSET = 120;
+    /** domain:bus:device.function in hex, as CUDA and NVML write it. */
+    private static final Pattern PCI_BUS_ID = Pattern.compile("[0-9a-fA-F]{1,8}:[0-9a-fA-F]{1,2}:[0-9a-fA-F]{1,2}\\.[0-7]");
 
     public CudaIpcHandle {
         if (cudaHandle.length != CUDA_HANDLE_BYTES) {
             throw new IllegalArgumentException("cudaIpcMemHandle_t is " + CUDA_HANDLE_BYTES + " bytes, got "
                     + cudaHandle.length);
+        }
+        if (pciBusId == null || pciBusId.length() > PCI_BUS_ID_BYTES || !PCI_BUS_ID.matcher(pciBusId).matches()) {
+            throw new IllegalArgumentException("not a PCI bus id: " + pciBusId);
         }
         cudaHandle = cudaHandle.clone();
     }
@@ -54,7 +67,8 @@ public record CudaIpcHandle(ProcessIdentity owner, long allocationId, long size,
     public byte[] encode() {
         ByteBuffer b = ByteBuffer.allocate(BYTES).order(ByteOrder.LITTLE_ENDIAN);
         b.putInt(MAGIC).putShort(VERSION).putShort((short) 0).putLong(owner.pid()).putLong(owner.startTime())
-                .putLong(allocationId).putLong(size).putInt(ordinal).put(cudaHandle);
+                .putLong(allocationId).putLong(size)
+                .put(Arrays.copyOf(pciBusId.getBytes(StandardCharsets.US_ASCII), PCI_BUS_ID_BYTES)).put(cudaHandle);
         b.putInt(crc(b.array()));
         return b.array();
     }
@@ -75,14 +89,18 @@ public record CudaIpcHandle(ProcessIdentity owner, long allocationId, long size,
         ProcessIdentity owner = new ProcessIdentity(b.getLong(8), b.getLong(16));
         long id = b.getLong(24);
         long size = b.getLong(32);
-        int ordinal = b.getInt(40);
-        if (owner.pid() <= 0 || id <= 0 || size <= 0 || ordinal < 0) {
+        if (owner.pid() <= 0 || id <= 0 || size <= 0) {
             throw new IllegalArgumentException("CUDA IPC handle fields out of range: pid " + owner.pid() + ", id " + id
-                    + ", size " + size + ", ordinal " + ordinal);
+                    + ", size " + size);
         }
+        int busIdLength = 0;
+        while (busIdLength < PCI_BUS_ID_BYTES && bytes[BUS_ID_OFFSET + busIdLength] != 0) {
+            busIdLength++;
+        }
+        String busId = new String(bytes, BUS_ID_OFFSET, busIdLength, StandardCharsets.US_ASCII);
         byte[] cuda = new byte[CUDA_HANDLE_BYTES];
-        b.get(44, cuda);
-        return new CudaIpcHandle(owner, id, size, ordinal, cuda);
+        b.get(CUDA_HANDLE_OFFSET, cuda);
+        return new CudaIpcHandle(owner, id, size, busId, cuda);
     }
 
     private static int crc(byte[] bytes) {

@@ -4,13 +4,16 @@ import io.kvmarket.device.CopyBatch;
 import io.kvmarket.device.DeviceBuffer;
 import io.kvmarket.nativecopy.CopyMethod;
 import org.junit.jupiter.api.BeforeEach;
+import org.junit.jupiter.api.Test;
 import org.junit.jupiter.params.ParameterizedTest;
 import org.junit.jupiter.params.provider.EnumSource;
 
 import java.util.Random;
 
 import static org.junit.jupiter.api.Assertions.assertArrayEquals;
+import static org.junit.jupiter.api.Assertions.assertSame;
 import static org.junit.jupiter.api.Assertions.assertThrows;
+import static org.junit.jupiter.api.Assertions.assertTrue;
 import static org.junit.jupiter.api.Assumptions.assumeTrue;
 
 /** Runs only where CUDA is usable; elsewhere every test is skipped as an assumption, not failed. */
@@ -42,6 +45,16 @@ class CudaDeviceTest {
             }
             d.copy(s, t, b.build()).join();
             assertArrayEquals(expected, GpuKv.download(t, 0, size));
+        }
+    }
+
+    @Test
+    void exportedHandleNamesThisGpuByPciBusIdAndOpensInItsOwnProcess() {
+        try (CudaDevice d = new CudaDevice(0)) {
+            DeviceBuffer b = d.allocate(4096);
+            CudaIpcHandle h = CudaIpcHandle.decode(d.exportHandle(b));
+            assertTrue(d.name().contains(h.pciBusId()), d.name() + " vs " + h.pciBusId());
+            assertSame(b, d.openHandle(d.exportHandle(b)), "CUDA cannot map its own process's handle");
         }
     }
 

@@ -16,7 +16,7 @@ class CudaIpcHandleTest {
         for (int i = 0; i < cuda.length; i++) {
             cuda[i] = (byte) (i * 13 + 5);
         }
-        return new CudaIpcHandle(new ProcessIdentity(4242, 1_700_000_000_000L), 17, 1L << 30, 0, cuda);
+        return new CudaIpcHandle(new ProcessIdentity(4242, 1_700_000_000_000L), 17, 1L << 30, "00000000:1B:00.0", cuda);
     }
 
     @Test
@@ -28,7 +28,7 @@ class CudaIpcHandleTest {
         assertEquals(h.owner(), back.owner());
         assertEquals(17, back.allocationId());
         assertEquals(1L << 30, back.size());
-        assertEquals(0, back.ordinal());
+        assertEquals("00000000:1B:00.0", back.pciBusId());
         assertArrayEquals(h.cudaHandle(), back.cudaHandle());
     }
 
@@ -55,6 +55,16 @@ class CudaIpcHandleTest {
         assertThrows(IllegalArgumentException.class, () -> CudaIpcHandle.decode(Arrays.copyOf(good, 64)));
         assertThrows(IllegalArgumentException.class, () -> CudaIpcHandle.decode(new byte[CudaIpcHandle.BYTES]));
         assertThrows(IllegalArgumentException.class,
-                () -> new CudaIpcHandle(sample().owner(), 1, 1, 0, new byte[63]));
+                () -> new CudaIpcHandle(sample().owner(), 1, 1, "0000:1b:00.0", new byte[63]));
+    }
+
+    @Test
+    void shortBusIdsRoundTripAndMalformedOnesAreRejected() {
+        CudaIpcHandle h = new CudaIpcHandle(sample().owner(), 1, 1, "0000:1b:00.0", sample().cudaHandle());
+        assertEquals("0000:1b:00.0", CudaIpcHandle.decode(h.encode()).pciBusId());
+        for (String bad : new String[] {null, "", "GPU-0", "0000:1b:00", "000000000:1b:00.0", "0000:1b:00.0\0x"}) {
+            assertThrows(IllegalArgumentException.class,
+                    () -> new CudaIpcHandle(sample().owner(), 1, 1, bad, sample().cudaHandle()), String.valueOf(bad));
+        }
     }
 }
