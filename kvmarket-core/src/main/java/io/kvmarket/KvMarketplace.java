@@ -166,9 +166,11 @@ public final class KvMarketplace implements AutoCloseable {
         if (reason != MissReason.NONE && reason != MissReason.NO_OFFER) {
             return miss(usable, reason, detail);
         }
-        for (Offer o : usable) {
-            if (o.owner().equals(self)) {
-                pool.touch(o.key());
+        // Deepest chunk first, so a prefix's root ends up the most recently used and eviction takes tails first:
+        // imports are prefix-closed, and a chunk whose predecessor was evicted can never be imported again.
+        for (int i = usable.size() - 1; i >= 0; i--) {
+            if (usable.get(i).owner().equals(self)) {
+                pool.touch(usable.get(i).key());
             }
         }
         return new Match(usable, format.chunkTokens(), reason);
@@ -321,6 +323,7 @@ public final class KvMarketplace implements AutoCloseable {
                     + blocksNeeded + " that hold " + keys.length + " full chunks");
         }
         List<Integer> fresh = new ArrayList<>();
+        List<ChunkKey> ownOffered = new ArrayList<>();
         int already = 0;
         try {
             for (int i = 0; i < keys.length; i++) {
@@ -330,12 +333,15 @@ public final class KvMarketplace implements AutoCloseable {
                 } else {
                     already++;
                     if (existing.owner().equals(self)) {
-                        pool.touch(keys[i]);
+                        ownOffered.add(keys[i]);
                     }
                 }
             }
         } catch (RegistryException e) {
             return skippedExport(0, already, keys.length - already, "registry unavailable: " + e.getMessage());
+        }
+        for (int i = ownOffered.size() - 1; i >= 0; i--) { // tails first, as in match
+            pool.touch(ownOffered.get(i));
         }
         if (fresh.isEmpty()) {
             metrics.chunksAlreadyOffered.add(already);
@@ -361,6 +367,7 @@ public final class KvMarketplace implements AutoCloseable {
         String skipReason = slots.length < fresh.size() ? "export pool full of pinned or filling chunks" : "";
         long expiry = System.currentTimeMillis() + offerLeaseMs;
         byte[] handle = pool.handle();
+        Offer[] offered = new Offer[slots.length];
         for (int s = 0; s < slots.length; s++) {
             Offer offer = new Offer(keys[fresh.get(s)], nodeId, self, handle, pool.offsetOf(slots[s]),
                     format.chunkBytes(), layoutFingerprint, pool.nextGeneration(), expiry);
@@ -372,7 +379,7 @@ public final class KvMarketplace implements AutoCloseable {
                 skipReason = "registry unavailable: " + e.getMessage();
             }
             if (outcome == PublishOutcome.PUBLISHED) {
-                pool.published(slots[s], offer);
+                offered[s] = offer;
                 published++;
             } else {
                 pool.unreserve(slots[s]);
@@ -381,6 +388,11 @@ public final class KvMarketplace implements AutoCloseable {
                 } else if (outcome == PublishOutcome.REGISTRY_FULL) {
                     skipReason = "registry full";
                 }
+            }
+        }
+        for (int s = slots.length - 1; s >= 0; s--) { // tails first, as in match
+            if (offered[s] != null) {
+                pool.published(slots[s], offered[s]);
             }
         }
         int skipped = keys.length - already - published;

@@ -152,6 +152,19 @@ class MarketplaceTest {
     }
 
     @Test
+    void evictionTakesAPrefixTailBeforeItsRoot() {
+        try (KvFixture small = new KvFixture(dir, registry, 3)) {
+            int[] blocks = scattered(6, 3);
+            int[] three = tokens(96, 12);
+            small.market.export(three, 96, blocks);
+            small.market.release(small.market.match(three, 96)); // a reuse of the whole prefix
+            small.market.export(tokens(32, 13), 32, blocks); // needs one slot
+            assertEquals(64, b.market.match(three, 96).tokens(),
+                    "the tail went, the root and middle still import; evicting the root would strand both");
+        }
+    }
+
+    @Test
     void poolFullOfPinnedChunksSkipsTheExportWithAReason() {
         try (KvFixture small = new KvFixture(dir, registry, 2)) {
             int[] blocks = scattered(4, 1);
