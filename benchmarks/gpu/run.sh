@@ -23,9 +23,13 @@ echo "== import benchmark"
 java -cp "$jars" io.kvmarket.benchmarks.gpu.GpuImportBenchmark 2>&1 | tee "$out/import.log"
 
 echo "== PyTorch prefill"
-python3 benchmarks/gpu/prefill_llama.py 2>&1 | tee "$out/prefill.log"
+if python3 -c "import torch, transformers; print('torch', torch.__version__, 'transformers', transformers.__version__)" 2>&1 | tee "$out/prefill.log"; then
+  python3 benchmarks/gpu/prefill_llama.py 2>&1 | tee -a "$out/prefill.log"
+else
+  echo "prefill: skipped (PyTorch or transformers missing on this machine)" | tee -a "$out/prefill.log"
+fi
 
-import_ms=$(sed -n 's/^paged_import(kernel): median_ms=\([0-9.]*\).*/\1/p' "$out/import.log")
+import_ms=$(sed -n 's/^paged_import(best): method=[a-z_]* median_ms=\([0-9.]*\).*/\1/p' "$out/import.log")
 prefill_ms=$(sed -n 's/^prefill: tokens=[0-9]* median_ms=\([0-9.]*\).*/\1/p' "$out/prefill.log")
 if [ -n "$import_ms" ] && [ -n "$prefill_ms" ]; then
   python3 -c "print(f'import_vs_prefill: paged_import_ms=$import_ms prefill_ms=$prefill_ms ratio={$import_ms/$prefill_ms:.5f}')" | tee "$out/ratio.txt"

@@ -493,7 +493,10 @@ int kvm_memcpy_htod(uint64_t dst, const void *src, int64_t bytes) {
         return KVM_EINVAL;
     }
     return guarded([&] {
-        return cuda_code(cudaMemcpy(reinterpret_cast<void *>(dst), src, (size_t) bytes, cudaMemcpyHostToDevice));
+        int rc = cuda_code(cudaMemcpy(reinterpret_cast<void *>(dst), src, (size_t) bytes, cudaMemcpyHostToDevice));
+        /* From pageable memory cudaMemcpy returns once the bytes are staged, before the DMA lands; a copy on a
+         * non-blocking stream must not start before it does. */
+        return rc != KVM_OK ? rc : cuda_code(cudaDeviceSynchronize());
     });
 }
 

@@ -310,7 +310,9 @@ public final class KvMarketplace implements AutoCloseable {
     /**
      * After prefill: copies the full chunks of the first {@code tokenCount} tokens from the engine's blocks into
      * the export pool in one batched copy and offers them. Chunks already offered by anyone are skipped. Returns
-     * once the copy is done, so the engine may reuse its blocks at once.
+     * once the copy is done, so the engine may reuse its blocks at once. The KV must be complete in device memory
+     * when this is called: the copy runs on the device's own stream, which does not wait for the engine's streams
+     * (on a GPU, synchronize the prefill's stream first).
      *
      * @param blockIds the request's block table covering at least the full chunks
      * @throws IllegalArgumentException when the block table is too short or names blocks outside the cache

@@ -25,8 +25,10 @@ import java.util.regex.Matcher;
 import java.util.regex.Pattern;
 
 /**
- * Replays the Mooncake synthetic trace (shared/traces) through one marketplace on the node-local registry and
- * the mock device: per request match, load, export, as an engine would. Each trace block id becomes 512
+ * Replays the Mooncake synthetic trace (shared/traces) through marketplaces on one node-local registry and the
+ * mock device: per request match, load, export, as an engine would. With several engines the requests go round
+ * robin, as a plain load balancer sends them, each engine has its share of the pool budget, and most hits are
+ * imports from another engine's pool. Each trace block id becomes 512
  * deterministic token ids (a generator seeded by the id), so equal ids give equal tokens and the marketplace's own
  * key chain decides what matches. Chunks are 512 tokens, one per trace block.
  *
@@ -35,8 +37,9 @@ import java.util.regex.Pattern;
  * chunk the two must agree exactly. KV is tiny (64 bytes a token) so the replay measures keys, registry and pool,
  * not memory bandwidth.
  *
- * <p>Usage: {@code TraceReplay [trace.jsonl] [poolChunks ...]}; defaults: ../shared/traces/mooncake_synthetic_trace.jsonl,
- * and pools of 8,192 and 60,000 chunks.
+ * <p>Usage: {@code TraceReplay [trace.jsonl] [poolChunks[xEngines] ...]}; defaults:
+ * ../shared/traces/mooncake_synthetic_trace.jsonl, and pools of 8,192 and 60,000 chunks on one engine, 8,192 on
+ * four engines ({@code 8192x4}: 2,048 chunks each).
  */
 public final class TraceReplay {
 
@@ -54,17 +57,15 @@ public final class TraceReplay {
 
     public static void main(String[] args) throws IOException {
         Path trace = Path.of(args.length > 0 ? args[0] : "../shared/traces/mooncake_synthetic_trace.jsonl");
-        List<Integer> pools = new ArrayList<>();
-        for (int i = 1; i < args.length; i++) {
-            pools.add(Integer.parseInt(args[i]));
-        }
-        if (pools.isEmpty()) {
-            pools = List.of(8192, 60_000);
+        List<String> setups = new ArrayList<>(List.of(args).subList(Math.min(1, args.length), args.length));
+        if (setups.isEmpty()) {
+            setups = List.of("8192", "60000", "8192x4");
         }
         List<Request> requests = read(trace);
         double ideal = idealHitRate(requests);
-        for (int poolChunks : pools) {
-            replay(requests, poolChunks, ideal);
+        for (String setup : setups) {
+            String[] parts = setup.split("x");
+            replay(requests, Integer.parseInt(parts[0]), parts.length > 1 ? Integer.parseInt(parts[1]) : 1, ideal);
         }
     }
 
@@ -117,7 +118,7 @@ public final class TraceReplay {
         return t;
     }
 
-    private static void replay(List<Request> requests, int poolChunks, double ideal) throws IOException {
+    private static void replay(List<Request> requests, int poolChunks, int engines, double ideal) throws IOException {
         int maxTokens = requests.stream().mapToInt(Request::inputLength).max().orElse(0);
         int blocks = (maxTokens + 15) / 16;
         int[] table = new int[blocks];
@@ -133,13 +134,20 @@ public final class TraceReplay {
         long loadNs = 0;
         long exportNs = 0;
         long start = System.nanoTime();
+        List<KvMarketplace> markets = new ArrayList<>();
         try (NodeLocalRegistry registry = NodeLocalRegistry.open(dir, NodeLocalRegistry.DEFAULT_CAPACITY);
              MockDevice device = new MockDevice(dir)) {
-            PagedKvCache cache = new PagedKvCache(device.allocate(PagedKvCache.requiredBytes(LAYOUT, blocks)),
-                    LAYOUT, blocks);
-            try (KvMarketplace market = KvMarketplace.builder().namespace(NAMESPACE).kvCache(cache).device(device)
-                    .registry(registry).chunkTokens(BLOCK_TOKENS).poolBytes(poolChunks * chunkBytes).build()) {
-                for (Request r : requests) {
+            try {
+                for (int e = 0; e < engines; e++) {
+                    PagedKvCache cache = new PagedKvCache(device.allocate(PagedKvCache.requiredBytes(LAYOUT, blocks)),
+                            LAYOUT, blocks);
+                    markets.add(KvMarketplace.builder().namespace(NAMESPACE).kvCache(cache).device(device)
+                            .registry(registry).chunkTokens(BLOCK_TOKENS)
+                            .poolBytes(poolChunks / engines * chunkBytes).build());
+                }
+                for (int i = 0; i < requests.size(); i++) {
+                    Request r = requests.get(i);
+                    KvMarketplace market = markets.get(i % engines);
                     int[] t = tokens(r);
                     long t0 = System.nanoTime();
                     Match m = market.match(t, t.length - 1);
@@ -156,11 +164,14 @@ public final class TraceReplay {
                 }
                 double hitRate = (double) imported / prompt;
                 int n = requests.size();
-                System.out.printf(Locale.ROOT, "trace: requests=%d prompt_tokens=%d pool_chunks=%d hit_rate=%.4f"
-                                + " ideal_unbounded_hit_rate=%.4f ratio=%.4f evictions=%d match_us_mean=%.1f"
-                                + " load_us_mean=%.1f export_us_mean=%.1f wall_s=%.1f%n",
-                        n, prompt, poolChunks, hitRate, ideal, hitRate / ideal, market.pool().evictions(),
+                long evictions = markets.stream().mapToLong(m -> m.pool().evictions()).sum();
+                System.out.printf(Locale.ROOT, "trace: requests=%d prompt_tokens=%d engines=%d pool_chunks=%d"
+                                + " hit_rate=%.4f ideal_unbounded_hit_rate=%.4f ratio=%.4f evictions=%d"
+                                + " match_us_mean=%.1f load_us_mean=%.1f export_us_mean=%.1f wall_s=%.1f%n",
+                        n, prompt, engines, poolChunks, hitRate, ideal, hitRate / ideal, evictions,
                         matchNs / 1e3 / n, loadNs / 1e3 / n, exportNs / 1e3 / n, (System.nanoTime() - start) / 1e9);
+            } finally {
+                markets.forEach(KvMarketplace::close);
             }
         } finally {
             try (var files = Files.walk(dir)) {

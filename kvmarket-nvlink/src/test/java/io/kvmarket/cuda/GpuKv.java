@@ -9,6 +9,7 @@ import io.kvmarket.kv.PagedKvCache;
 import io.kvmarket.registry.OfferRegistry;
 import org.bytedeco.javacpp.BytePointer;
 
+import static org.bytedeco.cuda.global.cudart.cudaDeviceSynchronize;
 import static org.bytedeco.cuda.global.cudart.cudaMemcpy;
 import static org.bytedeco.cuda.global.cudart.cudaMemcpyDeviceToHost;
 import static org.bytedeco.cuda.global.cudart.cudaMemcpyHostToDevice;
@@ -34,9 +35,17 @@ final class GpuKv implements AutoCloseable {
                 .chunkTokens(CHUNK).poolBytes(poolChunks * chunkBytes).build();
     }
 
+    /**
+     * From pageable memory cudaMemcpy returns before the DMA lands, and the device's non-blocking copy stream does
+     * not wait for it: the upload is complete only after the device synchronizes.
+     */
     static void upload(CudaBuffer b, long offset, byte[] bytes) {
-        BytePointer host = new BytePointer(bytes);
-        check(cudaMemcpy(b.at(offset), host, bytes.length, cudaMemcpyHostToDevice));
+        stage(b, offset, bytes);
+        check(cudaDeviceSynchronize());
+    }
+
+    private static void stage(CudaBuffer b, long offset, byte[] bytes) {
+        check(cudaMemcpy(b.at(offset), new BytePointer(bytes), bytes.length, cudaMemcpyHostToDevice));
     }
 
     static byte[] download(CudaBuffer b, long offset, int length) {
@@ -51,9 +60,10 @@ final class GpuKv implements AutoCloseable {
     void fill(int[] blocks, int count, int salt) {
         for (int i = 0; i < count; i++) {
             for (int r = 0; r < LAYOUT.regionsPerBlock(); r++) {
-                upload((CudaBuffer) cache.buffer(), cache.regionOffset(blocks[i], r), pattern(salt, i, r));
+                stage((CudaBuffer) cache.buffer(), cache.regionOffset(blocks[i], r), pattern(salt, i, r));
             }
         }
+        check(cudaDeviceSynchronize());
     }
 
     static byte[] pattern(int salt, int block, int region) {

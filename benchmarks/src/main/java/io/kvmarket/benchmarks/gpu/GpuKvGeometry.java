@@ -14,6 +14,7 @@ import org.bytedeco.javacpp.BytePointer;
 import java.nio.ByteBuffer;
 import java.nio.ByteOrder;
 
+import static org.bytedeco.cuda.global.cudart.cudaDeviceSynchronize;
 import static org.bytedeco.cuda.global.cudart.cudaMemcpy;
 import static org.bytedeco.cuda.global.cudart.cudaMemcpyDeviceToHost;
 import static org.bytedeco.cuda.global.cudart.cudaMemcpyHostToDevice;
@@ -74,6 +75,8 @@ final class GpuKvGeometry {
                 check(cudaMemcpy(b.at(cache.regionOffset(table[blk], r)), host, LAYOUT.regionBytes(), cudaMemcpyHostToDevice));
             }
         }
+        // From pageable memory cudaMemcpy returns before the DMA lands; the export's copy stream must see it all.
+        check(cudaDeviceSynchronize());
     }
 
     /** True when {@code table}'s blocks hold the pattern of logical blocks [0, PROMPT_BLOCKS). */
