@@ -14,6 +14,7 @@ import io.kvmarket.registry.shm.NodeLocalRegistry;
 import io.kvmarket.transfer.Transport;
 import org.junit.jupiter.api.AfterEach;
 import org.junit.jupiter.api.BeforeEach;
+import io.kvmarket.registry.Withdrawal;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.io.TempDir;
 
@@ -165,6 +166,26 @@ class MarketplaceTest {
     }
 
     @Test
+    void chunkAnotherEngineImportsOutlivesOneNobodyImports() throws InterruptedException {
+        try (KvFixture small = new KvFixture(dir, registry, 2)) {
+            int[] blocks = scattered(2, 4);
+            int[] p1 = tokens(32, 21);
+            int[] p2 = tokens(32, 22);
+            small.market.export(p1, 32, blocks);
+            small.market.export(p2, 32, blocks); // p1 is the least recently used in the exporter's own order
+            Thread.sleep(5); // the import comes strictly after the exporter's last use of p1 (ms clock)
+            b.market.release(b.market.match(p1, 32));
+            small.market.export(tokens(32, 23), 32, blocks); // needs one slot
+            Match kept = b.market.match(p1, 32);
+            Match evicted = b.market.match(p2, 32);
+            assertEquals(32, kept.tokens(), "p1 is in demand elsewhere: the exporter keeps it");
+            assertEquals(0, evicted.tokens(), "p2, which nobody imported, went instead");
+            b.market.release(kept);
+            b.market.release(evicted);
+        }
+    }
+
+    @Test
     void poolFullOfPinnedChunksSkipsTheExportWithAReason() {
         try (KvFixture small = new KvFixture(dir, registry, 2)) {
             int[] blocks = scattered(4, 1);
@@ -186,9 +207,9 @@ class MarketplaceTest {
         exportFromA(t, 64, 12);
         Match m = b.market.match(t, 64);
         Offer first = registry.lookup(a.market.hasher().keys(t, 64)[0]);
-        assertFalse(registry.withdrawIfUnpinned(first), "pinned by the match");
+        assertEquals(Withdrawal.PINNED, registry.withdrawIfUnused(first, Long.MAX_VALUE), "pinned by the match");
         b.market.load(m, scattered(4, 1)).join();
-        assertTrue(registry.withdrawIfUnpinned(first));
+        assertEquals(Withdrawal.WITHDRAWN, registry.withdrawIfUnused(first, Long.MAX_VALUE));
     }
 
     @Test
@@ -261,7 +282,7 @@ class MarketplaceTest {
         Match m = b.market.match(t, 32);
         assertEquals(0, m.tokens());
         assertEquals(MissReason.MALFORMED_OFFER, m.reason());
-        assertTrue(registry.withdrawIfUnpinned(forged), "no pin left behind");
+        assertEquals(Withdrawal.WITHDRAWN, registry.withdrawIfUnused(forged, Long.MAX_VALUE), "no pin left behind");
     }
 
     @Test

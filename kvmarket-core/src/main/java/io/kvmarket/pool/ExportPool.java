@@ -6,6 +6,7 @@ import io.kvmarket.key.ChunkKey;
 import io.kvmarket.registry.Offer;
 import io.kvmarket.registry.OfferRegistry;
 import io.kvmarket.registry.RegistryException;
+import io.kvmarket.registry.Withdrawal;
 import org.slf4j.Logger;
 import org.slf4j.LoggerFactory;
 
@@ -25,6 +26,8 @@ import java.util.function.Supplier;
  * Device memory owned by the marketplace, cut into fixed chunk slots, that holds exported chunks so the engine
  * may reuse its own blocks at once. Bounded by a byte budget; when full it evicts the least recently used
  * published chunk that no importer has pinned, and always <b>withdraws the offer before the memory is reused</b>.
+ * Recency counts imports by other processes too: the registry records each pin's time, and a chunk imported since
+ * this pool last used it gets a second chance (it moves to the recent end) before anything is evicted twice.
  * Thread-safe.
  */
 public final class ExportPool implements AutoCloseable {
@@ -42,6 +45,8 @@ public final class ExportPool implements AutoCloseable {
     /** Published slots in least-recently-used order. */
     private final LinkedHashMap<Integer, Offer> published = new LinkedHashMap<>(16, 0.75f, true);
     private final Map<ChunkKey, Integer> slotOfKey = new HashMap<>();
+    /** Wall-clock ms this pool last published or touched each slot's chunk. */
+    private final long[] lastUsedMs;
     private long evictions;
     /** Guards the slot maps; held across registry withdraws while evicting, so {@link #touch} only tries it. */
     private final ReentrantLock lock = new ReentrantLock();
@@ -58,6 +63,7 @@ public final class ExportPool implements AutoCloseable {
         this.registry = registry;
         this.chunkBytes = chunkBytes;
         this.slots = (int) count;
+        this.lastUsedMs = new long[slots];
         this.buffer = device.allocate(count * chunkBytes);
         this.handle = device.exportHandle(buffer);
         // Generations start from the clock so a restarted pool never repeats one of its predecessor's.
@@ -103,29 +109,55 @@ public final class ExportPool implements AutoCloseable {
             while (n < wanted && !free.isEmpty()) {
                 got[n++] = free.poll();
             }
+            List<Integer> importedElsewhere = new ArrayList<>();
             for (Iterator<Map.Entry<Integer, Offer>> it = published.entrySet().iterator(); n < wanted && it.hasNext(); ) {
                 Map.Entry<Integer, Offer> e = it.next();
-                boolean withdrawn;
-                try {
-                    withdrawn = registry.withdrawIfUnpinned(e.getValue());
-                } catch (RegistryException ex) {
-                    LOG.warn("cannot withdraw {} for eviction, keeping its memory: {}", e.getValue(), ex.getMessage());
-                    withdrawn = false;
-                }
-                if (withdrawn) {
+                Withdrawal w = withdraw(e.getValue(), lastUsedMs[e.getKey()]);
+                if (w == Withdrawal.WITHDRAWN) {
                     it.remove();
-                    slotOfKey.remove(e.getValue().key());
-                    evictions++;
+                    evicted(e.getValue());
                     got[n++] = e.getKey();
+                } else if (w == Withdrawal.IMPORTED_SINCE) {
+                    importedElsewhere.add(e.getKey());
+                }
+            }
+            long now = System.currentTimeMillis();
+            for (int slot : importedElsewhere) {
+                lastUsedMs[slot] = now;
+                published.get(slot); // to the recent end
+            }
+            // Every other candidate was pinned: the second chance runs out, least recently used first.
+            for (Iterator<Integer> it = importedElsewhere.iterator(); n < wanted && it.hasNext(); ) {
+                int slot = it.next();
+                Offer o = published.get(slot);
+                if (withdraw(o, Long.MAX_VALUE) == Withdrawal.WITHDRAWN) {
+                    published.remove(slot);
+                    evicted(o);
+                    got[n++] = slot;
                 }
             }
             return n == wanted ? got : Arrays.copyOf(got, n);
         });
     }
 
+    private Withdrawal withdraw(Offer o, long usedSinceMs) {
+        try {
+            return registry.withdrawIfUnused(o, usedSinceMs);
+        } catch (RegistryException ex) {
+            LOG.warn("cannot withdraw {} for eviction, keeping its memory: {}", o, ex.getMessage());
+            return Withdrawal.PINNED; // as good as pinned: the offer may still be served, so the memory stays
+        }
+    }
+
+    private void evicted(Offer o) {
+        slotOfKey.remove(o.key());
+        evictions++;
+    }
+
     /** Records that {@code slot} now holds the published {@code offer}. */
     public void published(int slot, Offer offer) {
         locked(() -> {
+            lastUsedMs[slot] = System.currentTimeMillis();
             published.put(slot, offer);
             return slotOfKey.put(offer.key(), slot);
         });
@@ -145,6 +177,7 @@ public final class ExportPool implements AutoCloseable {
             try {
                 Integer slot = slotOfKey.get(key);
                 if (slot != null) {
+                    lastUsedMs[slot] = System.currentTimeMillis();
                     published.get(slot);
                 }
             } finally {

@@ -60,8 +60,10 @@ public final class InProcessRegistry implements OfferRegistry {
             return false;
         }
         synchronized (e) {
+            long now = clockMs.getAsLong();
             e.pins++;
-            e.pinExpiryMs = Math.max(e.pinExpiryMs, clockMs.getAsLong() + leaseMs);
+            e.pinExpiryMs = Math.max(e.pinExpiryMs, now + leaseMs);
+            e.lastPinMs = Math.max(e.lastPinMs, now);
         }
         return isCurrent(offer);
     }
@@ -82,17 +84,20 @@ public final class InProcessRegistry implements OfferRegistry {
     }
 
     @Override
-    public boolean withdrawIfUnpinned(Offer offer) {
+    public Withdrawal withdrawIfUnused(Offer offer, long usedSinceMs) {
         Entry e = current(offer);
         if (e == null) {
-            return true;
+            return Withdrawal.WITHDRAWN;
         }
         synchronized (e) {
             if (e.pins > 0 && e.pinExpiryMs > clockMs.getAsLong()) {
-                return false;
+                return Withdrawal.PINNED;
+            }
+            if (e.lastPinMs > usedSinceMs) {
+                return Withdrawal.IMPORTED_SINCE;
             }
             entries.remove(offer.key(), e);
-            return true;
+            return Withdrawal.WITHDRAWN;
         }
     }
 
@@ -138,6 +143,7 @@ public final class InProcessRegistry implements OfferRegistry {
         volatile long leaseExpiryMs;
         int pins;
         long pinExpiryMs;
+        long lastPinMs;
 
         Entry(Offer offer) {
             this.offer = offer;

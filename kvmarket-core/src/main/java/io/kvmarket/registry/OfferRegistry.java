@@ -43,11 +43,12 @@ public interface OfferRegistry extends AutoCloseable {
     boolean isCurrent(Offer offer);
 
     /**
-     * Withdraws this publication unless it is pinned.
-     *
-     * @return true when it is gone afterwards (withdrawn now or before), false when a live pin kept it
+     * Withdraws this publication unless it is pinned, or an importer pinned it after {@code usedSinceMs} (wall
+     * clock). An exporter's pool passes the time it last used the chunk itself: imports by other processes never
+     * reach its own recency order, and a chunk they keep importing should not be evicted as if idle.
+     * {@code Long.MAX_VALUE} withdraws anything unpinned.
      */
-    boolean withdrawIfUnpinned(Offer offer);
+    Withdrawal withdrawIfUnused(Offer offer, long usedSinceMs);
 
     /** Withdraws this publication even if pinned (its owner is leaving). A no-op when it is gone. */
     void withdraw(Offer offer);

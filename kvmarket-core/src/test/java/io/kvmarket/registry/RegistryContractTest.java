@@ -108,10 +108,11 @@ public abstract class RegistryContractTest {
     void withdrawnOfferIsNotServedAndNotCurrent() {
         Offer o = offer(0, 1);
         registry.publish(o);
-        assertTrue(registry.withdrawIfUnpinned(o));
+        assertEquals(Withdrawal.WITHDRAWN, registry.withdrawIfUnused(o, Long.MAX_VALUE));
         assertNull(registry.lookup(key(0)));
         assertFalse(registry.isCurrent(o));
-        assertTrue(registry.withdrawIfUnpinned(o), "withdrawing what is gone reports gone");
+        assertEquals(Withdrawal.WITHDRAWN, registry.withdrawIfUnused(o, Long.MAX_VALUE),
+                "withdrawing what is gone reports gone");
     }
 
     @Test
@@ -131,11 +132,29 @@ public abstract class RegistryContractTest {
         registry.publish(o);
         assertTrue(registry.pin(o, 5_000));
         assertTrue(registry.pin(o, 5_000));
-        assertFalse(registry.withdrawIfUnpinned(o));
+        assertEquals(Withdrawal.PINNED, registry.withdrawIfUnused(o, Long.MAX_VALUE));
         registry.unpin(o);
-        assertFalse(registry.withdrawIfUnpinned(o), "one pin is still held");
+        assertEquals(Withdrawal.PINNED, registry.withdrawIfUnused(o, Long.MAX_VALUE), "one pin is still held");
         registry.unpin(o);
-        assertTrue(registry.withdrawIfUnpinned(o));
+        assertEquals(Withdrawal.WITHDRAWN, registry.withdrawIfUnused(o, Long.MAX_VALUE));
+    }
+
+    @Test
+    void offerImportedAfterTheGivenTimeIsKept() {
+        Offer o = offer(0, 1);
+        registry.publish(o);
+        long published = clock.get();
+        assertEquals(Withdrawal.WITHDRAWN, registry.withdrawIfUnused(o, published), "never imported");
+
+        Offer again = offer(0, 2);
+        registry.publish(again);
+        clock.addAndGet(10);
+        assertTrue(registry.pin(again, 5_000));
+        registry.unpin(again);
+        assertEquals(Withdrawal.IMPORTED_SINCE, registry.withdrawIfUnused(again, published + 9));
+        assertTrue(registry.isCurrent(again), "kept, and still served");
+        assertEquals(Withdrawal.WITHDRAWN, registry.withdrawIfUnused(again, published + 10),
+                "not imported after the caller's own use");
     }
 
     @Test
@@ -143,9 +162,9 @@ public abstract class RegistryContractTest {
         Offer o = offer(0, 1);
         registry.publish(o);
         assertTrue(registry.pin(o, 100));
-        assertFalse(registry.withdrawIfUnpinned(o));
+        assertEquals(Withdrawal.PINNED, registry.withdrawIfUnused(o, Long.MAX_VALUE));
         clock.addAndGet(101);
-        assertTrue(registry.withdrawIfUnpinned(o));
+        assertEquals(Withdrawal.WITHDRAWN, registry.withdrawIfUnused(o, Long.MAX_VALUE));
     }
 
     @Test

@@ -8,6 +8,7 @@ import io.kvmarket.registry.Offer;
 import io.kvmarket.registry.OfferRegistry;
 import io.kvmarket.registry.PublishOutcome;
 import io.kvmarket.registry.RegistryException;
+import io.kvmarket.registry.Withdrawal;
 import org.slf4j.Logger;
 import org.slf4j.LoggerFactory;
 
@@ -44,7 +45,7 @@ import static io.kvmarket.registry.shm.RegistryFileDescriptor.*;
  */
 public final class NodeLocalRegistry implements OfferRegistry {
 
-    public static final String FILE_NAME = "registry-v2.kvreg";
+    public static final String FILE_NAME = "registry-v3.kvreg";
     public static final int DEFAULT_CAPACITY = 1 << 16;
     /** At most this long after a process dies, its offers stop being served. */
     public static final long LIVENESS_TTL_MS = 250;
@@ -221,14 +222,19 @@ public final class NodeLocalRegistry implements OfferRegistry {
         do {
             count = (long) LONGS.getVolatile(map, base + PIN_COUNT);
         } while (!LONGS.compareAndSet(map, base + PIN_COUNT, count, count + 1));
-        long until = clockMs.getAsLong() + leaseMs;
-        long expiry;
-        do {
-            expiry = (long) LONGS.getVolatile(map, base + PIN_EXPIRY);
-        } while (expiry < until && !LONGS.compareAndSet(map, base + PIN_EXPIRY, expiry, until));
+        long now = clockMs.getAsLong();
+        casMax(base + PIN_EXPIRY, now + leaseMs);
+        casMax(base + LAST_PIN, now);
         // A writer that replaced the slot meanwhile reset the pin fields; our stray pin on its new entry lapses
         // with the lease. The publication we wanted is gone: report failure.
         return (long) LONGS.getVolatile(map, base + SEQ) == seq;
+    }
+
+    private void casMax(int offset, long value) {
+        long old;
+        do {
+            old = (long) LONGS.getVolatile(map, offset);
+        } while (old < value && !LONGS.compareAndSet(map, offset, old, value));
     }
 
     @Override
@@ -254,12 +260,12 @@ public final class NodeLocalRegistry implements OfferRegistry {
     }
 
     @Override
-    public boolean withdrawIfUnpinned(Offer offer) {
+    public Withdrawal withdrawIfUnused(Offer offer, long usedSinceMs) {
         return withLock(() -> {
             SlotView v = views.get();
             long slot = findPublication(offer, v);
             if (slot < 0) {
-                return true;
+                return Withdrawal.WITHDRAWN;
             }
             // The slot goes odd before the pins are read: a pin racing with this either is seen here or fails
             // its own sequence check afterwards.
@@ -267,10 +273,14 @@ public final class NodeLocalRegistry implements OfferRegistry {
             VarHandle.fullFence();
             if (pinned(base, clockMs.getAsLong())) {
                 endWrite(base);
-                return false;
+                return Withdrawal.PINNED;
+            }
+            if ((long) LONGS.getVolatile(map, base + LAST_PIN) > usedSinceMs) {
+                endWrite(base);
+                return Withdrawal.IMPORTED_SINCE;
             }
             markTombstone(base);
-            return true;
+            return Withdrawal.WITHDRAWN;
         });
     }
 
@@ -389,11 +399,11 @@ public final class NodeLocalRegistry implements OfferRegistry {
     // ---- writing (caller holds the lock)
 
     private void writeLive(long slot, Offer offer) {
-        writeLive(slot, offer, 0, 0);
+        writeLive(slot, offer, 0, 0, 0);
     }
 
     /** Writes a live offer with the given pin state, all inside one sequence-lock write. */
-    private void writeLive(long slot, Offer offer, long pinCount, long pinExpiry) {
+    private void writeLive(long slot, Offer offer, long pinCount, long pinExpiry, long lastPin) {
         int base = beginWrite(slot);
         long oldState = map.getLong(base + STATE);
         byte[] handle = offer.handle();
@@ -405,7 +415,8 @@ public final class NodeLocalRegistry implements OfferRegistry {
                 .putLong(base + CHUNK_LENGTH, offer.length())
                 .putLong(base + LAYOUT_FINGERPRINT, offer.layoutFingerprint())
                 .putLong(base + HANDLE_LENGTH, handle.length)
-                .putLong(base + PIN_COUNT, pinCount).putLong(base + PIN_EXPIRY, pinExpiry);
+                .putLong(base + PIN_COUNT, pinCount).putLong(base + PIN_EXPIRY, pinExpiry)
+                .putLong(base + LAST_PIN, lastPin);
         map.put(base + HANDLE, handle);
         endWrite(base);
         adjust(LIVE_OFFSET, 1);
@@ -421,7 +432,8 @@ public final class NodeLocalRegistry implements OfferRegistry {
     /** Finishes a write begun on the slot at {@code base} by turning it into a tombstone. */
     private void markTombstone(int base) {
         long oldState = map.getLong(base + STATE);
-        map.putLong(base + STATE, STATE_TOMBSTONE).putLong(base + PIN_COUNT, 0).putLong(base + PIN_EXPIRY, 0);
+        map.putLong(base + STATE, STATE_TOMBSTONE);
+        clearPins(base);
         endWrite(base);
         if (oldState == STATE_LIVE) {
             adjust(LIVE_OFFSET, -1);
@@ -429,6 +441,10 @@ public final class NodeLocalRegistry implements OfferRegistry {
         if (oldState != STATE_TOMBSTONE) {
             adjust(TOMBSTONES_OFFSET, 1);
         }
+    }
+
+    private void clearPins(int base) {
+        map.putLong(base + PIN_COUNT, 0).putLong(base + PIN_EXPIRY, 0).putLong(base + LAST_PIN, 0);
     }
 
     private boolean pinned(int base, long nowMs) {
@@ -477,9 +493,11 @@ public final class NodeLocalRegistry implements OfferRegistry {
             if (v.state == STATE_LIVE && served(v, now)) {
                 offers.add(v.toOffer());
                 pins.add(new long[] {(long) LONGS.getVolatile(map, base + PIN_COUNT),
-                        (long) LONGS.getVolatile(map, base + PIN_EXPIRY)});
+                        (long) LONGS.getVolatile(map, base + PIN_EXPIRY),
+                        (long) LONGS.getVolatile(map, base + LAST_PIN)});
             }
-            map.putLong(base + STATE, STATE_EMPTY).putLong(base + PIN_COUNT, 0).putLong(base + PIN_EXPIRY, 0);
+            map.putLong(base + STATE, STATE_EMPTY);
+            clearPins(base);
             endWrite(base);
         }
         map.putLong(LIVE_OFFSET, 0).putLong(TOMBSTONES_OFFSET, 0);
@@ -489,7 +507,7 @@ public final class NodeLocalRegistry implements OfferRegistry {
             for (long probe = 0; probe < capacity; probe++) {
                 long slot = (home + probe) & mask;
                 if (map.getLong(slotOffset(slot) + STATE) == STATE_EMPTY) {
-                    writeLive(slot, o, pins.get(i)[0], pins.get(i)[1]);
+                    writeLive(slot, o, pins.get(i)[0], pins.get(i)[1], pins.get(i)[2]);
                     break;
                 }
             }
@@ -539,7 +557,8 @@ public final class NodeLocalRegistry implements OfferRegistry {
         int base = slotOffset(dirty);
         if ((map.getLong(base + SEQ) & 1) != 0) {
             LOG.warn("registry slot {} was left half-written by a killed process; repairing", dirty);
-            map.putLong(base + STATE, STATE_TOMBSTONE).putLong(base + PIN_COUNT, 0).putLong(base + PIN_EXPIRY, 0);
+            map.putLong(base + STATE, STATE_TOMBSTONE);
+            clearPins(base);
             LONGS.setRelease(map, base + SEQ, map.getLong(base + SEQ) + 1);
         }
         recount();

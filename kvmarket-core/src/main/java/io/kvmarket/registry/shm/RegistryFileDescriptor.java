@@ -7,7 +7,7 @@ package io.kvmarket.registry.shm;
  * <pre>
  * Header (128 bytes)
  *   0  +---------------------------------------------------------------+
- *      | magic "KVMREG02" (8)                                          |
+ *      | magic "KVMREG03" (8)                                          |
  *   8  | version (4)                   | slot bytes (4)                |
  *  16  | capacity: slots, a power of two (8)                           |
  *  24  | live slots (8)                 maintained under the file lock |
@@ -29,7 +29,7 @@ package io.kvmarket.registry.shm;
  * 104  | pin count (8)      CAS by importers without the lock          |
  * 112  | pin expiry ms (8)  CAS-max by importers without the lock      |
  * 120  | handle bytes (128): a CUDA IPC handle (64) and its framing fit  |
- * 248  | reserved (8)                                                  |
+ * 248  | last pin ms (8)    CAS-max by importers without the lock      |
  * 256  +---------------------------------------------------------------+
  * </pre>
  *
@@ -40,8 +40,8 @@ package io.kvmarket.registry.shm;
  */
 final class RegistryFileDescriptor {
 
-    static final long MAGIC = 0x32304745524d564bL; // "KVMREG02" little-endian
-    static final int VERSION = 2;
+    static final long MAGIC = 0x33304745524d564bL; // "KVMREG03" little-endian
+    static final int VERSION = 3;
 
     static final int HEADER_BYTES = 128;
     static final int MAGIC_OFFSET = 0;
@@ -69,6 +69,7 @@ final class RegistryFileDescriptor {
     static final int PIN_COUNT = 104;
     static final int PIN_EXPIRY = 112;
     static final int HANDLE = 120;
+    static final int LAST_PIN = 248;
     /** Offers hold at most this many handle bytes, so every publishable handle fits its slot. */
     static final int HANDLE_CAPACITY = io.kvmarket.registry.Offer.MAX_HANDLE_BYTES;
 

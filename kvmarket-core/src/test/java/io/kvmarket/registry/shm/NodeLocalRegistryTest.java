@@ -6,6 +6,7 @@ import io.kvmarket.registry.OfferRegistry;
 import io.kvmarket.registry.PublishOutcome;
 import io.kvmarket.registry.RegistryContractTest;
 import io.kvmarket.registry.RegistryException;
+import io.kvmarket.registry.Withdrawal;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.Timeout;
 import org.junit.jupiter.api.io.TempDir;
@@ -39,7 +40,7 @@ class NodeLocalRegistryTest extends RegistryContractTest {
         try (NodeLocalRegistry other = NodeLocalRegistry.open(dir, 1024, clock::get)) {
             registry.publish(offer(0, 1));
             assertEquals(1, other.lookup(key(0)).generation());
-            assertTrue(other.withdrawIfUnpinned(other.lookup(key(0))));
+            assertEquals(Withdrawal.WITHDRAWN, other.withdrawIfUnused(other.lookup(key(0)), Long.MAX_VALUE));
             assertNull(registry.lookup(key(0)));
         }
     }
@@ -135,7 +136,7 @@ class NodeLocalRegistryTest extends RegistryContractTest {
             Thread.interrupted();
         }
         assertEquals(PublishOutcome.PUBLISHED, registry.publish(offer(1, 1)), "writes still work afterwards");
-        assertTrue(registry.withdrawIfUnpinned(registry.lookup(key(0))));
+        assertEquals(Withdrawal.WITHDRAWN, registry.withdrawIfUnused(registry.lookup(key(0)), Long.MAX_VALUE));
     }
 
     @Test
@@ -173,7 +174,11 @@ class NodeLocalRegistryTest extends RegistryContractTest {
             registry.withdraw(o);
         }
         assertTrue(registry.isCurrent(pinned));
-        assertEquals(false, registry.withdrawIfUnpinned(pinned), "the pin must outlive the rebuild");
+        assertEquals(Withdrawal.PINNED, registry.withdrawIfUnused(pinned, Long.MAX_VALUE),
+                "the pin must outlive the rebuild");
+        registry.unpin(pinned);
+        assertEquals(Withdrawal.IMPORTED_SINCE, registry.withdrawIfUnused(pinned, clock.get() - 1),
+                "and so must the time of the import");
     }
 
     @Test
