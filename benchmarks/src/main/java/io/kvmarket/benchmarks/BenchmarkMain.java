@@ -31,15 +31,16 @@ import java.util.regex.Pattern;
  * Scores are JMH's (mean of the measurement iterations +- its 99.9% error); {@code median_ratio} is the same
  * ratio over the median iterations, which a burst of other work on a shared machine moves less.
  *
- * <p>Arguments pick groups: {@code hashing}, {@code lookup}, {@code import}; none runs all three.
+ * <p>Arguments pick groups: {@code hashing}, {@code lookup}, {@code import}, {@code prefill}; none runs all four.
  */
 public final class BenchmarkMain {
 
     private static final Map<String, Class<?>> GROUPS = Map.of(
             "hashing", KeyHashingBenchmark.class,
             "lookup", PrefixLookupBenchmark.class,
-            "import", MockImportBenchmark.class);
-    private static final List<String> ORDER = List.of("hashing", "lookup", "import");
+            "import", MockImportBenchmark.class,
+            "prefill", PrefillSkipBenchmark.class);
+    private static final List<String> ORDER = List.of("hashing", "lookup", "import", "prefill");
 
     private BenchmarkMain() {
     }
@@ -108,12 +109,25 @@ public final class BenchmarkMain {
                 return List.of(lookupLine("lookup_in_process", s.get("inProcess"), base, 20),
                         lookupLine("lookup_node_local", s.get("nodeLocal"), base, 50));
             }
+            case "prefill": {
+                Score skip = s.get("importThenPrefill");
+                Score full = s.get("baselineFullPrefill");
+                String identical = reportedFlag(reported, PrefillSkipBenchmark.IDENTICAL_KEY);
+                if (skip == null || full == null) {
+                    return List.of("prefill_skip: FAILED (no result; see the JMH output above) identical_logits="
+                            + identical);
+                }
+                return List.of(String.format(Locale.ROOT,
+                        "prefill_skip: prefix_tokens=%d suffix_tokens=%d import_then_prefill_ms=%s"
+                                + " baseline_full_prefill_ms=%s ratio=%.3f median_ratio=%.3f identical_logits=%s",
+                        PrefillSkipBenchmark.PREFIX_TOKENS, PrefillSkipBenchmark.SUFFIX_TOKENS, skip.text(1),
+                        full.text(1), skip.mean / full.mean, skip.median / full.median, identical));
+            }
             default: {
                 Score imp = s.get("marketplaceImport");
                 Score direct = s.get("baselineBulkCopy:direct");
                 Score shm = s.get("baselineBulkCopy:shm");
-                String exact = reported.contains(MockImportBenchmark.BITEXACT_KEY + "true") ? "true"
-                        : reported.contains(MockImportBenchmark.BITEXACT_KEY + "false") ? "false" : "unknown";
+                String exact = reportedFlag(reported, MockImportBenchmark.BITEXACT_KEY);
                 if (imp == null || direct == null || shm == null) {
                     return List.of("import: FAILED (no result; see the JMH output above) bitexact=" + exact);
                 }
@@ -126,6 +140,11 @@ public final class BenchmarkMain {
                         gbps(shm.mean), shm.mean / imp.mean, imp.text(2), direct.text(2), exact));
             }
         }
+    }
+
+    /** A true/false flag a benchmark fork appended to the report file; "unknown" when it wrote none. */
+    private static String reportedFlag(String reported, String key) {
+        return reported.contains(key + "false") ? "false" : reported.contains(key + "true") ? "true" : "unknown";
     }
 
     private static String lookupLine(String name, Score r, Score base, double targetUs) {
