@@ -1,5 +1,5 @@
 """Times a prefill of 8,192 tokens of a Llama-3-8B-shaped model (random bf16 weights) with PyTorch, the baseline
-the marketplace's import competes with. Prints one line: prefill: tokens=N median_ms=M device=NAME."""
+the marketplace's import competes with. Prints the versions used, then: prefill: tokens=N median_ms=M device=NAME."""
 import inspect
 import statistics
 import time

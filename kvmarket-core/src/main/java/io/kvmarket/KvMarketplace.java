@@ -325,7 +325,7 @@ public final class KvMarketplace implements AutoCloseable {
                     + blocksNeeded + " that hold " + keys.length + " full chunks");
         }
         List<Integer> fresh = new ArrayList<>();
-        List<ChunkKey> ownOffered = new ArrayList<>();
+        boolean[] ownOffered = new boolean[keys.length];
         int already = 0;
         try {
             for (int i = 0; i < keys.length; i++) {
@@ -334,16 +334,17 @@ public final class KvMarketplace implements AutoCloseable {
                     fresh.add(i);
                 } else {
                     already++;
-                    if (existing.owner().equals(self)) {
-                        ownOffered.add(keys[i]);
-                    }
+                    ownOffered[i] = existing.owner().equals(self);
                 }
             }
         } catch (RegistryException e) {
             return skippedExport(0, already, keys.length - already, "registry unavailable: " + e.getMessage());
         }
-        for (int i = ownOffered.size() - 1; i >= 0; i--) { // tails first, as in match
-            pool.touch(ownOffered.get(i));
+        // Touched now so the reservation below does not evict them, and again once the new chunks are recorded.
+        for (int i = keys.length - 1; i >= 0; i--) {
+            if (ownOffered[i]) {
+                pool.touch(keys[i]);
+            }
         }
         if (fresh.isEmpty()) {
             metrics.chunksAlreadyOffered.add(already);
@@ -367,9 +368,10 @@ public final class KvMarketplace implements AutoCloseable {
         }
         int published = 0;
         String skipReason = slots.length < fresh.size() ? "export pool full of pinned or filling chunks" : "";
-        long expiry = System.currentTimeMillis() + offerLeaseMs;
+        long expiry = registry.clockMillis() + offerLeaseMs;
         byte[] handle = pool.handle();
-        Offer[] offered = new Offer[slots.length];
+        Offer[] offeredAt = new Offer[keys.length];
+        int[] slotAt = new int[keys.length];
         for (int s = 0; s < slots.length; s++) {
             Offer offer = new Offer(keys[fresh.get(s)], nodeId, self, handle, pool.offsetOf(slots[s]),
                     format.chunkBytes(), layoutFingerprint, pool.nextGeneration(), expiry);
@@ -381,7 +383,8 @@ public final class KvMarketplace implements AutoCloseable {
                 skipReason = "registry unavailable: " + e.getMessage();
             }
             if (outcome == PublishOutcome.PUBLISHED) {
-                offered[s] = offer;
+                offeredAt[fresh.get(s)] = offer;
+                slotAt[fresh.get(s)] = slots[s];
                 published++;
             } else {
                 pool.unreserve(slots[s]);
@@ -392,9 +395,13 @@ public final class KvMarketplace implements AutoCloseable {
                 }
             }
         }
-        for (int s = slots.length - 1; s >= 0; s--) { // tails first, as in match
-            if (offered[s] != null) {
-                pool.published(slots[s], offered[s]);
+        // Deepest first over the whole prompt, as in match: the new chunks and the ones this pool already held
+        // end up with the root most recent, whichever of them extend the other.
+        for (int i = keys.length - 1; i >= 0; i--) {
+            if (offeredAt[i] != null) {
+                pool.published(slotAt[i], offeredAt[i]);
+            } else if (ownOffered[i]) {
+                pool.touch(keys[i]);
             }
         }
         int skipped = keys.length - already - published;
@@ -416,7 +423,7 @@ public final class KvMarketplace implements AutoCloseable {
 
     /** Renews the leases of this process's offers and drops mappings of dead or idle peers. */
     void housekeep() {
-        long expiry = System.currentTimeMillis() + offerLeaseMs;
+        long expiry = registry.clockMillis() + offerLeaseMs;
         for (Offer o : pool.publishedOffers()) {
             try {
                 if (!registry.renew(o, expiry)) {

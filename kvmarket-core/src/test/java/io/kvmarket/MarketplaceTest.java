@@ -166,6 +166,42 @@ class MarketplaceTest {
     }
 
     @Test
+    void extendingAnOfferedPrefixKeepsItsRootTheMostRecent() {
+        try (KvFixture small = new KvFixture(dir, registry, 3)) {
+            int[] blocks = scattered(6, 5);
+            int[] three = tokens(96, 14);
+            small.market.export(three, 32, blocks); // the root first, as a shorter earlier request would
+            assertEquals(2, small.market.export(three, 96, blocks).chunksPublished());
+            small.market.export(tokens(32, 15), 32, blocks); // needs one slot
+            Match m = b.market.match(three, 96);
+            assertEquals(64, m.tokens(), "the new tail went, not the root the extension was built on");
+            b.market.release(m);
+        }
+    }
+
+    @Test
+    void everyChunkInDemandStillLeavesRoomByRecency() throws InterruptedException {
+        try (KvFixture small = new KvFixture(dir, registry, 2)) {
+            int[] blocks = scattered(2, 6);
+            int[] p1 = tokens(32, 24);
+            int[] p2 = tokens(32, 25);
+            small.market.export(p1, 32, blocks);
+            small.market.export(p2, 32, blocks);
+            Thread.sleep(5);
+            b.market.release(b.market.match(p1, 32));
+            b.market.release(b.market.match(p2, 32));
+            assertEquals(1, small.market.export(tokens(32, 26), 32, blocks).chunksPublished(),
+                    "a pool where everything is in demand still evicts");
+            Match first = b.market.match(p1, 32);
+            Match second = b.market.match(p2, 32);
+            assertEquals(0, first.tokens(), "the least recently used of the two went");
+            assertEquals(32, second.tokens());
+            b.market.release(first);
+            b.market.release(second);
+        }
+    }
+
+    @Test
     void chunkAnotherEngineImportsOutlivesOneNobodyImports() throws InterruptedException {
         try (KvFixture small = new KvFixture(dir, registry, 2)) {
             int[] blocks = scattered(2, 4);

@@ -48,6 +48,7 @@ public final class TraceReplay {
     private static final Namespace NAMESPACE = Namespace.of("trace-replay", "r1", "synthetic", LAYOUT);
     private static final Pattern LENGTH = Pattern.compile("\"input_length\":\\s*(\\d+)");
     private static final Pattern IDS = Pattern.compile("\"hash_ids\":\\s*\\[([^\\]]*)]");
+    private static final Pattern SETUP = Pattern.compile("(\\d+)(?:x(\\d+))?");
 
     private TraceReplay() {
     }
@@ -64,8 +65,13 @@ public final class TraceReplay {
         List<Request> requests = read(trace);
         double ideal = idealHitRate(requests);
         for (String setup : setups) {
-            String[] parts = setup.split("x");
-            replay(requests, Integer.parseInt(parts[0]), parts.length > 1 ? Integer.parseInt(parts[1]) : 1, ideal);
+            Matcher m = SETUP.matcher(setup);
+            int engines = m.matches() && m.group(2) != null ? Integer.parseInt(m.group(2)) : 1;
+            if (!m.matches() || engines < 1 || Integer.parseInt(m.group(1)) % engines != 0) {
+                throw new IllegalArgumentException("setup " + setup + " is not POOL_CHUNKS or POOL_CHUNKSxENGINES"
+                        + " with the pool a multiple of the engines");
+            }
+            replay(requests, Integer.parseInt(m.group(1)), engines, ideal);
         }
     }
 

@@ -27,7 +27,8 @@ import java.util.function.Supplier;
  * may reuse its own blocks at once. Bounded by a byte budget; when full it evicts the least recently used
  * published chunk that no importer has pinned, and always <b>withdraws the offer before the memory is reused</b>.
  * Recency counts imports by other processes too: the registry records each pin's time, and a chunk imported since
- * this pool last used it gets a second chance (it moves to the recent end) before anything is evicted twice.
+ * this pool last used it gets a second chance: it moves to the recent end, and goes only when every other
+ * candidate is pinned or in demand as well.
  * Thread-safe.
  */
 public final class ExportPool implements AutoCloseable {
@@ -45,7 +46,7 @@ public final class ExportPool implements AutoCloseable {
     /** Published slots in least-recently-used order. */
     private final LinkedHashMap<Integer, Offer> published = new LinkedHashMap<>(16, 0.75f, true);
     private final Map<ChunkKey, Integer> slotOfKey = new HashMap<>();
-    /** Wall-clock ms this pool last published or touched each slot's chunk. */
+    /** When this pool last published or touched each slot's chunk, in ms on the registry's clock. */
     private final long[] lastUsedMs;
     private long evictions;
     /** Guards the slot maps; held across registry withdraws while evicting, so {@link #touch} only tries it. */
@@ -121,7 +122,7 @@ public final class ExportPool implements AutoCloseable {
                     importedElsewhere.add(e.getKey());
                 }
             }
-            long now = System.currentTimeMillis();
+            long now = registry.clockMillis();
             for (int slot : importedElsewhere) {
                 lastUsedMs[slot] = now;
                 published.get(slot); // to the recent end
@@ -157,7 +158,7 @@ public final class ExportPool implements AutoCloseable {
     /** Records that {@code slot} now holds the published {@code offer}. */
     public void published(int slot, Offer offer) {
         locked(() -> {
-            lastUsedMs[slot] = System.currentTimeMillis();
+            lastUsedMs[slot] = registry.clockMillis();
             published.put(slot, offer);
             return slotOfKey.put(offer.key(), slot);
         });
@@ -177,7 +178,7 @@ public final class ExportPool implements AutoCloseable {
             try {
                 Integer slot = slotOfKey.get(key);
                 if (slot != null) {
-                    lastUsedMs[slot] = System.currentTimeMillis();
+                    lastUsedMs[slot] = registry.clockMillis();
                     published.get(slot);
                 }
             } finally {

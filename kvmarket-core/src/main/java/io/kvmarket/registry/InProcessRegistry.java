@@ -79,6 +79,11 @@ public final class InProcessRegistry implements OfferRegistry {
     }
 
     @Override
+    public long clockMillis() {
+        return clockMs.getAsLong();
+    }
+
+    @Override
     public boolean isCurrent(Offer offer) {
         return current(offer) != null;
     }

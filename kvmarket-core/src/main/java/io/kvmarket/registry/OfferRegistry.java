@@ -43,15 +43,18 @@ public interface OfferRegistry extends AutoCloseable {
     boolean isCurrent(Offer offer);
 
     /**
-     * Withdraws this publication unless it is pinned, or an importer pinned it after {@code usedSinceMs} (wall
-     * clock). An exporter's pool passes the time it last used the chunk itself: imports by other processes never
-     * reach its own recency order, and a chunk they keep importing should not be evicted as if idle.
-     * {@code Long.MAX_VALUE} withdraws anything unpinned.
+     * Withdraws this publication unless it is pinned, or an importer pinned it after {@code usedSinceMs} (on
+     * {@link #clockMillis}). An exporter's pool passes the time it last used the chunk itself: imports by other
+     * processes never reach its own recency order, and a chunk they keep importing should not be evicted as if
+     * idle. {@code Long.MAX_VALUE} withdraws anything unpinned.
      */
     Withdrawal withdrawIfUnused(Offer offer, long usedSinceMs);
 
     /** Withdraws this publication even if pinned (its owner is leaving). A no-op when it is gone. */
     void withdraw(Offer offer);
+
+    /** The clock, in ms, that stamps leases and pins: the wall clock unless a test gave the registry its own. */
+    long clockMillis();
 
     /** Extends the lease of this publication. @return false when it is no longer in the registry */
     boolean renew(Offer offer, long leaseExpiryMs);

@@ -13,7 +13,6 @@ import org.slf4j.Logger;
 import org.slf4j.LoggerFactory;
 
 import java.nio.ByteBuffer;
-import java.util.Iterator;
 import java.util.Map;
 import java.util.concurrent.CompletableFuture;
 import java.util.concurrent.ConcurrentHashMap;
@@ -40,6 +39,7 @@ public final class DeviceIpcTransport implements Transport {
     private final long idleLimitNanos;
     private final LongSupplier nanoClock;
     private final Map<ByteBuffer, Mapping> mappings = new ConcurrentHashMap<>();
+    private boolean closed;
 
     /** Reaches this node's offers; unmaps a peer buffer unused for {@link #DEFAULT_IDLE_UNMAP_MILLIS}. */
     public DeviceIpcTransport(Device device) {
@@ -92,10 +92,17 @@ public final class DeviceIpcTransport implements Transport {
         CompletableFuture<Void> copy;
         try {
             copy = device.copy(m.buffer, dst, batch);
-        } catch (IllegalArgumentException e) {
+        } catch (RuntimeException e) {
             release(m);
-            return CompletableFuture.failedFuture(new TransferException(MissReason.MALFORMED_OFFER,
-                    "offer span does not fit its source buffer: " + e.getMessage(), e));
+            if (e instanceof IllegalArgumentException) {
+                return CompletableFuture.failedFuture(new TransferException(MissReason.MALFORMED_OFFER,
+                        "offer span does not fit its source buffer: " + e.getMessage(), e));
+            }
+            if (e instanceof DeviceException) {
+                return CompletableFuture.failedFuture(new TransferException(MissReason.TRANSFER_FAILED,
+                        "copy from " + source + " could not start: " + e.getMessage(), e));
+            }
+            throw e;
         }
         return copy.handle((ok, error) -> {
             release(m);
@@ -112,22 +119,29 @@ public final class DeviceIpcTransport implements Transport {
         while (true) {
             Mapping m = mappings.get(key);
             if (m == null) {
-                long start = nanoClock.getAsLong();
-                Mapping opened = new Mapping(device.openHandle(source.handle()), source.owner(), start);
-                m = mappings.putIfAbsent(key, opened);
-                if (m == null) {
-                    LOG.debug("mapped peer buffer of pid {} in {} us", source.owner().pid(),
-                            (nanoClock.getAsLong() - start) / 1000);
-                    m = opened;
-                } else {
-                    device.closeHandle(opened.buffer);
-                }
+                m = open(key, source);
             }
             if (m.acquire()) {
                 return m;
             }
             mappings.remove(key, m); // retired meanwhile: map afresh
         }
+    }
+
+    /** Opens one mapping per key; serialized with {@link #close} so none is opened behind it and leaked. */
+    private synchronized Mapping open(ByteBuffer key, Offer source) {
+        if (closed) {
+            throw new IllegalStateException("transport is closed");
+        }
+        Mapping m = mappings.get(key);
+        if (m == null) {
+            long start = nanoClock.getAsLong();
+            m = new Mapping(device.openHandle(source.handle()), source.owner(), start);
+            mappings.put(key, m);
+            LOG.debug("mapped peer buffer of pid {} in {} us", source.owner().pid(),
+                    (nanoClock.getAsLong() - start) / 1000);
+        }
+        return m;
     }
 
     private void release(Mapping m) {
@@ -144,17 +158,19 @@ public final class DeviceIpcTransport implements Transport {
     @Override
     public void evictStale() {
         long now = nanoClock.getAsLong();
-        for (Iterator<Map.Entry<ByteBuffer, Mapping>> it = mappings.entrySet().iterator(); it.hasNext(); ) {
-            Mapping m = it.next().getValue();
-            if (!m.owner.isAlive()) {
-                it.remove();
-                if (m.retire()) {
-                    device.closeHandle(m.buffer);
-                }
-                LOG.info("dropped mapping of dead peer pid {}", m.owner.pid());
-            } else if (m.retireIfIdle(now, idleLimitNanos)) {
-                it.remove();
+        for (Map.Entry<ByteBuffer, Mapping> e : mappings.entrySet()) {
+            Mapping m = e.getValue();
+            boolean dead = !m.owner.isAlive();
+            boolean unmapNow = dead ? m.retire() : m.retireIfIdle(now, idleLimitNanos);
+            if (dead || unmapNow) {
+                mappings.remove(e.getKey(), m); // only this mapping: a fresh one may have replaced it
+            }
+            if (unmapNow) {
                 device.closeHandle(m.buffer);
+            }
+            if (dead) {
+                LOG.info("dropped mapping of dead peer pid {}", m.owner.pid());
+            } else if (unmapNow) {
                 LOG.debug("unmapped a buffer of pid {} unused for {} ms", m.owner.pid(),
                         TimeUnit.NANOSECONDS.toMillis(idleLimitNanos));
             }
@@ -163,13 +179,14 @@ public final class DeviceIpcTransport implements Transport {
 
     /** Drops every mapping; one still in use by a copy is closed when that copy completes. */
     @Override
-    public void close() {
-        for (Mapping m : mappings.values()) {
-            if (m.retire()) {
-                device.closeHandle(m.buffer);
+    public synchronized void close() {
+        closed = true;
+        for (Map.Entry<ByteBuffer, Mapping> e : mappings.entrySet()) {
+            mappings.remove(e.getKey(), e.getValue());
+            if (e.getValue().retire()) {
+                device.closeHandle(e.getValue().buffer);
             }
         }
-        mappings.clear();
     }
 
     /**

@@ -12,15 +12,19 @@ import io.kvmarket.registry.Offer;
 import org.junit.jupiter.api.Test;
 
 import java.lang.reflect.Proxy;
+import java.util.ArrayList;
+import java.util.List;
 import java.util.concurrent.CompletableFuture;
 import java.util.concurrent.CompletionException;
 import java.util.concurrent.TimeUnit;
+import java.util.concurrent.atomic.AtomicBoolean;
 import java.util.concurrent.atomic.AtomicInteger;
 import java.util.concurrent.atomic.AtomicLong;
 
 import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertFalse;
 import static org.junit.jupiter.api.Assertions.assertThrows;
+import static org.junit.jupiter.api.Assertions.assertTrue;
 
 class DeviceIpcTransportTest {
 
@@ -124,6 +128,44 @@ class DeviceIpcTransportTest {
         now.addAndGet(TimeUnit.SECONDS.toNanos(1));
         t.evictStale();
         assertEquals(1, closes.get());
+    }
+
+    @Test
+    void everyMappingOpenedIsClosedOnceUnderConcurrentImportsAndEviction() throws InterruptedException {
+        AtomicLong now = new AtomicLong();
+        DeviceIpcTransport t = new DeviceIpcTransport(device, 9, 1, now::get);
+        pendingCopy.complete(null);
+        AtomicBoolean stop = new AtomicBoolean();
+        List<Thread> importers = new ArrayList<>();
+        for (int i = 0; i < 3; i++) {
+            Thread w = new Thread(() -> {
+                while (!stop.get()) {
+                    t.fetch(offer, mapped, batch).join();
+                }
+            });
+            w.start();
+            importers.add(w);
+        }
+        long end = System.nanoTime() + TimeUnit.MILLISECONDS.toNanos(500);
+        while (System.nanoTime() < end) {
+            now.addAndGet(TimeUnit.MILLISECONDS.toNanos(10)); // every mapping is idle at every pass
+            t.evictStale();
+        }
+        stop.set(true);
+        for (Thread w : importers) {
+            w.join();
+        }
+        t.close();
+        assertTrue(opens.get() > 1, "eviction and reopening actually raced");
+        assertEquals(opens.get(), closes.get(), "a mapping was leaked or unmapped twice");
+    }
+
+    @Test
+    void fetchAfterCloseIsAProgrammingError() {
+        DeviceIpcTransport t = new DeviceIpcTransport(device, 9, 1_000);
+        t.close();
+        assertThrows(IllegalStateException.class, () -> t.fetch(offer, mapped, batch));
+        assertEquals(0, opens.get());
     }
 
     @Test

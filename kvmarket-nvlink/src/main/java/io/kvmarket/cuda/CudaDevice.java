@@ -4,6 +4,7 @@ import io.kvmarket.device.CopyBatch;
 import io.kvmarket.device.Device;
 import io.kvmarket.device.DeviceBuffer;
 import io.kvmarket.device.DeviceException;
+import io.kvmarket.device.DeviceUnreachableException;
 import io.kvmarket.nativecopy.CopyMethod;
 import io.kvmarket.nativecopy.NativeCopy;
 import io.kvmarket.nativecopy.NativeCopyException;
@@ -246,7 +247,12 @@ public final class CudaDevice implements Device {
         @Override
         public boolean canAccessPeer(int peerOrdinal) {
             int[] can = new int[1];
-            check(cudaDeviceCanAccessPeer(can, ordinal, peerOrdinal), "cudaDeviceCanAccessPeer");
+            int err = cudaDeviceCanAccessPeer(can, ordinal, peerOrdinal);
+            if (err != cudaSuccess) {
+                cudaGetLastError();
+                throw new DeviceUnreachableException("cudaDeviceCanAccessPeer(" + ordinal + ", " + peerOrdinal
+                        + ") failed: " + CudaRuntime.errorString(err));
+            }
             return can[0] != 0;
         }
 

@@ -140,12 +140,14 @@ public final class GpuImportBenchmark {
             double raw = gbps(bytes, rawMs);
             double c = gbps(bytes, contiguousKernel.medianMs);
             double p = gbps(bytes, pagedBest.medianMs);
-            boolean exact = contiguousKernel.exact && pagedKernel.exact && pagedBatch.exact;
+            // false: wrong bytes were seen; unknown: a step failed before its bytes could be checked.
+            List<Boolean> checks = Arrays.asList(contiguousKernel.exact, pagedKernel.exact, pagedBatch.exact);
+            String bitexact = checks.contains(Boolean.FALSE) ? "false" : checks.contains(null) ? "unknown" : "true";
             System.out.printf(Locale.ROOT, "gpu-summary: device=%s raw_d2d_GBps=%.1f contiguous_import_GBps=%.1f"
                             + " paged_import_GBps=%.1f paged_ratio=%.3f warm_import_overhead_us=%.1f"
-                            + " cold_import_overhead_us=%.1f bitexact=%b paged_method=%s%n",
+                            + " cold_import_overhead_us=%.1f bitexact=%s paged_method=%s%n",
                     deviceName, raw, c, p, p / raw, (contiguousKernel.medianMs - rawMs) * 1000,
-                    (cold - rawMs) * 1000, exact, kernelFaster ? "kernel" : "memcpy_batch");
+                    (cold - rawMs) * 1000, bitexact, kernelFaster ? "kernel" : "memcpy_batch");
         }
     }
 
@@ -163,9 +165,9 @@ public final class GpuImportBenchmark {
     }
 
     private static Result warm(String name, CudaDevice device, NodeLocalRegistry registry, int[] prompt, int[] table) {
-        Result[] r = {new Result(Double.NaN, false)};
+        Result[] r = {new Result(Double.NaN, null)};
         step(name, () -> (r[0] = warmImports(device, registry, prompt, table)).medianMs,
-                ms -> String.format(Locale.ROOT, "median_ms=%.3f GBps=%.1f exact=%b", ms,
+                ms -> String.format(Locale.ROOT, "median_ms=%.3f GBps=%.1f exact=%s", ms,
                         gbps(GpuKvGeometry.KV_BYTES, ms), r[0].exact));
         return r[0];
     }
@@ -177,8 +179,9 @@ public final class GpuImportBenchmark {
     /** Median of one-call cudaMemcpyAsync device-to-device copies of {@code bytes} between two allocations. */
     private static double rawCopyMs(CudaDevice device, long bytes) {
         CudaBuffer src = (CudaBuffer) device.allocate(bytes);
-        CudaBuffer dst = (CudaBuffer) device.allocate(bytes);
+        CudaBuffer dst = null;
         try {
+            dst = (CudaBuffer) device.allocate(bytes);
             List<Double> ms = new ArrayList<>();
             for (int i = 0; i < WARM_RUNS + 3; i++) {
                 long t0 = System.nanoTime();
@@ -191,7 +194,9 @@ public final class GpuImportBenchmark {
             return median(ms);
         } finally {
             device.free(src);
-            device.free(dst);
+            if (dst != null) {
+                device.free(dst);
+            }
         }
     }
 
@@ -202,8 +207,9 @@ public final class GpuImportBenchmark {
     private static double copyOnlyMs(CudaDevice device, int[] table) {
         PagedKvCache cache = GpuKvGeometry.cache(device, GpuKvGeometry.CACHE_BLOCKS);
         ChunkFormat format = new ChunkFormat(GpuKvGeometry.LAYOUT, GpuKvGeometry.CHUNK_TOKENS);
-        DeviceBuffer pool = device.allocate(GpuKvGeometry.KV_BYTES);
+        DeviceBuffer pool = null;
         try {
+            pool = device.allocate(GpuKvGeometry.KV_BYTES);
             CopyBatch.Builder b = CopyBatch.builder();
             for (int chunk = 0; chunk < GpuKvGeometry.TOKENS / GpuKvGeometry.CHUNK_TOKENS; chunk++) {
                 format.addChunk(b, cache, table, chunk, chunk * format.chunkBytes(), true);
@@ -219,7 +225,9 @@ public final class GpuImportBenchmark {
             }
             return median(ms);
         } finally {
-            device.free(pool);
+            if (pool != null) {
+                device.free(pool);
+            }
             device.free(cache.buffer());
         }
     }
@@ -301,6 +309,7 @@ public final class GpuImportBenchmark {
         return bytes / (ms * 1e-3) / 1e9;
     }
 
-    private record Result(double medianMs, boolean exact) {
+    /** @param exact whether the imported bytes matched; null when the step failed before they were checked */
+    private record Result(double medianMs, Boolean exact) {
     }
 }

@@ -255,6 +255,11 @@ public final class NodeLocalRegistry implements OfferRegistry {
     }
 
     @Override
+    public long clockMillis() {
+        return clockMs.getAsLong();
+    }
+
+    @Override
     public boolean isCurrent(Offer offer) {
         return findPublication(offer, views.get()) >= 0;
     }
@@ -267,17 +272,19 @@ public final class NodeLocalRegistry implements OfferRegistry {
             if (slot < 0) {
                 return Withdrawal.WITHDRAWN;
             }
-            // The slot goes odd before the pins are read: a pin racing with this either is seen here or fails
-            // its own sequence check afterwards.
-            int base = beginWrite(slot);
-            VarHandle.fullFence();
-            if (pinned(base, clockMs.getAsLong())) {
-                endWrite(base);
-                return Withdrawal.PINNED;
+            int base = slotOffset(slot);
+            Withdrawal kept = keptBy(base, usedSinceMs);
+            if (kept != null) {
+                return kept; // decided without writing, so pins racing this one stand
             }
-            if ((long) LONGS.getVolatile(map, base + LAST_PIN) > usedSinceMs) {
-                endWrite(base);
-                return Withdrawal.IMPORTED_SINCE;
+            // The slot goes odd before the pins are read again: a pin racing with this either is seen here or
+            // fails its own sequence check afterwards.
+            beginWrite(slot);
+            VarHandle.fullFence();
+            kept = keptBy(base, usedSinceMs);
+            if (kept != null) {
+                abandonWrite(base);
+                return kept;
             }
             markTombstone(base);
             return Withdrawal.WITHDRAWN;
@@ -447,6 +454,14 @@ public final class NodeLocalRegistry implements OfferRegistry {
         map.putLong(base + PIN_COUNT, 0).putLong(base + PIN_EXPIRY, 0).putLong(base + LAST_PIN, 0);
     }
 
+    /** Why the offer at {@code base} must stay, or null when it may be withdrawn. */
+    private Withdrawal keptBy(int base, long usedSinceMs) {
+        if (pinned(base, clockMs.getAsLong())) {
+            return Withdrawal.PINNED;
+        }
+        return (long) LONGS.getVolatile(map, base + LAST_PIN) > usedSinceMs ? Withdrawal.IMPORTED_SINCE : null;
+    }
+
     private boolean pinned(int base, long nowMs) {
         return (long) LONGS.getVolatile(map, base + PIN_COUNT) > 0
                 && (long) LONGS.getVolatile(map, base + PIN_EXPIRY) > nowMs;
@@ -467,6 +482,14 @@ public final class NodeLocalRegistry implements OfferRegistry {
 
     private void endWrite(int base) {
         LONGS.setRelease(map, base + SEQ, map.getLong(base + SEQ) + 1);
+    }
+
+    /**
+     * Ends a write that changed nothing by restoring the slot's even sequence: readers and pins that saw it before
+     * stay valid, where {@link #endWrite} would fail a racing pin for no reason.
+     */
+    private void abandonWrite(int base) {
+        LONGS.setRelease(map, base + SEQ, map.getLong(base + SEQ) - 1);
     }
 
     private void adjust(int headerOffset, long delta) {

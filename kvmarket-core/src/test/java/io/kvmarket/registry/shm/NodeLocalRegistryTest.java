@@ -12,6 +12,8 @@ import org.junit.jupiter.api.Timeout;
 import org.junit.jupiter.api.io.TempDir;
 
 import java.nio.ByteOrder;
+import java.util.concurrent.atomic.AtomicBoolean;
+import java.util.concurrent.atomic.AtomicReference;
 import java.nio.MappedByteBuffer;
 import java.nio.channels.FileChannel;
 import java.nio.file.Files;
@@ -161,6 +163,39 @@ class NodeLocalRegistryTest extends RegistryContractTest {
     void rejectsCapacitiesThatAreNotPowersOfTwo() {
         assertThrows(IllegalArgumentException.class, () -> NodeLocalRegistry.open(dir.resolve("x"), 100));
         assertThrows(IllegalArgumentException.class, () -> NodeLocalRegistry.open(dir.resolve("x"), 8));
+    }
+
+    @Test
+    void anOfferTheExporterKeepsNeverFailsAPinRacingIt() throws InterruptedException {
+        Offer o = offer(0, 1);
+        registry.publish(o);
+        assertTrue(registry.pin(o, 60_000));
+        registry.unpin(o);
+        AtomicBoolean stop = new AtomicBoolean();
+        AtomicReference<Withdrawal> wrong = new AtomicReference<>();
+        Thread exporter = new Thread(() -> {
+            while (!stop.get()) {
+                Withdrawal w = registry.withdrawIfUnused(o, 0); // imported since 0: always kept
+                if (w == Withdrawal.WITHDRAWN) {
+                    wrong.set(w);
+                }
+            }
+        });
+        exporter.start();
+        int failed = 0;
+        long end = System.nanoTime() + 300_000_000L;
+        while (System.nanoTime() < end) {
+            if (registry.pin(o, 60_000)) {
+                registry.unpin(o);
+            } else {
+                failed++;
+            }
+        }
+        stop.set(true);
+        exporter.join();
+        assertNull(wrong.get());
+        assertEquals(0, failed, "pins of an offer that stayed published failed");
+        assertEquals(Withdrawal.WITHDRAWN, registry.withdrawIfUnused(o, Long.MAX_VALUE), "no stray pin is left");
     }
 
     @Test
