@@ -57,7 +57,7 @@ public final class BenchmarkMain {
         try {
             ChainedOptionsBuilder options = new OptionsBuilder()
                     .shouldFailOnError(false)
-                    .jvmArgsAppend("-D" + MockImportBenchmark.REPORT_PROPERTY + "=" + report,
+                    .jvmArgsAppend("-D" + Workloads.REPORT_PROPERTY + "=" + report,
                             "-Dorg.slf4j.simpleLogger.defaultLogLevel=warn");
             for (String g : ORDER) {
                 if (groups.contains(g)) {

@@ -30,7 +30,6 @@ import java.nio.channels.FileChannel;
 import java.nio.charset.StandardCharsets;
 import java.nio.file.Files;
 import java.nio.file.Path;
-import java.nio.file.StandardOpenOption;
 import java.util.ArrayList;
 import java.util.Collections;
 import java.util.List;
@@ -47,7 +46,7 @@ import java.util.concurrent.TimeUnit;
  * engine's free list hands them out, and wait for the copy. The baseline copies 256 MiB between two buffers in
  * one bulk put: direct buffers, and /dev/shm mappings like the mock device's memory. After the measurement the
  * imported bytes are compared with the pattern once, and {@code bitexact=} is printed and, when the
- * {@value #REPORT_PROPERTY} property names a file, appended to it for {@link BenchmarkMain}.
+ * {@link Workloads#REPORT_PROPERTY} property names a file, appended to it for {@link BenchmarkMain}.
  */
 @BenchmarkMode(Mode.AverageTime)
 @OutputTimeUnit(TimeUnit.MILLISECONDS)
@@ -56,7 +55,6 @@ import java.util.concurrent.TimeUnit;
 @Measurement(iterations = 6, time = 2)
 public class MockImportBenchmark {
 
-    static final String REPORT_PROPERTY = "kvmarket.bench.report";
     static final String BITEXACT_KEY = "import.bitexact=";
 
     @Benchmark
@@ -118,14 +116,7 @@ public class MockImportBenchmark {
         @TearDown(Level.Trial)
         public void tearDown() throws IOException {
             try {
-                boolean exact = ImportScenario.holdsPattern(cache, blockTable);
-                String report = System.getProperty(REPORT_PROPERTY);
-                if (report == null) {
-                    System.out.println(BITEXACT_KEY + exact);
-                } else {
-                    Files.writeString(Path.of(report), BITEXACT_KEY + exact + System.lineSeparator(),
-                            StandardCharsets.UTF_8, StandardOpenOption.CREATE, StandardOpenOption.APPEND);
-                }
+                Workloads.report(BITEXACT_KEY + ImportScenario.holdsPattern(cache, blockTable));
             } finally {
                 cleanUp();
             }

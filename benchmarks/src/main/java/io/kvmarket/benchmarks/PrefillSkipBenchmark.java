@@ -26,10 +26,7 @@ import org.openjdk.jmh.annotations.TearDown;
 import org.openjdk.jmh.annotations.Warmup;
 
 import java.io.IOException;
-import java.nio.charset.StandardCharsets;
-import java.nio.file.Files;
 import java.nio.file.Path;
-import java.nio.file.StandardOpenOption;
 import java.util.Arrays;
 import java.util.concurrent.TimeUnit;
 
@@ -98,8 +95,7 @@ public class PrefillSkipBenchmark {
             if (exporter.market.export(prompt, PREFIX_TOKENS, table).chunksPublished() != PREFIX_TOKENS / CHUNK_TOKENS) {
                 throw new IllegalStateException("the exporter did not publish the whole prefix");
             }
-            boolean identical = Arrays.equals(baselineFullPrefill(), importAndPrefill());
-            report(identical);
+            Workloads.report(IDENTICAL_KEY + Arrays.equals(baselineFullPrefill(), importAndPrefill()));
         } catch (RuntimeException | IOException | Error e) {
             tearDown();
             throw e;
@@ -114,16 +110,6 @@ public class PrefillSkipBenchmark {
                     + " prefix tokens: " + loaded);
         }
         return importer.model.prefill(table, prompt, PREFIX_TOKENS, prompt.length);
-    }
-
-    private static void report(boolean identical) throws IOException {
-        String report = System.getProperty(MockImportBenchmark.REPORT_PROPERTY);
-        if (report == null) {
-            System.out.println(IDENTICAL_KEY + identical);
-        } else {
-            Files.writeString(Path.of(report), IDENTICAL_KEY + identical + System.lineSeparator(),
-                    StandardCharsets.UTF_8, StandardOpenOption.CREATE, StandardOpenOption.APPEND);
-        }
     }
 
     @TearDown(Level.Trial)

@@ -7,8 +7,10 @@ import io.kvmarket.key.Namespace;
 
 import java.io.IOException;
 import java.io.UncheckedIOException;
+import java.nio.charset.StandardCharsets;
 import java.nio.file.Files;
 import java.nio.file.Path;
+import java.nio.file.StandardOpenOption;
 import java.util.Comparator;
 import java.util.stream.Stream;
 
@@ -25,6 +27,7 @@ final class Workloads {
     static final int TOKENS_PER_BLOCK = 16;
     static final KvLayout LAYOUT = KvLayout.of(32, 8, 128, DType.BFLOAT16, TOKENS_PER_BLOCK, LayoutOrder.LAYER_MAJOR);
     static final Namespace NAMESPACE = Namespace.of("meta-llama/Llama-3.1-8B", "bench-rev-1", "llama3-tokenizer", LAYOUT);
+    static final String REPORT_PROPERTY = "kvmarket.bench.report";
     /** Where benchmarks put registry and mock-device files: RAM-backed, like the node directory. */
     static final Path SHM = Path.of("/dev/shm");
 
@@ -58,6 +61,20 @@ final class Workloads {
             return Files.createTempDirectory(base, prefix);
         } catch (IOException e) {
             throw new UncheckedIOException("cannot create a benchmark directory", e);
+        }
+    }
+
+    /**
+     * A {@code key=value} fact a benchmark fork checked (bytes exact, logits identical): appended to the file the
+     * {@value #REPORT_PROPERTY} property names, for {@link BenchmarkMain}; printed when run outside it.
+     */
+    static void report(String keyValue) throws IOException {
+        String report = System.getProperty(REPORT_PROPERTY);
+        if (report == null) {
+            System.out.println(keyValue);
+        } else {
+            Files.writeString(Path.of(report), keyValue + System.lineSeparator(), StandardCharsets.UTF_8,
+                    StandardOpenOption.CREATE, StandardOpenOption.APPEND);
         }
     }
 
