@@ -92,7 +92,8 @@ public class PrefillSkipBenchmark {
             Arrays.setAll(table, i -> i);
             // An earlier request computed the shared prefix and exported it.
             exporter.model.prefill(table, prompt, 0, PREFIX_TOKENS);
-            if (exporter.market.export(prompt, PREFIX_TOKENS, table).chunksPublished() != PREFIX_TOKENS / CHUNK_TOKENS) {
+            int published = exporter.market.export(prompt, PREFIX_TOKENS, table).chunksPublished();
+            if (published != PREFIX_TOKENS / CHUNK_TOKENS) {
                 throw new IllegalStateException("the exporter did not publish the whole prefix");
             }
             Workloads.report(IDENTICAL_KEY + Arrays.equals(baselineFullPrefill(), importAndPrefill()));

@@ -24,7 +24,7 @@ public interface Transport extends AutoCloseable {
      */
     CompletableFuture<Void> fetch(Offer source, DeviceBuffer dst, CopyBatch batch);
 
-    /** Drops cached mappings of peers that died or that went unused too long; called periodically by the marketplace. */
+    /** Drops cached mappings of peers that died or went unused too long; the marketplace calls it periodically. */
     void evictStale();
 
     @Override

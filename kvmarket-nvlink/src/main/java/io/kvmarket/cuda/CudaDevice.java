@@ -29,11 +29,11 @@ import static org.bytedeco.cuda.global.cudart.*;
 /**
  * One CUDA GPU behind the core's device SPI. Memory is cudaMalloc'd; an exported handle wraps
  * cudaIpcGetMemHandle, and a peer maps it with cudaIpcOpenMemHandle (the marketplace's transport caches the
- * mapping and closes it when the peer dies or the mapping goes unused). Every {@link #copy} is ONE native call into kvmarket-native's
- * batched copy on this device's stream, whatever the number of segments, followed by a stream synchronize on the
- * device's copy thread; nothing stages through host memory. Memory of another GPU of the node (an exporter on
- * another GPU, or this process's allocation on another device) is read directly over NVLink or PCIe peer-to-peer
- * when {@link PeerAccess} finds a path, and is a miss otherwise.
+ * mapping and closes it when the peer dies or the mapping goes unused). Every {@link #copy} is ONE native call
+ * into kvmarket-native's batched copy on this device's stream, whatever the number of segments, followed by a
+ * stream synchronize on the device's copy thread; nothing stages through host memory. Memory of another GPU of
+ * the node (an exporter on another GPU, or this process's allocation on another device) is read directly over
+ * NVLink or PCIe peer-to-peer when {@link PeerAccess} finds a path, and is a miss otherwise.
  *
  * <p>Needs {@link CudaRuntime#isAvailable()}. One device ordinal per instance; each call sets it as the calling
  * thread's current device and restores the previous one.

@@ -46,7 +46,8 @@ public record CudaIpcHandle(ProcessIdentity owner, long allocationId, long size,
     private static final int CUDA_HANDLE_OFFSET = 56;
     private static final int CRC_OFFSET = 120;
     /** domain:bus:device.function in hex, as CUDA and NVML write it. */
-    private static final Pattern PCI_BUS_ID = Pattern.compile("[0-9a-fA-F]{1,8}:[0-9a-fA-F]{1,2}:[0-9a-fA-F]{1,2}\\.[0-7]");
+    private static final Pattern PCI_BUS_ID =
+            Pattern.compile("[0-9a-fA-F]{1,8}:[0-9a-fA-F]{1,2}:[0-9a-fA-F]{1,2}\\.[0-7]");
 
     public CudaIpcHandle {
         if (cudaHandle.length != CUDA_HANDLE_BYTES) {
