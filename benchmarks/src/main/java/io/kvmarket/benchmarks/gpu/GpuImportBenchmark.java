@@ -30,10 +30,8 @@ import java.util.function.DoubleSupplier;
 
 import static org.bytedeco.cuda.global.cudart.cudaDeviceSynchronize;
 import static org.bytedeco.cuda.global.cudart.cudaGetDeviceProperties;
-import static org.bytedeco.cuda.global.cudart.cudaGetErrorString;
 import static org.bytedeco.cuda.global.cudart.cudaMemcpyAsync;
 import static org.bytedeco.cuda.global.cudart.cudaMemcpyDeviceToDevice;
-import static org.bytedeco.cuda.global.cudart.cudaSuccess;
 
 /**
  * Cross-process import of the KV of 8,192 tokens with Llama-3-8B geometry (1 GiB in bf16) through CUDA IPC and
@@ -182,22 +180,31 @@ public final class GpuImportBenchmark {
         CudaBuffer dst = null;
         try {
             dst = (CudaBuffer) device.allocate(bytes);
-            List<Double> ms = new ArrayList<>();
-            for (int i = 0; i < WARM_RUNS + 3; i++) {
-                long t0 = System.nanoTime();
-                check(cudaMemcpyAsync(dst.at(0), src.at(0), bytes, cudaMemcpyDeviceToDevice), "cudaMemcpyAsync");
-                check(cudaDeviceSynchronize(), "cudaDeviceSynchronize");
-                if (i >= 3) {
-                    ms.add((System.nanoTime() - t0) / 1e6);
-                }
-            }
-            return median(ms);
+            CudaBuffer to = dst;
+            return medianMs(() -> {
+                GpuKvGeometry.check(cudaMemcpyAsync(to.at(0), src.at(0), bytes, cudaMemcpyDeviceToDevice),
+                        "cudaMemcpyAsync");
+                GpuKvGeometry.check(cudaDeviceSynchronize(), "cudaDeviceSynchronize");
+            });
         } finally {
             device.free(src);
             if (dst != null) {
                 device.free(dst);
             }
         }
+    }
+
+    /** Median ms of {@code WARM_RUNS} runs of {@code op} after three untimed ones. */
+    private static double medianMs(Runnable op) {
+        List<Double> ms = new ArrayList<>();
+        for (int i = 0; i < WARM_RUNS + 3; i++) {
+            long t0 = System.nanoTime();
+            op.run();
+            if (i >= 3) {
+                ms.add((System.nanoTime() - t0) / 1e6);
+            }
+        }
+        return median(ms);
     }
 
     /**
@@ -215,26 +222,13 @@ public final class GpuImportBenchmark {
                 format.addChunk(b, cache, table, chunk, chunk * format.chunkBytes(), true);
             }
             CopyBatch batch = b.build();
-            List<Double> ms = new ArrayList<>();
-            for (int i = 0; i < WARM_RUNS + 3; i++) {
-                long t0 = System.nanoTime();
-                device.copy(pool, cache.buffer(), batch).join();
-                if (i >= 3) {
-                    ms.add((System.nanoTime() - t0) / 1e6);
-                }
-            }
-            return median(ms);
+            DeviceBuffer from = pool;
+            return medianMs(() -> device.copy(from, cache.buffer(), batch).join());
         } finally {
             if (pool != null) {
                 device.free(pool);
             }
             device.free(cache.buffer());
-        }
-    }
-
-    private static void check(int err, String call) {
-        if (err != cudaSuccess) {
-            throw new IllegalStateException(call + " failed: " + cudaGetErrorString(err).getString());
         }
     }
 

@@ -15,6 +15,7 @@ import java.nio.ByteBuffer;
 import java.nio.ByteOrder;
 
 import static org.bytedeco.cuda.global.cudart.cudaDeviceSynchronize;
+import static org.bytedeco.cuda.global.cudart.cudaGetErrorString;
 import static org.bytedeco.cuda.global.cudart.cudaMemcpy;
 import static org.bytedeco.cuda.global.cudart.cudaMemcpyDeviceToHost;
 import static org.bytedeco.cuda.global.cudart.cudaMemcpyHostToDevice;
@@ -72,11 +73,12 @@ final class GpuKvGeometry {
         for (int blk = 0; blk < PROMPT_BLOCKS; blk++) {
             for (int r = 0; r < LAYOUT.regionsPerBlock(); r++) {
                 BytePointer host = new BytePointer(pattern(blk, r));
-                check(cudaMemcpy(b.at(cache.regionOffset(table[blk], r)), host, LAYOUT.regionBytes(), cudaMemcpyHostToDevice));
+                check(cudaMemcpy(b.at(cache.regionOffset(table[blk], r)), host, LAYOUT.regionBytes(),
+                        cudaMemcpyHostToDevice), "cudaMemcpy");
             }
         }
         // From pageable memory cudaMemcpy returns before the DMA lands; the export's copy stream must see it all.
-        check(cudaDeviceSynchronize());
+        check(cudaDeviceSynchronize(), "cudaDeviceSynchronize");
     }
 
     /** True when {@code table}'s blocks hold the pattern of logical blocks [0, PROMPT_BLOCKS). */
@@ -86,7 +88,8 @@ final class GpuKvGeometry {
         byte[] got = new byte[(int) LAYOUT.regionBytes()];
         for (int blk = 0; blk < PROMPT_BLOCKS; blk++) {
             for (int r = 0; r < LAYOUT.regionsPerBlock(); r++) {
-                check(cudaMemcpy(host, b.at(cache.regionOffset(table[blk], r)), LAYOUT.regionBytes(), cudaMemcpyDeviceToHost));
+                check(cudaMemcpy(host, b.at(cache.regionOffset(table[blk], r)), LAYOUT.regionBytes(),
+                        cudaMemcpyDeviceToHost), "cudaMemcpy");
                 host.get(got);
                 if (!ByteBuffer.wrap(got).equals(pattern(blk, r).rewind())) {
                     return false;
@@ -96,9 +99,9 @@ final class GpuKvGeometry {
         return true;
     }
 
-    private static void check(int err) {
+    static void check(int err, String call) {
         if (err != cudaSuccess) {
-            throw new IllegalStateException("cudaMemcpy failed with error " + err);
+            throw new IllegalStateException(call + " failed: " + cudaGetErrorString(err).getString());
         }
     }
 }
