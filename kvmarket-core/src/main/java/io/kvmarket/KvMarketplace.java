@@ -31,6 +31,7 @@ import java.util.concurrent.CompletionException;
 import java.util.concurrent.Executors;
 import java.util.concurrent.ScheduledExecutorService;
 import java.util.concurrent.TimeUnit;
+import java.util.concurrent.locks.ReentrantReadWriteLock;
 
 /**
  * The engine-facing API, shaped like vLLM's KV connector:
@@ -49,6 +50,8 @@ public final class KvMarketplace implements AutoCloseable {
     private static final Logger LOG = LoggerFactory.getLogger(KvMarketplace.class);
     private static final long DEFAULT_POOL_CHUNKS = 64;
     private static final long DEFAULT_POOL_CAP_BYTES = 1L << 30;
+    /** How long close() waits for running exports and loads before it keeps the pool's memory instead of freeing it. */
+    private static final long CLOSE_WAIT_MS = 10_000;
 
     private final Namespace namespace;
     private final PagedKvCache kvCache;
@@ -66,6 +69,9 @@ public final class KvMarketplace implements AutoCloseable {
     private final MarketplaceMetrics metrics = new MarketplaceMetrics();
     private final ScheduledExecutorService housekeeping;
     private final boolean ownsRegistry;
+    private final OperationGate gate = new OperationGate();
+    /** Read-held while an export publishes, write-held while close withdraws: nothing is published behind close. */
+    private final ReentrantReadWriteLock publishing = new ReentrantReadWriteLock();
 
     private KvMarketplace(Builder b) {
         this.namespace = b.namespace;
@@ -129,10 +135,19 @@ public final class KvMarketplace implements AutoCloseable {
      * {@code promptLength - 1}.
      */
     public Match match(int[] tokens, int tokenCount) {
-        metrics.matches.increment();
         ChunkKey[] keys = hasher.keys(tokens, tokenCount);
+        gate.enter();
+        try {
+            return matchKeys(keys);
+        } finally {
+            gate.exit();
+        }
+    }
+
+    private Match matchKeys(ChunkKey[] keys) {
+        metrics.matches.increment();
         if (keys.length == 0) {
-            return new Match(List.of(), format.chunkTokens(), MissReason.PROMPT_TOO_SHORT);
+            return new Match(this, List.of(), format.chunkTokens(), MissReason.PROMPT_TOO_SHORT);
         }
         List<Offer> found;
         try {
@@ -173,13 +188,13 @@ public final class KvMarketplace implements AutoCloseable {
                 pool.touch(usable.get(i).key());
             }
         }
-        return new Match(usable, format.chunkTokens(), reason);
+        return new Match(this, usable, format.chunkTokens(), reason);
     }
 
     private Match miss(List<Offer> pinned, MissReason reason, String detail) {
         metrics.miss(reason);
         LOG.info("match stopped after {} chunks: {} {}", pinned.size(), reason, detail);
-        return new Match(pinned, format.chunkTokens(), reason);
+        return new Match(this, pinned, format.chunkTokens(), reason);
     }
 
     private MissReason check(Offer o) {
@@ -207,14 +222,39 @@ public final class KvMarketplace implements AutoCloseable {
      * @param blockIds the request's block table; its first {@code match.tokens() / tokensPerBlock} entries receive
      *                 the imported KV
      * @return completes with the tokens imported; never exceptionally for runtime failures
-     * @throws IllegalArgumentException when the block table is too short or names blocks outside the cache
-     * @throws IllegalStateException    when the match was already loaded or released
+     * @throws IllegalArgumentException when the match was made by another marketplace, or the block table is too
+     *                                  short or names blocks outside the cache
+     * @throws IllegalStateException    when the match was already loaded or released, or this marketplace is closed
      */
     public CompletableFuture<LoadResult> load(Match match, int[] blockIds) {
-        int blocksNeeded = match.tokens() / namespace.layout().tokensPerBlock();
+        checkIssuer(match);
+        checkBlocks(blockIds, match.tokens() / namespace.layout().tokensPerBlock(), "the match needs");
+        gate.enter();
+        if (!match.released.compareAndSet(false, true)) {
+            gate.exit();
+            throw new IllegalStateException("match already loaded or released: " + match);
+        }
+        CompletableFuture<LoadResult> loaded;
+        try {
+            loaded = loadPinned(match, blockIds);
+        } catch (RuntimeException e) {
+            gate.exit();
+            throw e;
+        }
+        return loaded.whenComplete((r, e) -> gate.exit());
+    }
+
+    private void checkIssuer(Match match) {
+        if (match.issuer != this) {
+            throw new IllegalArgumentException(match + " was made by another marketplace; load or release it there");
+        }
+    }
+
+    /** Programming errors in a block table, checked before anything is reserved, pinned or consumed. */
+    private void checkBlocks(int[] blockIds, int blocksNeeded, String what) {
         if (blockIds.length < blocksNeeded) {
             throw new IllegalArgumentException("block table of " + blockIds.length + " blocks is shorter than the "
-                    + blocksNeeded + " the match needs");
+                    + blocksNeeded + " " + what);
         }
         for (int i = 0; i < blocksNeeded; i++) {
             if (blockIds[i] < 0 || blockIds[i] >= kvCache.numBlocks()) {
@@ -222,9 +262,9 @@ public final class KvMarketplace implements AutoCloseable {
                         + kvCache.numBlocks() + ")");
             }
         }
-        if (!match.released.compareAndSet(false, true)) {
-            throw new IllegalStateException("match already loaded or released: " + match);
-        }
+    }
+
+    private CompletableFuture<LoadResult> loadPinned(Match match, int[] blockIds) {
         metrics.loads.increment();
         List<Offer> offers = match.offers();
         if (offers.isEmpty()) {
@@ -290,8 +330,14 @@ public final class KvMarketplace implements AutoCloseable {
         });
     }
 
-    /** Releases the pins of a match that will not be loaded. Idempotent; a no-op after {@link #load}. */
+    /**
+     * Releases the pins of a match that will not be loaded. Idempotent; a no-op after {@link #load}; allowed after
+     * {@link #close}.
+     *
+     * @throws IllegalArgumentException when the match was made by another marketplace
+     */
     public void release(Match match) {
+        checkIssuer(match);
         if (match.released.compareAndSet(false, true)) {
             unpinAll(match.offers());
         }
@@ -315,15 +361,22 @@ public final class KvMarketplace implements AutoCloseable {
      * (on a GPU, synchronize the prefill's stream first).
      *
      * @param blockIds the request's block table covering at least the full chunks
-     * @throws IllegalArgumentException when the block table is too short or names blocks outside the cache
+     * @throws IllegalArgumentException when the block table is too short or names blocks outside the cache; the
+     *                                  pool and the registry are then as they were
+     * @throws IllegalStateException    when this marketplace is closed
      */
     public ExportResult export(int[] tokens, int tokenCount, int[] blockIds) {
         ChunkKey[] keys = hasher.keys(tokens, tokenCount);
-        int blocksNeeded = keys.length * format.blocksPerChunk();
-        if (blockIds.length < blocksNeeded) {
-            throw new IllegalArgumentException("block table of " + blockIds.length + " blocks is shorter than the "
-                    + blocksNeeded + " that hold " + keys.length + " full chunks");
+        checkBlocks(blockIds, keys.length * format.blocksPerChunk(), "that hold " + keys.length + " full chunks");
+        gate.enter();
+        try {
+            return exportKeys(keys, blockIds);
+        } finally {
+            gate.exit();
         }
+    }
+
+    private ExportResult exportKeys(ChunkKey[] keys, int[] blockIds) {
         List<Integer> fresh = new ArrayList<>();
         boolean[] ownOffered = new boolean[keys.length];
         int already = 0;
@@ -354,54 +407,68 @@ public final class KvMarketplace implements AutoCloseable {
         if (slots.length == 0) {
             return skippedExport(0, already, fresh.size(), "export pool full of pinned or filling chunks");
         }
-        CopyBatch.Builder batch = CopyBatch.builder();
-        for (int s = 0; s < slots.length; s++) {
-            format.addChunk(batch, kvCache, blockIds, fresh.get(s), pool.offsetOf(slots[s]), false);
-        }
-        try {
-            device.copy(kvCache.buffer(), pool.buffer(), batch.build()).join();
-        } catch (RuntimeException e) {
-            for (int slot : slots) {
-                pool.unreserve(slot);
-            }
-            return skippedExport(0, already, fresh.size(), "copy into the pool failed: " + unwrap(e));
-        }
+        // Every reserved slot is either published below or returned, whatever fails in between.
+        int unsettled = 0;
         int published = 0;
         String skipReason = slots.length < fresh.size() ? "export pool full of pinned or filling chunks" : "";
-        long expiry = registry.clockMillis() + offerLeaseMs;
-        byte[] handle = pool.handle();
-        Offer[] offeredAt = new Offer[keys.length];
-        int[] slotAt = new int[keys.length];
-        for (int s = 0; s < slots.length; s++) {
-            Offer offer = new Offer(keys[fresh.get(s)], nodeId, self, handle, pool.offsetOf(slots[s]),
-                    format.chunkBytes(), layoutFingerprint, pool.nextGeneration(), expiry);
-            PublishOutcome outcome;
+        try {
+            CopyBatch.Builder batch = CopyBatch.builder();
+            for (int s = 0; s < slots.length; s++) {
+                format.addChunk(batch, kvCache, blockIds, fresh.get(s), pool.offsetOf(slots[s]), false);
+            }
             try {
-                outcome = registry.publish(offer);
-            } catch (RegistryException e) {
-                outcome = null;
-                skipReason = "registry unavailable: " + e.getMessage();
+                device.copy(kvCache.buffer(), pool.buffer(), batch.build()).join();
+            } catch (RuntimeException e) {
+                return skippedExport(0, already, fresh.size(), "copy into the pool failed: " + unwrap(e));
             }
-            if (outcome == PublishOutcome.PUBLISHED) {
-                offeredAt[fresh.get(s)] = offer;
-                slotAt[fresh.get(s)] = slots[s];
-                published++;
-            } else {
-                pool.unreserve(slots[s]);
-                if (outcome == PublishOutcome.ALREADY_OFFERED) {
-                    already++;
-                } else if (outcome == PublishOutcome.REGISTRY_FULL) {
-                    skipReason = "registry full";
+            long expiry = registry.clockMillis() + offerLeaseMs;
+            byte[] handle = pool.handle();
+            Offer[] offeredAt = new Offer[keys.length];
+            int[] slotAt = new int[keys.length];
+            publishing.readLock().lock();
+            try {
+                if (gate.isClosed()) {
+                    return skippedExport(0, already, fresh.size(), "marketplace closed during the export");
                 }
+                for (; unsettled < slots.length; unsettled++) {
+                    int s = unsettled;
+                    Offer offer = new Offer(keys[fresh.get(s)], nodeId, self, handle, pool.offsetOf(slots[s]),
+                            format.chunkBytes(), layoutFingerprint, ExportPool.nextGeneration(), expiry);
+                    PublishOutcome outcome;
+                    try {
+                        outcome = registry.publish(offer);
+                    } catch (RegistryException e) {
+                        outcome = null;
+                        skipReason = "registry unavailable: " + e.getMessage();
+                    }
+                    if (outcome == PublishOutcome.PUBLISHED) {
+                        offeredAt[fresh.get(s)] = offer;
+                        slotAt[fresh.get(s)] = slots[s];
+                        published++;
+                    } else {
+                        pool.unreserve(slots[s]);
+                        if (outcome == PublishOutcome.ALREADY_OFFERED) {
+                            already++;
+                        } else if (outcome == PublishOutcome.REGISTRY_FULL) {
+                            skipReason = "registry full";
+                        }
+                    }
+                }
+                // Deepest first over the whole prompt, as in match: the new chunks and the ones this pool already
+                // held end up with the root most recent, whichever of them extend the other.
+                for (int i = keys.length - 1; i >= 0; i--) {
+                    if (offeredAt[i] != null) {
+                        pool.published(slotAt[i], offeredAt[i]);
+                    } else if (ownOffered[i]) {
+                        pool.touch(keys[i]);
+                    }
+                }
+            } finally {
+                publishing.readLock().unlock();
             }
-        }
-        // Deepest first over the whole prompt, as in match: the new chunks and the ones this pool already held
-        // end up with the root most recent, whichever of them extend the other.
-        for (int i = keys.length - 1; i >= 0; i--) {
-            if (offeredAt[i] != null) {
-                pool.published(slotAt[i], offeredAt[i]);
-            } else if (ownOffered[i]) {
-                pool.touch(keys[i]);
+        } finally {
+            for (int s = unsettled; s < slots.length; s++) {
+                pool.unreserve(slots[s]);
             }
         }
         int skipped = keys.length - already - published;
@@ -436,17 +503,39 @@ public final class KvMarketplace implements AutoCloseable {
         transports.forEach(Transport::evictStale);
     }
 
-    /** Withdraws this process's offers, frees the pool, and closes the registry if the builder opened it. */
+    /**
+     * Refuses further matches, loads and exports, waits for those running, withdraws this marketplace's offers,
+     * frees the pool, and closes the registry if the builder opened it. When running copies do not finish within
+     * {@value #CLOSE_WAIT_MS} ms the offers are still withdrawn but the pool's memory is kept until the process
+     * exits, since a copy may still touch it. Idempotent.
+     */
     @Override
     public void close() {
+        if (!gate.close()) {
+            return;
+        }
         housekeeping.shutdown();
+        boolean idle;
         try {
             // A renewal in flight finishes; interrupting it would only abort its registry write.
             housekeeping.awaitTermination(10, TimeUnit.SECONDS);
+            idle = gate.awaitIdle(CLOSE_WAIT_MS);
         } catch (InterruptedException e) {
             Thread.currentThread().interrupt();
+            idle = false;
         }
-        pool.close();
+        publishing.writeLock().lock();
+        try {
+            if (idle) {
+                pool.close();
+            } else {
+                LOG.warn("closing with exports or loads still running after {} ms: offers withdrawn, pool memory "
+                        + "kept until exit", CLOSE_WAIT_MS);
+                pool.withdrawAll();
+            }
+        } finally {
+            publishing.writeLock().unlock();
+        }
         transports.forEach(Transport::close);
         if (ownsRegistry) {
             registry.close();
@@ -481,6 +570,12 @@ public final class KvMarketplace implements AutoCloseable {
 
     /** Configures a marketplace. Namespace and KV cache are required; everything else has embedded defaults. */
     public static final class Builder {
+        /** One hour. */
+        public static final long MAX_PIN_LEASE_MS = 3_600_000;
+        public static final long MIN_OFFER_LEASE_MS = 100;
+        /** One day. */
+        public static final long MAX_OFFER_LEASE_MS = 86_400_000;
+
         private Namespace namespace;
         private PagedKvCache kvCache;
         private Device device;
@@ -538,15 +633,23 @@ public final class KvMarketplace implements AutoCloseable {
             return this;
         }
 
-        /** How long a match's pins hold if the engine never loads or releases it; default 10 s. */
+        /**
+         * How long a match's pins hold if the engine never loads or releases it; default 10 s, at most
+         * {@value #MAX_PIN_LEASE_MS} ms: the exporter cannot evict a pinned chunk, so a pin of an importer that died
+         * holds pool memory that long.
+         */
         public Builder pinLeaseMillis(long ms) {
-            this.pinLeaseMs = positive("pinLeaseMillis", ms);
+            this.pinLeaseMs = within("pinLeaseMillis", ms, 1, MAX_PIN_LEASE_MS);
             return this;
         }
 
-        /** Lease of each offer, renewed every third of it while the process lives; default 60 s. */
+        /**
+         * Lease of each offer, renewed every third of it while the process lives; default 60 s. At least
+         * {@value #MIN_OFFER_LEASE_MS} ms, since renewals run at most every 10 ms, and at most
+         * {@value #MAX_OFFER_LEASE_MS} ms, since an idle peer mapping is kept that long too.
+         */
         public Builder offerLeaseMillis(long ms) {
-            this.offerLeaseMs = positive("offerLeaseMillis", ms);
+            this.offerLeaseMs = within("offerLeaseMillis", ms, MIN_OFFER_LEASE_MS, MAX_OFFER_LEASE_MS);
             return this;
         }
 
@@ -560,9 +663,9 @@ public final class KvMarketplace implements AutoCloseable {
             return new KvMarketplace(this);
         }
 
-        private static long positive(String name, long v) {
-            if (v <= 0) {
-                throw new IllegalArgumentException(name + " must be positive, was " + v);
+        private static long within(String name, long v, long min, long max) {
+            if (v < min || v > max) {
+                throw new IllegalArgumentException(name + " must be in [" + min + ", " + max + "] ms, was " + v);
             }
             return v;
         }

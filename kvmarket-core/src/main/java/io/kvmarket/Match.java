@@ -16,8 +16,11 @@ public final class Match {
     private final int chunkTokens;
     private final MissReason reason;
     final AtomicBoolean released = new AtomicBoolean();
+    /** The marketplace that pinned the offers: only it may load or release them. */
+    final KvMarketplace issuer;
 
-    Match(List<Offer> offers, int chunkTokens, MissReason reason) {
+    Match(KvMarketplace issuer, List<Offer> offers, int chunkTokens, MissReason reason) {
+        this.issuer = issuer;
         this.offers = List.copyOf(offers);
         this.tokens = offers.size() * chunkTokens;
         this.chunkTokens = chunkTokens;

@@ -450,6 +450,82 @@ class MarketplaceTest {
     }
 
     @Test
+    void exportWithABlockOutsideTheCacheThrowsAndChangesNothing() {
+        try (KvFixture small = new KvFixture(dir, registry, 2)) {
+            int[] t = tokens(64, 30);
+            int[] blocks = scattered(4, 30);
+            small.fill(blocks, 4, 30);
+            assertEquals(2, small.market.export(t, 64, blocks).chunksPublished());
+            int[] other = tokens(64, 31);
+            assertThrows(IllegalArgumentException.class, () -> small.market.export(other, 64, new int[] {0, 1, 2, -1}));
+            assertThrows(IllegalArgumentException.class,
+                    () -> small.market.export(other, 64, new int[] {0, 1, 2, KvFixture.BLOCKS}));
+            assertEquals(2, small.market.pool().publishedChunks(), "the pool kept its chunks");
+            Match m = b.market.match(t, 64);
+            assertEquals(64, m.tokens(), "and the registry its offers");
+            b.market.release(m);
+            assertEquals(2, small.market.export(other, 64, blocks).chunksPublished(), "a valid export still works");
+        }
+    }
+
+    @Test
+    void leasesOutsideTheBuildersBoundsAreRejectedWithTheBounds() {
+        KvMarketplace.Builder builder = KvMarketplace.builder();
+        for (long bad : new long[] {0, -1, KvMarketplace.Builder.MAX_PIN_LEASE_MS + 1, Long.MAX_VALUE}) {
+            IllegalArgumentException e = assertThrows(IllegalArgumentException.class, () -> builder.pinLeaseMillis(bad));
+            assertTrue(e.getMessage().contains(String.valueOf(KvMarketplace.Builder.MAX_PIN_LEASE_MS)), e.getMessage());
+        }
+        for (long bad : new long[] {0, KvMarketplace.Builder.MIN_OFFER_LEASE_MS - 1,
+                KvMarketplace.Builder.MAX_OFFER_LEASE_MS + 1, Long.MAX_VALUE}) {
+            IllegalArgumentException e = assertThrows(IllegalArgumentException.class,
+                    () -> builder.offerLeaseMillis(bad));
+            assertTrue(e.getMessage().contains(String.valueOf(KvMarketplace.Builder.MAX_OFFER_LEASE_MS)), e.getMessage());
+        }
+    }
+
+    @Test
+    void leasesAtTheBuildersBoundsWork() {
+        long chunkBytes = chunkBytes();
+        try (KvMarketplace longLeases = KvMarketplace.builder().namespace(NS).kvCache(a.cache).device(a.device)
+                .registry(registry).chunkTokens(CHUNK).poolBytes(2 * chunkBytes)
+                .pinLeaseMillis(KvMarketplace.Builder.MAX_PIN_LEASE_MS)
+                .offerLeaseMillis(KvMarketplace.Builder.MAX_OFFER_LEASE_MS).build()) {
+            int[] t = tokens(64, 32);
+            assertEquals(2, longLeases.export(t, 64, scattered(4, 32)).chunksPublished());
+            Match m = longLeases.match(t, 64);
+            assertEquals(64, m.tokens(), "an offer with the longest lease is served");
+            assertEquals(0, longLeases.export(tokens(64, 33), 64, scattered(4, 33)).chunksPublished(),
+                    "the longest pins hold");
+            longLeases.release(m);
+        }
+    }
+
+    @Test
+    void aMatchFromAnotherMarketplaceIsRejectedBeforeAnythingIsConsumed() {
+        int[] t = tokens(64, 34);
+        exportFromA(t, 64, 34);
+        try (KvFixture tenant = new KvFixture(dir, registry, 2, NS.withTenantSalt("tenant-b"), x -> x)) {
+            tenant.market.export(t, 64, scattered(4, 34));
+            Match foreign = tenant.market.match(t, 64);
+            assertEquals(64, foreign.tokens());
+            IllegalArgumentException e = assertThrows(IllegalArgumentException.class,
+                    () -> b.market.load(foreign, scattered(4, 35)));
+            assertTrue(e.getMessage().contains("another marketplace"), e.getMessage());
+            assertThrows(IllegalArgumentException.class, () -> b.market.release(foreign));
+            assertEquals(64, tenant.market.load(foreign, scattered(4, 36)).join().tokensImported(),
+                    "the match is still its own marketplace's to load");
+        }
+        Match own = b.market.match(t, 64);
+        try (KvMarketplace otherChunks = KvMarketplace.builder().namespace(NS).kvCache(a.cache).device(a.device)
+                .registry(registry).chunkTokens(16).poolBytes(chunkBytes()).build()) {
+            assertThrows(IllegalArgumentException.class, () -> otherChunks.load(own, new int[] {0, 1, 2, 3}));
+        }
+        b.market.release(own);
+        Offer first = registry.lookup(a.market.hasher().keys(t, 64)[0]);
+        assertEquals(Withdrawal.WITHDRAWN, registry.withdrawIfUnused(first, Long.MAX_VALUE), "no pin left behind");
+    }
+
+    @Test
     void transportsThatReachNothingGiveNoTransportMiss() {
         int[] t = tokens(32, 26);
         exportFromA(t, 32, 26);

@@ -18,6 +18,7 @@ import java.util.Iterator;
 import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Map;
+import java.util.SplittableRandom;
 import java.util.concurrent.atomic.AtomicLong;
 import java.util.concurrent.locks.ReentrantLock;
 import java.util.function.Supplier;
@@ -34,6 +35,12 @@ import java.util.function.Supplier;
 public final class ExportPool implements AutoCloseable {
 
     private static final Logger LOG = LoggerFactory.getLogger(ExportPool.class);
+    /**
+     * Process-wide: every pool of a process publishes as the same owner, so a generation must be unique per process
+     * for its whole life, however many marketplaces, pools or devices it runs. Seeded at random so that copies of
+     * this class in other class loaders of the process draw from ranges that never meet.
+     */
+    private static final AtomicLong GENERATIONS = new AtomicLong(new SplittableRandom().nextLong() >>> 2);
 
     private final Device device;
     private final OfferRegistry registry;
@@ -41,7 +48,6 @@ public final class ExportPool implements AutoCloseable {
     private final int slots;
     private final DeviceBuffer buffer;
     private final byte[] handle;
-    private final AtomicLong generations = new AtomicLong();
     private final ArrayDeque<Integer> free = new ArrayDeque<>();
     /** Published slots in least-recently-used order. */
     private final LinkedHashMap<Integer, Offer> published = new LinkedHashMap<>(16, 0.75f, true);
@@ -49,6 +55,7 @@ public final class ExportPool implements AutoCloseable {
     /** When this pool last published or touched each slot's chunk, in ms on the registry's clock. */
     private final long[] lastUsedMs;
     private long evictions;
+    private boolean closed;
     /** Guards the slot maps; held across registry withdraws while evicting, so {@link #touch} only tries it. */
     private final ReentrantLock lock = new ReentrantLock();
 
@@ -67,8 +74,6 @@ public final class ExportPool implements AutoCloseable {
         this.lastUsedMs = new long[slots];
         this.buffer = device.allocate(count * chunkBytes);
         this.handle = device.exportHandle(buffer);
-        // Generations start from the clock so a restarted pool never repeats one of its predecessor's.
-        generations.set(System.currentTimeMillis() << 20);
         for (int i = 0; i < slots; i++) {
             free.add(i);
         }
@@ -95,8 +100,9 @@ public final class ExportPool implements AutoCloseable {
         return slot * chunkBytes;
     }
 
-    public long nextGeneration() {
-        return generations.incrementAndGet();
+    /** A generation no other publication of this process has had or will have. */
+    public static long nextGeneration() {
+        return GENERATIONS.incrementAndGet();
     }
 
     /**
@@ -231,6 +237,27 @@ public final class ExportPool implements AutoCloseable {
     public void close() {
         lock.lock();
         try {
+            if (closed) {
+                return;
+            }
+            closed = true;
+            if (withdrawAll()) {
+                device.free(buffer);
+            } else {
+                LOG.warn("export pool memory kept until exit: some offers of it could not be withdrawn");
+            }
+        } finally {
+            lock.unlock();
+        }
+    }
+
+    /**
+     * Withdraws every offer of this pool, pinned or not, and forgets them; the memory stays allocated.
+     *
+     * @return false when some offer could not be withdrawn (the registry failed)
+     */
+    public boolean withdrawAll() {
+        return locked(() -> {
             boolean allWithdrawn = true;
             for (Offer o : published.values()) {
                 try {
@@ -242,13 +269,7 @@ public final class ExportPool implements AutoCloseable {
             }
             published.clear();
             slotOfKey.clear();
-            if (allWithdrawn) {
-                device.free(buffer);
-            } else {
-                LOG.warn("export pool memory kept until exit: some offers of it could not be withdrawn");
-            }
-        } finally {
-            lock.unlock();
-        }
+            return allWithdrawn;
+        });
     }
 }

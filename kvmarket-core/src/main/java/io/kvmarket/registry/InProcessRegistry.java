@@ -55,14 +55,15 @@ public final class InProcessRegistry implements OfferRegistry {
 
     @Override
     public boolean pin(Offer offer, long leaseMs) {
+        long now = clockMs.getAsLong();
+        long expiry = OfferRegistry.expiry(now, leaseMs);
         Entry e = current(offer);
         if (e == null) {
             return false;
         }
         synchronized (e) {
-            long now = clockMs.getAsLong();
             e.pins++;
-            e.pinExpiryMs = Math.max(e.pinExpiryMs, now + leaseMs);
+            e.pinExpiryMs = Math.max(e.pinExpiryMs, expiry);
             e.lastPinMs = Math.max(e.lastPinMs, now);
         }
         return isCurrent(offer);

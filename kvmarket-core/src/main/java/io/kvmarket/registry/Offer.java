@@ -15,7 +15,8 @@ import java.util.Arrays;
  * @param offset            byte offset of the chunk inside that buffer
  * @param length            bytes of the chunk
  * @param layoutFingerprint fingerprint of the KV layout the bytes are in
- * @param generation        unique per publication by this owner; changes whenever the memory is reused
+ * @param generation        unique per publication by this owner process for its whole life, however many pools it
+ *                          runs; changes whenever the memory is reused
  * @param leaseExpiryMs     epoch milliseconds after which the offer is no longer served unless renewed
  */
 public record Offer(ChunkKey key, long nodeId, ProcessIdentity owner, byte[] handle, long offset, long length,
@@ -41,15 +42,18 @@ public record Offer(ChunkKey key, long nodeId, ProcessIdentity owner, byte[] han
         return handle.clone();
     }
 
-    /** Same publication: same key, owner and generation. */
+    /**
+     * Same publication: same key, owner and generation, at the same place (node, buffer handle, offset). The place
+     * is part of the identity so that memory reused for something else can never pass for a republication.
+     */
     public boolean samePublication(Offer other) {
-        return key.equals(other.key) && owner.equals(other.owner) && generation == other.generation;
+        return key.equals(other.key) && owner.equals(other.owner) && generation == other.generation
+                && nodeId == other.nodeId && offset == other.offset && Arrays.equals(handle, other.handle);
     }
 
     @Override
     public boolean equals(Object o) {
-        return o instanceof Offer other && samePublication(other) && nodeId == other.nodeId
-                && Arrays.equals(handle, other.handle) && offset == other.offset && length == other.length
+        return o instanceof Offer other && samePublication(other) && length == other.length
                 && layoutFingerprint == other.layoutFingerprint && leaseExpiryMs == other.leaseExpiryMs;
     }
 

@@ -30,16 +30,18 @@ public interface OfferRegistry extends AutoCloseable {
     Offer lookup(ChunkKey key);
 
     /**
-     * Pins the offer until released or until {@code leaseMs} from now.
+     * Pins the offer until released or until {@code leaseMs} from now; a lease past the end of the clock holds
+     * until released.
      *
      * @return false when that publication is no longer in the registry (nothing was pinned)
+     * @throws IllegalArgumentException when {@code leaseMs} is not positive
      */
     boolean pin(Offer offer, long leaseMs);
 
     /** Releases one pin taken with {@link #pin}. A no-op when the publication is gone. */
     void unpin(Offer offer);
 
-    /** True while this exact publication (key, owner, generation) is still in the registry. */
+    /** True while this exact publication ({@link Offer#samePublication}) is still in the registry. */
     boolean isCurrent(Offer offer);
 
     /**
@@ -55,6 +57,14 @@ public interface OfferRegistry extends AutoCloseable {
 
     /** The clock, in ms, that stamps leases and pins: the wall clock unless a test gave the registry its own. */
     long clockMillis();
+
+    /** {@code nowMs + leaseMs}, or {@link Long#MAX_VALUE} where that would overflow; checks the lease is positive. */
+    static long expiry(long nowMs, long leaseMs) {
+        if (leaseMs <= 0) {
+            throw new IllegalArgumentException("lease must be positive, was " + leaseMs + " ms");
+        }
+        return nowMs > Long.MAX_VALUE - leaseMs ? Long.MAX_VALUE : nowMs + leaseMs;
+    }
 
     /** Extends the lease of this publication. @return false when it is no longer in the registry */
     boolean renew(Offer offer, long leaseExpiryMs);

@@ -213,6 +213,36 @@ public abstract class RegistryContractTest {
     }
 
     @Test
+    void theSameKeyOwnerAndGenerationAtAnotherPlaceIsAnotherPublication() {
+        Offer old = new Offer(key(0), 7, ProcessIdentity.current(), new byte[] {1}, 0, 4096, 42, 5, clock.get() + 1000);
+        registry.publish(old);
+        registry.withdraw(old);
+        Offer elsewhere = new Offer(key(0), 7, ProcessIdentity.current(), new byte[] {2}, 0, 4096, 42, 5,
+                clock.get() + 1000);
+        Offer sameBufferOtherSlot = new Offer(key(0), 7, ProcessIdentity.current(), new byte[] {1}, 8192, 4096, 42, 5,
+                clock.get() + 1000);
+        registry.publish(elsewhere);
+        assertFalse(registry.isCurrent(old), "memory that was reused must never pass the check after a copy");
+        assertFalse(registry.isCurrent(sameBufferOtherSlot));
+        assertFalse(registry.pin(old, 1000));
+        assertFalse(registry.renew(old, clock.get() + 5000));
+        registry.withdraw(old);
+        assertTrue(registry.isCurrent(elsewhere), "withdrawing the old publication leaves the new one");
+    }
+
+    @Test
+    void pinLeasesAsLongAsTheCallerLikesSaturateInsteadOfOverflowing() {
+        Offer o = offer(0, 1);
+        registry.publish(o);
+        assertTrue(registry.pin(o, Long.MAX_VALUE));
+        clock.addAndGet(1_000_000_000L);
+        assertEquals(Withdrawal.PINNED, registry.withdrawIfUnused(o, Long.MAX_VALUE));
+        assertThrows(IllegalArgumentException.class, () -> registry.pin(o, 0));
+        registry.unpin(o);
+        assertEquals(Withdrawal.WITHDRAWN, registry.withdrawIfUnused(o, Long.MAX_VALUE));
+    }
+
+    @Test
     void renewOfAGonePublicationFails() {
         Offer o = offer(0, 1);
         assertFalse(registry.renew(o, clock.get() + 100));

@@ -11,7 +11,6 @@ import org.slf4j.Logger;
 import org.slf4j.LoggerFactory;
 
 import java.io.IOException;
-import java.io.RandomAccessFile;
 import java.io.UncheckedIOException;
 import java.nio.ByteBuffer;
 import java.nio.ByteOrder;
@@ -21,7 +20,9 @@ import java.nio.file.DirectoryStream;
 import java.nio.file.Files;
 import java.nio.file.NoSuchFileException;
 import java.nio.file.Path;
+import java.nio.file.StandardOpenOption;
 import java.util.Map;
+import java.util.Set;
 import java.util.concurrent.CompletableFuture;
 import java.util.concurrent.ConcurrentHashMap;
 import java.util.concurrent.atomic.AtomicLong;
@@ -82,7 +83,7 @@ public final class MockDevice implements Device {
     }
 
     public MockDevice(Path nodeDir) {
-        this.dir = NodeDirectory.ensure(nodeDir.resolve("mock-device"));
+        this.dir = NodeDirectory.ensure(NodeDirectory.ensure(nodeDir).resolve("mock-device"));
         sweepDeadOwners();
         copyEngine = new Thread(this::runCopyEngine, "kvmarket-mock-copy-engine");
         copyEngine.setDaemon(true);
@@ -102,9 +103,9 @@ public final class MockDevice implements Device {
         }
         long seq = NEXT_SEQ.getAndIncrement();
         Path file = dir.resolve(fileName(self.pid(), self.startTime(), seq));
-        try (RandomAccessFile raf = new RandomAccessFile(file.toFile(), "rw")) {
-            raf.setLength(bytes);
-            MappedByteBuffer map = raf.getChannel().map(FileChannel.MapMode.READ_WRITE, 0, bytes);
+        try (FileChannel ch = FileChannel.open(file, Set.of(StandardOpenOption.CREATE_NEW, StandardOpenOption.READ,
+                StandardOpenOption.WRITE), NodeDirectory.PRIVATE_FILE)) {
+            MappedByteBuffer map = ch.map(FileChannel.MapMode.READ_WRITE, 0, bytes); // grows the file to size
             // Resident from the start, as cudaMalloc'd memory is: the first copy into it pays no page faults.
             for (long page = 0; page < bytes; page += PAGE_BYTES) {
                 map.put((int) page, (byte) 0);

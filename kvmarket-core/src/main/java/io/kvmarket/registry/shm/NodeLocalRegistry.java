@@ -25,6 +25,7 @@ import java.nio.file.Path;
 import java.nio.file.StandardOpenOption;
 import java.util.ArrayList;
 import java.util.List;
+import java.util.Set;
 import java.util.concurrent.ConcurrentHashMap;
 import java.util.concurrent.locks.ReentrantLock;
 import java.util.function.LongSupplier;
@@ -65,6 +66,8 @@ public final class NodeLocalRegistry implements OfferRegistry {
     private final LivenessCache liveness = new LivenessCache(LIVENESS_TTL_MS * 1_000_000L);
     private final LongSupplier clockMs;
     private final ThreadLocal<SlotView> views = ThreadLocal.withInitial(SlotView::new);
+    /** Guarded by jvmLock. */
+    private long lastFullWarningMs = Long.MIN_VALUE / 2;
 
     /** Opens (creating if needed) the registry in the node's default directory. */
     public static NodeLocalRegistry openDefault() {
@@ -115,7 +118,11 @@ public final class NodeLocalRegistry implements OfferRegistry {
         } catch (IOException e) {
             throw new RegistryException("cannot open node-local registry " + path, e);
         }
-        withLock(() -> null);
+        // Counters live in shared memory that any process of the user may have damaged: trust none at open.
+        withLock(() -> {
+            recount();
+            return null;
+        });
     }
 
     private static void createIfMissing(Path file, int capacity) throws IOException {
@@ -124,8 +131,8 @@ public final class NodeLocalRegistry implements OfferRegistry {
         }
         // Build the file aside and hard-link it into place: others see either no file or a complete header.
         Path tmp = file.resolveSibling(FILE_NAME + "." + ProcessHandle.current().pid() + "." + System.nanoTime() + ".tmp");
-        try (FileChannel ch = FileChannel.open(tmp, StandardOpenOption.CREATE_NEW, StandardOpenOption.READ,
-                StandardOpenOption.WRITE)) {
+        try (FileChannel ch = FileChannel.open(tmp, Set.of(StandardOpenOption.CREATE_NEW, StandardOpenOption.READ,
+                StandardOpenOption.WRITE), NodeDirectory.PRIVATE_FILE)) {
             MappedByteBuffer m = ch.map(FileChannel.MapMode.READ_WRITE, 0, fileBytes(capacity));
             m.order(ByteOrder.LITTLE_ENDIAN);
             m.putInt(VERSION_OFFSET, VERSION).putInt(SLOT_BYTES_OFFSET, SLOT_BYTES)
@@ -179,9 +186,12 @@ public final class NodeLocalRegistry implements OfferRegistry {
                     }
                 }
             }
-            long live = map.getLong(LIVE_OFFSET);
-            if (free < 0 || live >= capacity * 3 / 4) {
-                return PublishOutcome.REGISTRY_FULL;
+            if (free < 0 || map.getLong(LIVE_OFFSET) >= maxLive()) {
+                recount(); // refuse only on a count just taken, never on one a damaged file carried
+                if (free < 0 || map.getLong(LIVE_OFFSET) >= maxLive()) {
+                    warnFull(now);
+                    return PublishOutcome.REGISTRY_FULL;
+                }
             }
             writeLive(free, offer);
             return PublishOutcome.PUBLISHED;
@@ -209,8 +219,23 @@ public final class NodeLocalRegistry implements OfferRegistry {
         return find(key, v) >= 0 && served(v, clockMs.getAsLong()) ? v.toOffer() : null;
     }
 
+    private long maxLive() {
+        return capacity * 3 / 4;
+    }
+
+    /** Every export is skipped while the table is full: say so where operators look, at most every 10 s. */
+    private void warnFull(long nowMs) {
+        if (nowMs - lastFullWarningMs >= 10_000 || nowMs < lastFullWarningMs) {
+            lastFullWarningMs = nowMs;
+            LOG.warn("node-local registry {} is full ({} live offers of {} slots): exports are skipped until offers "
+                    + "are withdrawn. Give the processes of this node smaller export pools, or stop them all, delete "
+                    + "the file and open it with a larger capacity", file, map.getLong(LIVE_OFFSET), capacity);
+        }
+    }
+
     @Override
     public boolean pin(Offer offer, long leaseMs) {
+        long expiry = OfferRegistry.expiry(clockMs.getAsLong(), leaseMs);
         SlotView v = views.get();
         long slot = findPublication(offer, v);
         if (slot < 0) {
@@ -222,9 +247,8 @@ public final class NodeLocalRegistry implements OfferRegistry {
         do {
             count = (long) LONGS.getVolatile(map, base + PIN_COUNT);
         } while (!LONGS.compareAndSet(map, base + PIN_COUNT, count, count + 1));
-        long now = clockMs.getAsLong();
-        casMax(base + PIN_EXPIRY, now + leaseMs);
-        casMax(base + LAST_PIN, now);
+        casMax(base + PIN_EXPIRY, expiry);
+        casMax(base + LAST_PIN, clockMs.getAsLong());
         // A writer that replaced the slot meanwhile reset the pin fields; our stray pin on its new entry lapses
         // with the lease. The publication we wanted is gone: report failure.
         return (long) LONGS.getVolatile(map, base + SEQ) == seq;
@@ -367,10 +391,12 @@ public final class NodeLocalRegistry implements OfferRegistry {
         return -1;
     }
 
+    /** The slot of this exact publication ({@link Offer#samePublication}), or -1. */
     private long findPublication(Offer offer, SlotView v) {
         long slot = find(offer.key(), v);
         return slot >= 0 && v.generation == offer.generation() && v.ownerPid == offer.owner().pid()
-                && v.ownerStart == offer.owner().startTime() ? slot : -1;
+                && v.ownerStart == offer.owner().startTime() && v.nodeId == offer.nodeId()
+                && v.chunkOffset == offer.offset() && v.sameHandle(offer) ? slot : -1;
     }
 
     private boolean readConsistent(long slot, SlotView v) {
@@ -548,6 +574,7 @@ public final class NodeLocalRegistry implements OfferRegistry {
             }
             try (FileLock lock = channel.lock(0, HEADER_BYTES, false)) {
                 repairAfterKilledWriter();
+                checkCounters();
                 T result = body.get();
                 // Live slots stay under 3/4 and tombstones under 1/8, so an eighth of the table stays empty and
                 // every probe sequence ends soon.
@@ -586,6 +613,17 @@ public final class NodeLocalRegistry implements OfferRegistry {
         }
         recount();
         LONGS.setRelease(map, DIRTY_SLOT_OFFSET, -1L);
+    }
+
+    /** Counters out of any possible range were damaged by some process of the user: recount rather than act on them. */
+    private void checkCounters() {
+        long live = map.getLong(LIVE_OFFSET);
+        long tomb = map.getLong(TOMBSTONES_OFFSET);
+        if (live < 0 || tomb < 0 || live > capacity - tomb) {
+            LOG.warn("registry {} had impossible counters ({} live, {} tombstones of {} slots); recounting", file,
+                    live, tomb, capacity);
+            recount();
+        }
     }
 
     private void recount() {
@@ -631,6 +669,11 @@ public final class NodeLocalRegistry implements OfferRegistry {
             long len = m.getLong(base + HANDLE_LENGTH);
             handleLength = (int) Math.max(0, Math.min(HANDLE_CAPACITY, len));
             m.get(base + HANDLE, handle, 0, handleLength);
+        }
+
+        boolean sameHandle(Offer offer) {
+            byte[] other = offer.handle();
+            return java.util.Arrays.equals(handle, 0, handleLength, other, 0, other.length);
         }
 
         Offer toOffer() {

@@ -142,6 +142,31 @@ class NodeLocalRegistryTest extends RegistryContractTest {
     }
 
     @Test
+    void damagedCountersInTheHeaderAreRecountedNotTrusted() throws Exception {
+        registry.publish(offer(0, 1));
+        registry.publish(offer(1, 1));
+        try (FileChannel ch = FileChannel.open(dir.resolve(NodeLocalRegistry.FILE_NAME), StandardOpenOption.READ,
+                StandardOpenOption.WRITE)) {
+            MappedByteBuffer header = ch.map(FileChannel.MapMode.READ_WRITE, 0, HEADER_BYTES);
+            header.order(ByteOrder.LITTLE_ENDIAN).putLong(LIVE_OFFSET, 60_000).putLong(TOMBSTONES_OFFSET, -7);
+        }
+        assertEquals(PublishOutcome.PUBLISHED, registry.publish(offer(2, 1)), "a bad count must not refuse exports");
+        assertEquals(3, ((NodeLocalRegistry) registry).liveSlots());
+        try (FileChannel ch = FileChannel.open(dir.resolve(NodeLocalRegistry.FILE_NAME), StandardOpenOption.READ,
+                StandardOpenOption.WRITE)) {
+            MappedByteBuffer header = ch.map(FileChannel.MapMode.READ_WRITE, 0, HEADER_BYTES);
+            header.order(ByteOrder.LITTLE_ENDIAN).putLong(LIVE_OFFSET, 40);
+        }
+        try (NodeLocalRegistry reopened = NodeLocalRegistry.open(dir, 64, clock::get)) {
+            assertEquals(3, reopened.liveSlots(), "a plausible but wrong count is recounted when a process opens");
+        }
+        for (int i = 3; i < 48; i++) {
+            assertEquals(PublishOutcome.PUBLISHED, registry.publish(offer(i, 1)), "offer " + i);
+        }
+        assertEquals(PublishOutcome.REGISTRY_FULL, registry.publish(offer(48, 1)), "a full table is still full");
+    }
+
+    @Test
     void closingOneOpeningLeavesAnotherWorking() {
         NodeLocalRegistry other = NodeLocalRegistry.open(dir, 64, clock::get);
         other.publish(offer(0, 1));
@@ -152,7 +177,7 @@ class NodeLocalRegistryTest extends RegistryContractTest {
 
     @Test
     void corruptedFileIsReportedNotTrusted() throws Exception {
-        Path other = Files.createDirectories(dir.resolve("corrupt"));
+        Path other = io.kvmarket.node.NodeDirectory.ensure(dir.resolve("corrupt"));
         Files.write(other.resolve(NodeLocalRegistry.FILE_NAME), new byte[4096]);
         assertThrows(RegistryException.class, () -> NodeLocalRegistry.open(other, 64));
         Files.write(other.resolve(NodeLocalRegistry.FILE_NAME), new byte[10]);
