@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The GPU check, run on the lent GPU machine from the repository root (see README "GPU path"):
+# The GPU check, run on a GPU machine from the repository root (see docs/gpu.md):
 #   1. the CUDA unit tests of kvmarket-native and kvmarket-nvlink (skipped as assumptions where no GPU),
 #   2. the cross-process import benchmark (gpu-summary line),
 #   3. a PyTorch prefill of the same 8,192 tokens, and import time / prefill time.

@@ -3,14 +3,16 @@
 TraceReplay drives the marketplace. Its LRU column reproduces TraceReplay's single-engine hit rates exactly, so
 the other policies are compared on equal terms.
 
-Usage: python3 benchmarks/trace/eviction_policies.py [trace.jsonl]
+Usage: python3 benchmarks/trace/eviction_policies.py trace.jsonl
 """
 import collections
 import json
 import sys
 
 BLOCK = 512
-path = sys.argv[1] if len(sys.argv) > 1 else "../shared/traces/mooncake_synthetic_trace.jsonl"
+if len(sys.argv) < 2:
+    sys.exit("usage: eviction_policies.py trace.jsonl  (a Mooncake-format trace)")
+path = sys.argv[1]
 requests = [(d["input_length"], d["hash_ids"]) for d in map(json.loads, open(path))]
 
 

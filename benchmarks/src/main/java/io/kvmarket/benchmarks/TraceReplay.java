@@ -37,9 +37,9 @@ import java.util.regex.Pattern;
  * chunk the two must agree exactly. KV is tiny (64 bytes a token) so the replay measures keys, registry and pool,
  * not memory bandwidth.
  *
- * <p>Usage: {@code TraceReplay [trace.jsonl] [poolChunks[xEngines] ...]}; defaults:
- * ../shared/traces/mooncake_synthetic_trace.jsonl, and pools of 8,192 and 60,000 chunks on one engine, 8,192 on
- * four engines ({@code 8192x4}: 2,048 chunks each).
+ * <p>Usage: {@code TraceReplay trace.jsonl [poolChunks[xEngines] ...]}, with a trace in the Mooncake format
+ * (one JSON object per line with {@code input_length} and {@code hash_ids}); default setups: pools of 8,192 and
+ * 60,000 chunks on one engine, 8,192 on four engines ({@code 8192x4}: 2,048 chunks each).
  */
 public final class TraceReplay {
 
@@ -57,8 +57,12 @@ public final class TraceReplay {
     }
 
     public static void main(String[] args) throws IOException {
-        Path trace = Path.of(args.length > 0 ? args[0] : "../shared/traces/mooncake_synthetic_trace.jsonl");
-        List<String> setups = new ArrayList<>(List.of(args).subList(Math.min(1, args.length), args.length));
+        if (args.length == 0) {
+            System.err.println("usage: TraceReplay trace.jsonl [POOL_CHUNKS[xENGINES] ...]  (a Mooncake-format trace)");
+            System.exit(2);
+        }
+        Path trace = Path.of(args[0]);
+        List<String> setups = new ArrayList<>(List.of(args).subList(1, args.length));
         if (setups.isEmpty()) {
             setups = List.of("8192", "60000", "8192x4");
         }
