@@ -28,6 +28,7 @@ import java.util.List;
 import java.util.Map;
 import java.util.concurrent.CompletableFuture;
 import java.util.concurrent.CompletionException;
+import java.util.concurrent.ExecutionException;
 import java.util.concurrent.Executors;
 import java.util.concurrent.ScheduledExecutorService;
 import java.util.concurrent.TimeUnit;
@@ -70,6 +71,11 @@ public final class KvMarketplace implements AutoCloseable {
     private final ScheduledExecutorService housekeeping;
     private final boolean ownsRegistry;
     private final OperationGate gate = new OperationGate();
+    /** Completes when the first close() has withdrawn everything and released, or handed off, the resources. */
+    private final CompletableFuture<Void> closed = new CompletableFuture<>();
+    /** Completes when the first close() has withdrawn this marketplace's offers. */
+    private final CompletableFuture<Void> withdrawn = new CompletableFuture<>();
+    private final boolean ownsTransports;
     /** Read-held while an export publishes, write-held while close withdraws: nothing is published behind close. */
     private final ReentrantReadWriteLock publishing = new ReentrantReadWriteLock();
 
@@ -81,10 +87,6 @@ public final class KvMarketplace implements AutoCloseable {
                     + " differs from the namespace layout " + namespace.layout());
         }
         this.device = b.device;
-        this.registry = b.registry != null ? b.registry : NodeLocalRegistry.openDefault();
-        this.ownsRegistry = b.registry == null;
-        this.transports = b.transports != null ? List.copyOf(b.transports)
-                : List.of(new DeviceIpcTransport(device, nodeId, b.offerLeaseMs));
         this.hasher = new PrefixHasher(namespace, b.chunkTokens);
         this.format = new ChunkFormat(namespace.layout(), b.chunkTokens);
         this.layoutFingerprint = PrefixHasher.layoutFingerprint(namespace.layout());
@@ -92,7 +94,20 @@ public final class KvMarketplace implements AutoCloseable {
         this.offerLeaseMs = b.offerLeaseMs;
         long budget = b.poolBytes > 0 ? b.poolBytes
                 : Math.max(format.chunkBytes(), Math.min(DEFAULT_POOL_CHUNKS * format.chunkBytes(), DEFAULT_POOL_CAP_BYTES));
-        this.pool = new ExportPool(device, registry, budget, format.chunkBytes());
+        // Opened last of what can fail on bad arguments, and closed again if the pool cannot be allocated.
+        this.registry = b.registry != null ? b.registry : NodeLocalRegistry.openDefault();
+        this.ownsRegistry = b.registry == null;
+        this.ownsTransports = b.transports == null;
+        this.transports = b.transports != null ? List.copyOf(b.transports)
+                : List.of(new DeviceIpcTransport(device, nodeId, b.offerLeaseMs));
+        try {
+            this.pool = new ExportPool(device, registry, budget, format.chunkBytes());
+        } catch (RuntimeException e) {
+            if (ownsRegistry) {
+                registry.close();
+            }
+            throw e;
+        }
         this.housekeeping = Executors.newSingleThreadScheduledExecutor(r -> {
             Thread t = new Thread(r, "kvmarket-housekeeping");
             t.setDaemon(true);
@@ -241,7 +256,14 @@ public final class KvMarketplace implements AutoCloseable {
             gate.exit();
             throw e;
         }
-        return loaded.whenComplete((r, e) -> gate.exit());
+        // The gate is left before the engine's callbacks run, and they run marked, so that a close() from one of
+        // them neither waits for this load nor for others that may need this very thread.
+        CompletableFuture<LoadResult> result = new CompletableFuture<>();
+        loaded.whenComplete((r, e) -> {
+            gate.exit();
+            OperationGate.completeMarked(result, r, e);
+        });
+        return result;
     }
 
     private void checkIssuer(Match match) {
@@ -421,7 +443,7 @@ public final class KvMarketplace implements AutoCloseable {
             } catch (RuntimeException e) {
                 return skippedExport(0, already, fresh.size(), "copy into the pool failed: " + unwrap(e));
             }
-            long expiry = registry.clockMillis() + offerLeaseMs;
+            long expiry = OfferRegistry.expiry(registry.clockMillis(), offerLeaseMs);
             byte[] handle = pool.handle();
             Offer[] offeredAt = new Offer[keys.length];
             int[] slotAt = new int[keys.length];
@@ -490,7 +512,7 @@ public final class KvMarketplace implements AutoCloseable {
 
     /** Renews the leases of this process's offers and drops mappings of dead or idle peers. */
     void housekeep() {
-        long expiry = registry.clockMillis() + offerLeaseMs;
+        long expiry = OfferRegistry.expiry(registry.clockMillis(), offerLeaseMs);
         for (Offer o : pool.publishedOffers()) {
             try {
                 if (!registry.renew(o, expiry)) {
@@ -504,39 +526,64 @@ public final class KvMarketplace implements AutoCloseable {
     }
 
     /**
-     * Refuses further matches, loads and exports, waits for those running, withdraws this marketplace's offers,
-     * frees the pool, and closes the registry if the builder opened it. When running copies do not finish within
-     * {@value #CLOSE_WAIT_MS} ms the offers are still withdrawn but the pool's memory is kept until the process
-     * exits, since a copy may still touch it. Idempotent.
+     * Refuses further matches, loads and exports, withdraws this marketplace's offers at once, waits for the
+     * operations still running, then frees the pool and closes what the builder opened (default registry and
+     * transports). Idempotent; a call while another is closing returns when that one has.
+     *
+     * <p>Waiting is bounded by {@value #CLOSE_WAIT_MS} ms and skipped when close() runs in a callback of one of
+     * this marketplace's loads or on an interrupted thread, since the operations it would wait for may need that
+     * very thread. The pool is then freed by the last running operation as it ends, never under a running copy.
      */
     @Override
     public void close() {
         if (!gate.close()) {
+            awaitOtherClose();
             return;
         }
-        housekeeping.shutdown();
-        boolean idle;
         try {
-            // A renewal in flight finishes; interrupting it would only abort its registry write.
-            housekeeping.awaitTermination(10, TimeUnit.SECONDS);
-            idle = gate.awaitIdle(CLOSE_WAIT_MS);
-        } catch (InterruptedException e) {
-            Thread.currentThread().interrupt();
-            idle = false;
-        }
-        publishing.writeLock().lock();
-        try {
-            if (idle) {
-                pool.close();
-            } else {
-                LOG.warn("closing with exports or loads still running after {} ms: offers withdrawn, pool memory "
-                        + "kept until exit", CLOSE_WAIT_MS);
+            housekeeping.shutdown();
+            // Nothing is offered from here on: a running export sees the gate closed before it publishes.
+            publishing.writeLock().lock();
+            try {
                 pool.withdrawAll();
+            } finally {
+                publishing.writeLock().unlock();
+                withdrawn.complete(null);
+            }
+            if (!gate.releaseWhenIdle(this::releaseResources, CLOSE_WAIT_MS)) {
+                LOG.info("close: offers withdrawn; the pool is freed when the running loads and exports end");
             }
         } finally {
-            publishing.writeLock().unlock();
+            withdrawn.complete(null);
+            closed.complete(null);
         }
-        transports.forEach(Transport::close);
+    }
+
+    private void awaitOtherClose() {
+        try {
+            // From a load's callback only the withdrawal is awaited: the first close may be waiting for this thread.
+            (OperationGate.inCompletion() ? withdrawn : closed).get();
+        } catch (InterruptedException e) {
+            Thread.currentThread().interrupt();
+        } catch (ExecutionException e) {
+            throw new IllegalStateException("cannot happen: closed completes normally", e);
+        }
+    }
+
+    /** Runs once no operation runs: frees the pool and closes what the builder opened. */
+    private void releaseResources() {
+        try {
+            // A renewal in flight finishes; interrupting it would only abort its registry write.
+            if (!housekeeping.awaitTermination(10, TimeUnit.SECONDS)) {
+                LOG.warn("lease renewal still running after 10 s at close");
+            }
+        } catch (InterruptedException e) {
+            Thread.currentThread().interrupt();
+        }
+        pool.close();
+        if (ownsTransports) {
+            transports.forEach(Transport::close);
+        }
         if (ownsRegistry) {
             registry.close();
         }
@@ -611,7 +658,8 @@ public final class KvMarketplace implements AutoCloseable {
 
         /**
          * Transports tried in order; default: one {@link DeviceIpcTransport} over the device that unmaps a peer
-         * buffer unused for one offer lease.
+         * buffer unused for one offer lease. Transports given here stay the caller's to close, as a given registry
+         * does; the default one closes with the marketplace.
          */
         public Builder transports(List<Transport> transports) {
             this.transports = transports;

@@ -1,15 +1,20 @@
 package io.kvmarket;
 
+import java.util.concurrent.CompletableFuture;
 import java.util.concurrent.TimeUnit;
 
 /**
- * Counts the exports and loads a marketplace has running, so that {@link KvMarketplace#close} can refuse new ones
- * and wait for those in flight before it withdraws the offers and frees the pool they write into or read from.
+ * Counts the matches, loads and exports a marketplace has running, so that {@link KvMarketplace#close} can refuse
+ * new ones and release what they use (the pool they copy into or read from) only once they have all ended.
  */
 final class OperationGate {
 
+    /** Set while a thread completes a load's future, so a close() from the engine's callback does not wait on it. */
+    private static final ThreadLocal<Boolean> IN_COMPLETION = ThreadLocal.withInitial(() -> false);
+
     private int running;
     private boolean closed;
+    private Runnable onIdle;
 
     /** @throws IllegalStateException once closing has begun */
     synchronized void enter() {
@@ -19,9 +24,17 @@ final class OperationGate {
         running++;
     }
 
-    synchronized void exit() {
-        if (--running == 0 && closed) {
-            notifyAll();
+    void exit() {
+        Runnable release = null;
+        synchronized (this) {
+            if (--running == 0 && closed) {
+                notifyAll();
+                release = onIdle;
+                onIdle = null;
+            }
+        }
+        if (release != null) {
+            release.run();
         }
     }
 
@@ -36,20 +49,62 @@ final class OperationGate {
         return first;
     }
 
-    /** @return true once nothing runs; false when {@code timeoutMs} passed first */
-    synchronized boolean awaitIdle(long timeoutMs) throws InterruptedException {
-        long deadline = System.nanoTime() + TimeUnit.MILLISECONDS.toNanos(timeoutMs);
-        while (running > 0) {
-            long left = deadline - System.nanoTime();
-            if (left <= 0) {
-                return false;
-            }
-            TimeUnit.NANOSECONDS.timedWait(this, left);
-        }
-        return true;
-    }
-
     synchronized boolean isClosed() {
         return closed;
+    }
+
+    /**
+     * Runs {@code release} once nothing runs: here, when that happens within {@code waitMs}; otherwise the last
+     * operation to end runs it. The caller does not wait when it is completing a load itself (the operations it
+     * would wait for may need its thread, a device's completion thread) or when it is interrupted.
+     *
+     * @return true when {@code release} ran here
+     */
+    boolean releaseWhenIdle(Runnable release, long waitMs) {
+        boolean runHere;
+        synchronized (this) {
+            long deadline = System.nanoTime() + TimeUnit.MILLISECONDS.toNanos(waitMs);
+            boolean mayWait = !IN_COMPLETION.get() && !Thread.currentThread().isInterrupted();
+            while (running > 0 && mayWait) {
+                long left = deadline - System.nanoTime();
+                if (left <= 0) {
+                    break;
+                }
+                try {
+                    TimeUnit.NANOSECONDS.timedWait(this, left);
+                } catch (InterruptedException e) {
+                    Thread.currentThread().interrupt();
+                    mayWait = false;
+                }
+            }
+            runHere = running == 0;
+            if (!runHere) {
+                onIdle = release;
+            }
+        }
+        if (runHere) {
+            release.run();
+        }
+        return runHere;
+    }
+
+    /** True while this thread completes one of the marketplaces' load futures (the engine's callbacks run). */
+    static boolean inCompletion() {
+        return IN_COMPLETION.get();
+    }
+
+    /** Completes a load's future with the flag set that {@link #releaseWhenIdle} reads. */
+    static <T> void completeMarked(CompletableFuture<T> future, T value, Throwable error) {
+        boolean outer = IN_COMPLETION.get();
+        IN_COMPLETION.set(true);
+        try {
+            if (error != null) {
+                future.completeExceptionally(error);
+            } else {
+                future.complete(value);
+            }
+        } finally {
+            IN_COMPLETION.set(outer);
+        }
     }
 }

@@ -95,6 +95,35 @@ public final class NodeDirectory {
         }
     }
 
+    /**
+     * Checks a file found in the node directory before it is trusted: a regular file (not a symbolic link, FIFO or
+     * device) of this process's user that group and others cannot write.
+     *
+     * @throws IllegalStateException naming the path, owner and mode otherwise
+     */
+    public static void checkOwnFile(Path file) throws IOException {
+        PosixFileAttributes attrs = Files.readAttributes(file, PosixFileAttributes.class, LinkOption.NOFOLLOW_LINKS);
+        String owner = attrs.owner().getName();
+        String mode = PosixFilePermissions.toString(attrs.permissions());
+        if (!attrs.isRegularFile()) {
+            throw refusedFile(file, attrs.isSymbolicLink() ? "is a symbolic link" : "is not a regular file", owner,
+                    mode);
+        }
+        long uid = ((Number) Files.getAttribute(file, "unix:uid", LinkOption.NOFOLLOW_LINKS)).longValue();
+        if (uid != Uid.CURRENT) {
+            throw refusedFile(file, "belongs to another user (uid " + uid + ")", owner, mode);
+        }
+        Set<PosixFilePermission> p = attrs.permissions();
+        if (p.contains(PosixFilePermission.GROUP_WRITE) || p.contains(PosixFilePermission.OTHERS_WRITE)) {
+            throw refusedFile(file, "is writable by group or others", owner, mode);
+        }
+    }
+
+    private static IllegalStateException refusedFile(Path file, String why, String owner, String mode) {
+        return new IllegalStateException("refusing kvmarket file " + file + ": it " + why + " (owner " + owner
+                + ", mode " + mode + "); remove it");
+    }
+
     private static IllegalStateException refused(Path dir, String why, String owner, String mode) {
         return new IllegalStateException("refusing kvmarket directory " + dir + ": it " + why + " (owner " + owner
                 + ", mode " + mode + "). It holds KV of every prompt of this user; remove it, or point kvmarket.dir "

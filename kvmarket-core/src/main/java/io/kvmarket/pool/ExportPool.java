@@ -56,6 +56,8 @@ public final class ExportPool implements AutoCloseable {
     private final long[] lastUsedMs;
     private long evictions;
     private boolean closed;
+    /** Set when an offer of this pool could not be withdrawn: freeing the memory could then serve reused bytes. */
+    private boolean offerMayOutliveMemory;
     /** Guards the slot maps; held across registry withdraws while evicting, so {@link #touch} only tries it. */
     private final ReentrantLock lock = new ReentrantLock();
 
@@ -122,7 +124,7 @@ public final class ExportPool implements AutoCloseable {
                 Withdrawal w = withdraw(e.getValue(), lastUsedMs[e.getKey()]);
                 if (w == Withdrawal.WITHDRAWN) {
                     it.remove();
-                    evicted(e.getValue());
+                    evicted(e.getKey(), e.getValue());
                     got[n++] = e.getKey();
                 } else if (w == Withdrawal.IMPORTED_SINCE) {
                     importedElsewhere.add(e.getKey());
@@ -139,7 +141,7 @@ public final class ExportPool implements AutoCloseable {
                 Offer o = published.get(slot);
                 if (withdraw(o, Long.MAX_VALUE) == Withdrawal.WITHDRAWN) {
                     published.remove(slot);
-                    evicted(o);
+                    evicted(slot, o);
                     got[n++] = slot;
                 }
             }
@@ -156,8 +158,8 @@ public final class ExportPool implements AutoCloseable {
         }
     }
 
-    private void evicted(Offer o) {
-        slotOfKey.remove(o.key());
+    private void evicted(int slot, Offer o) {
+        slotOfKey.remove(o.key(), slot); // only this slot's: the key may since be held by another slot
         evictions++;
     }
 
@@ -254,22 +256,22 @@ public final class ExportPool implements AutoCloseable {
     /**
      * Withdraws every offer of this pool, pinned or not, and forgets them; the memory stays allocated.
      *
-     * @return false when some offer could not be withdrawn (the registry failed)
+     * @return false when some offer of this pool, now or in an earlier call, could not be withdrawn (the registry
+     *         failed): its memory must then stay allocated, since the offer may still be served
      */
     public boolean withdrawAll() {
         return locked(() -> {
-            boolean allWithdrawn = true;
             for (Offer o : published.values()) {
                 try {
                     registry.withdraw(o);
                 } catch (RegistryException e) {
-                    allWithdrawn = false;
+                    offerMayOutliveMemory = true;
                     LOG.warn("cannot withdraw {} on close: {}", o, e.getMessage());
                 }
             }
             published.clear();
             slotOfKey.clear();
-            return allWithdrawn;
+            return !offerMayOutliveMemory;
         });
     }
 }

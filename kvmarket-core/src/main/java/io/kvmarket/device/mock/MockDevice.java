@@ -18,6 +18,7 @@ import java.nio.MappedByteBuffer;
 import java.nio.channels.FileChannel;
 import java.nio.file.DirectoryStream;
 import java.nio.file.Files;
+import java.nio.file.LinkOption;
 import java.nio.file.NoSuchFileException;
 import java.nio.file.Path;
 import java.nio.file.StandardOpenOption;
@@ -170,7 +171,15 @@ public final class MockDevice implements Device {
             return own;
         }
         Path file = dir.resolve(fileName(owner.pid(), owner.startTime(), seq));
-        try (FileChannel ch = FileChannel.open(file)) {
+        try {
+            // Checked before it is opened: opening a FIFO planted under that name would block.
+            NodeDirectory.checkOwnFile(file);
+        } catch (NoSuchFileException e) {
+            throw new DeviceException("peer allocation " + file.getFileName() + " is gone (freed, or its owner died)");
+        } catch (IOException | IllegalStateException e) {
+            throw new DeviceException("cannot trust peer allocation " + file.getFileName() + ": " + e.getMessage(), e);
+        }
+        try (FileChannel ch = FileChannel.open(file, StandardOpenOption.READ, LinkOption.NOFOLLOW_LINKS)) {
             if (ch.size() != size) {
                 throw new DeviceException("peer allocation " + file.getFileName() + " has " + ch.size()
                         + " bytes, handle says " + size);

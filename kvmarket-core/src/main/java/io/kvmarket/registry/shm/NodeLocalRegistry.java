@@ -95,6 +95,7 @@ public final class NodeLocalRegistry implements OfferRegistry {
         Path path = NodeDirectory.ensure(dir).resolve(FILE_NAME);
         try {
             createIfMissing(path, capacity);
+            NodeDirectory.checkOwnFile(path);
             // One lock per file, however it is named: fcntl locks belong to the process, not to a channel.
             this.file = path.toRealPath();
             this.jvmLock = JVM_LOCKS.computeIfAbsent(file, p -> new ReentrantLock());
@@ -425,8 +426,13 @@ public final class NodeLocalRegistry implements OfferRegistry {
         v.seq = map.getLong(base + SEQ);
     }
 
+    /**
+     * Served: live lease, live owner, and fields an offer can hold. A slot some process damaged is never served, so
+     * lookups pass over it as a miss and writers tombstone it like any unserved slot.
+     */
     private boolean served(SlotView v, long nowMs) {
-        return v.leaseExpiry > nowMs && liveness.isAlive(new ProcessIdentity(v.ownerPid, v.ownerStart));
+        return v.leaseExpiry > nowMs && v.wellFormed()
+                && liveness.isAlive(new ProcessIdentity(v.ownerPid, v.ownerStart));
     }
 
     // ---- writing (caller holds the lock)
@@ -651,6 +657,7 @@ public final class NodeLocalRegistry implements OfferRegistry {
         long chunkOffset;
         long chunkLength;
         long layoutFingerprint;
+        long rawHandleLength;
         int handleLength;
         final byte[] handle = new byte[HANDLE_CAPACITY];
 
@@ -666,9 +673,15 @@ public final class NodeLocalRegistry implements OfferRegistry {
             chunkOffset = m.getLong(base + CHUNK_OFFSET);
             chunkLength = m.getLong(base + CHUNK_LENGTH);
             layoutFingerprint = m.getLong(base + LAYOUT_FINGERPRINT);
-            long len = m.getLong(base + HANDLE_LENGTH);
-            handleLength = (int) Math.max(0, Math.min(HANDLE_CAPACITY, len));
+            rawHandleLength = m.getLong(base + HANDLE_LENGTH);
+            handleLength = (int) Math.max(0, Math.min(HANDLE_CAPACITY, rawHandleLength));
             m.get(base + HANDLE, handle, 0, handleLength);
+        }
+
+        /** Fields within what {@link Offer} accepts, so {@link #toOffer} cannot fail. */
+        boolean wellFormed() {
+            return rawHandleLength >= 1 && rawHandleLength <= HANDLE_CAPACITY && chunkOffset >= 0 && chunkLength > 0
+                    && ownerPid > 0;
         }
 
         boolean sameHandle(Offer offer) {

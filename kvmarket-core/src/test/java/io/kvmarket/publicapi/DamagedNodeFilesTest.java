@@ -1,0 +1,183 @@
+package io.kvmarket.publicapi;
+
+import io.kvmarket.LoadResult;
+import io.kvmarket.Match;
+import io.kvmarket.device.mock.MockDevice;
+import io.kvmarket.key.ChunkKey;
+import io.kvmarket.node.NodeId;
+import io.kvmarket.node.ProcessIdentity;
+import io.kvmarket.registry.Offer;
+import io.kvmarket.registry.PublishOutcome;
+import io.kvmarket.registry.shm.NodeLocalRegistry;
+import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.Timeout;
+import org.junit.jupiter.api.io.TempDir;
+
+import java.nio.ByteBuffer;
+import java.nio.ByteOrder;
+import java.nio.channels.FileChannel;
+import java.nio.file.Files;
+import java.nio.file.LinkOption;
+import java.nio.file.Path;
+import java.nio.file.StandardOpenOption;
+import java.nio.file.attribute.PosixFilePermissions;
+import java.time.Duration;
+import java.util.ArrayList;
+import java.util.Arrays;
+import java.util.HashSet;
+import java.util.List;
+import java.util.Set;
+import java.util.concurrent.CompletableFuture;
+import java.util.concurrent.TimeUnit;
+
+import static io.kvmarket.publicapi.Rig.range;
+import static io.kvmarket.publicapi.Rig.tokens;
+import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertNotNull;
+import static org.junit.jupiter.api.Assertions.assertNull;
+import static org.junit.jupiter.api.Assertions.assertThrows;
+import static org.junit.jupiter.api.Assertions.assertTimeoutPreemptively;
+import static org.junit.jupiter.api.Assertions.assertTrue;
+
+@Timeout(60)
+class DamagedNodeFilesTest {
+
+    private static final int HEADER = 128;
+    private static final int SLOT = 256;
+    private static final int HANDLE_LENGTH = 96;
+
+    @TempDir
+    Path dir;
+
+    private static Offer offer(long slot, long generation) {
+        byte[] handle = new byte[44];
+        Arrays.fill(handle, (byte) 7);
+        return new Offer(new ChunkKey(slot * 1_000_003L, slot), NodeId.local(), ProcessIdentity.current(), handle,
+                0, 64, 1, generation, System.currentTimeMillis() + 60_000);
+    }
+
+    private static void writeLong(Path file, long position, long value) throws Exception {
+        try (FileChannel ch = FileChannel.open(file, StandardOpenOption.WRITE)) {
+            ch.write(ByteBuffer.allocate(8).order(ByteOrder.LITTLE_ENDIAN).putLong(0, value), position);
+        }
+    }
+
+    /**
+     * One live offer whose handle length another process zeroed: it is never served, and the next rebuild (which
+     * runs whenever tombstones pass 1/8 of the table) drops it and keeps every healthy offer.
+     */
+    @Test
+    void oneDamagedSlotIsPassedOverAndARebuildKeepsEveryHealthyOffer() throws Exception {
+        try (NodeLocalRegistry registry = NodeLocalRegistry.open(dir, 16)) {
+            List<Offer> healthy = new ArrayList<>();
+            for (long s = 0; s < 4; s++) {
+                Offer o = offer(s, 100 + s);
+                assertEquals(PublishOutcome.PUBLISHED, registry.publish(o));
+                healthy.add(o);
+            }
+            Offer damaged = offer(8, 200);
+            assertEquals(PublishOutcome.PUBLISHED, registry.publish(damaged));
+            List<Offer> toWithdraw = new ArrayList<>();
+            for (long s = 10; s < 13; s++) {
+                Offer o = offer(s, 300 + s);
+                assertEquals(PublishOutcome.PUBLISHED, registry.publish(o));
+                toWithdraw.add(o);
+            }
+            writeLong(registry.file(), HEADER + 8L * SLOT + HANDLE_LENGTH, 0); // another process's stray write
+            assertNull(registry.lookup(damaged.key()), "a damaged slot is not served");
+            RuntimeException thrown = null;
+            for (Offer o : toWithdraw) {
+                try {
+                    registry.withdraw(o); // the third tombstone (> 16/8) triggers a rebuild
+                } catch (RuntimeException e) {
+                    thrown = e;
+                }
+            }
+            assertNull(thrown, "a rebuild meeting a damaged slot failed the withdraw that triggered it");
+            List<Offer> lost = new ArrayList<>();
+            for (Offer o : healthy) {
+                if (!registry.isCurrent(o)) {
+                    lost.add(o);
+                }
+            }
+            assertEquals(List.of(), lost, "healthy offers dropped by a rebuild that met one damaged slot (withdraw threw "
+                    + thrown + ")");
+        }
+    }
+
+    /** A FIFO planted in place of the registry file: opening must fail cleanly and promptly, not hang. */
+    @Test
+    void aFifoInPlaceOfTheRegistryFileIsRefusedPromptly() throws Exception {
+        Path node = dir.resolve("node");
+        NodeLocalRegistry.open(node, 16).close();
+        Path file = node.resolve(NodeLocalRegistry.FILE_NAME);
+        Files.delete(file);
+        Process mk = new ProcessBuilder("mkfifo", file.toString()).start();
+        assertEquals(0, mk.waitFor());
+        assertTimeoutPreemptively(Duration.ofSeconds(5),
+                () -> assertThrows(IllegalStateException.class, () -> NodeLocalRegistry.open(node, 16)));
+    }
+
+    /**
+     * A registry file that is a symlink to another user's world-writable file (planted while the directory was
+     * open, before it was made private) is refused. Needs root to give the file to another user.
+     */
+    @Test
+    void aRegistryFileThatIsASymlinkToAnotherUsersFileIsRefused() throws Exception {
+        org.junit.jupiter.api.Assumptions.assumeTrue("root".equals(System.getProperty("user.name")),
+                "needs root to give a file to another user; skipped");
+        Path node = dir.resolve("node");
+        Path elsewhere = Files.createDirectory(dir.resolve("elsewhere"));
+        NodeLocalRegistry.open(elsewhere.resolve("n"), 16).close();
+        Path theirs = elsewhere.resolve("n").resolve(NodeLocalRegistry.FILE_NAME);
+        Files.setPosixFilePermissions(theirs, PosixFilePermissions.fromString("rw-rw-rw-"));
+        Files.setAttribute(theirs, "unix:uid", 65534, LinkOption.NOFOLLOW_LINKS);
+        Files.createDirectory(node, PosixFilePermissions.asFileAttribute(PosixFilePermissions.fromString("rwx------")));
+        Files.createSymbolicLink(node.resolve(NodeLocalRegistry.FILE_NAME), theirs);
+        assertThrows(IllegalStateException.class, () -> NodeLocalRegistry.open(node, 16).close(),
+                "a registry file that is a symlink to another user's world-writable file was accepted");
+    }
+
+    /**
+     * A FIFO in place of an exporter's memory file (same user only: the directory is private): an import must end
+     * as a miss, not block the loading thread and then close() forever.
+     */
+    @Test
+    void aFifoInPlaceOfAPeerMemoryFileDoesNotHangALoad() throws Exception {
+        io.kvmarket.registry.InProcessRegistry registry = new io.kvmarket.registry.InProcessRegistry();
+        try (MockDevice exporterDevice = new MockDevice(dir); MockDevice importerDevice = new MockDevice(dir)) {
+            Set<Path> before = Rig.memoryFiles(dir);
+            Rig exporter = new Rig(exporterDevice, registry, 4);
+            Set<Path> files = new HashSet<>(Rig.memoryFiles(dir));
+            files.removeAll(before);
+            Rig importer = new Rig(importerDevice, registry, 4);
+            int[] p = tokens(64, 1);
+            exporter.fill(range(0, 4), 4, 1);
+            assertEquals(2, exporter.market.export(p, 64, range(0, 4)).chunksPublished());
+            // the pool is the later of the exporter's two allocations
+            Path pool = files.stream().max((a, b) -> Long.compare(seq(a), seq(b))).orElseThrow();
+            Files.delete(pool);
+            assertEquals(0, new ProcessBuilder("mkfifo", pool.toString()).start().waitFor());
+            Match m = importer.market.match(p, 64);
+            assertEquals(64, m.tokens());
+            CompletableFuture<LoadResult> load = CompletableFuture.supplyAsync(
+                    () -> importer.market.load(m, range(8, 4)).join());
+            LoadResult r;
+            try {
+                r = load.get(5, TimeUnit.SECONDS);
+            } catch (java.util.concurrent.TimeoutException e) {
+                // unblock the stuck open(2) so the JVM can go on
+                try (FileChannel w = FileChannel.open(pool, StandardOpenOption.WRITE)) {
+                    assertNotNull(w);
+                }
+                throw new AssertionError("load() blocked opening a FIFO planted as a peer memory file");
+            }
+            assertTrue(r.isMiss());
+        }
+    }
+
+    private static long seq(Path p) {
+        String n = p.getFileName().toString();
+        return Long.parseLong(n.substring(n.lastIndexOf('-') + 1, n.indexOf('.')));
+    }
+}
