@@ -17,7 +17,7 @@ jars=$(ls .device/lib/*.jar | tr '\n' ':')
 # One plain class path, so the tests' child JVMs (java.class.path) see the same classes.
 java -cp ".device/test-classes/kvmarket-native:.device/test-classes/kvmarket-nvlink:${jars}.device/junit/junit-platform-console-standalone.jar" \
   org.junit.platform.console.ConsoleLauncher execute \
-  --select-package io.kvmarket.nativecopy --select-package io.kvmarket.cuda --details=summary 2>&1 | tee "$out/tests.log"
+  --select-package io.kvmarket.nativecopy --select-package io.kvmarket.nvlink --details=summary 2>&1 | tee "$out/tests.log"
 
 echo "== import benchmark"
 java -cp "$jars" io.kvmarket.benchmarks.gpu.GpuImportBenchmark 2>&1 | tee "$out/import.log"

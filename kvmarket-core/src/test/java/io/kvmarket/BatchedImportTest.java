@@ -3,7 +3,7 @@ package io.kvmarket;
 import io.kvmarket.device.CopyBatch;
 import io.kvmarket.device.Device;
 import io.kvmarket.device.DeviceBuffer;
-import io.kvmarket.device.mock.MockDevice;
+import io.kvmarket.device.host.HostDevice;
 import io.kvmarket.kv.PagedKvCache;
 import io.kvmarket.registry.shm.NodeLocalRegistry;
 import io.kvmarket.transfer.DeviceIpcTransport;
@@ -31,11 +31,11 @@ class BatchedImportTest {
 
     /** Records every copy the marketplace asks of the device. */
     static final class RecordingDevice implements Device {
-        final MockDevice delegate;
+        final HostDevice delegate;
         final List<CopyBatch> batches = new CopyOnWriteArrayList<>();
         final List<DeviceBuffer> sources = new CopyOnWriteArrayList<>();
 
-        RecordingDevice(MockDevice delegate) {
+        RecordingDevice(HostDevice delegate) {
             this.delegate = delegate;
         }
 
@@ -79,7 +79,7 @@ class BatchedImportTest {
         try (NodeLocalRegistry registry = NodeLocalRegistry.open(dir, 1024);
              KvFixture first = new KvFixture(dir, registry, 8);
              KvFixture second = new KvFixture(dir, registry, 8);
-             RecordingDevice device = new RecordingDevice(new MockDevice(dir))) {
+             RecordingDevice device = new RecordingDevice(new HostDevice(dir))) {
             int[] t = tokens(128, 5);
             int[] blocks = scattered(8, 5);
             // Chunks 0 and 2 from the first exporter, 1 and 3 from the second: sources interleave.
@@ -104,7 +104,7 @@ class BatchedImportTest {
                     assertEquals(2 * LAYOUT.regionsPerBlock(), device.batches.get(i).segments());
                     assertEquals(2 * first.market.pool().chunkBytes(), device.batches.get(i).totalBytes());
                 }
-                var memory = ((io.kvmarket.device.mock.MockBuffer) cache.buffer()).memory();
+                var memory = ((io.kvmarket.device.host.HostBuffer) cache.buffer()).memory();
                 byte[] got = new byte[(int) (8 * LAYOUT.blockBytes())];
                 int p = 0;
                 for (int b = 0; b < 8; b++) {

@@ -1,6 +1,6 @@
 package io.kvmarket;
 
-import io.kvmarket.device.mock.MockDevice;
+import io.kvmarket.device.host.HostDevice;
 import io.kvmarket.registry.Offer;
 import io.kvmarket.registry.PublishOutcome;
 import io.kvmarket.registry.RegistryContractTest;
@@ -113,8 +113,8 @@ class CrossProcessTest {
 
         registry.sweep();
         assertEquals(0, registry.liveSlots(), "the dead exporter's offers are swept");
-        new MockDevice(dir).close();
-        try (var files = Files.list(dir.resolve("mock-device"))) {
+        new HostDevice(dir).close();
+        try (var files = Files.list(dir.resolve("host-device"))) {
             assertEquals(0, files.filter(f -> f.getFileName().toString().startsWith(child.pid() + "-")).count(),
                     "the dead exporter's device memory is deleted");
         }

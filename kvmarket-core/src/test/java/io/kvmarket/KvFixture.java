@@ -1,11 +1,11 @@
 package io.kvmarket;
 
 import io.kvmarket.device.DeviceBuffer;
-import io.kvmarket.device.mock.MockBuffer;
-import io.kvmarket.device.mock.MockDevice;
-import io.kvmarket.key.DType;
-import io.kvmarket.key.KvLayout;
-import io.kvmarket.key.LayoutOrder;
+import io.kvmarket.device.host.HostBuffer;
+import io.kvmarket.device.host.HostDevice;
+import io.kvmarket.kv.DType;
+import io.kvmarket.kv.KvLayout;
+import io.kvmarket.kv.LayoutOrder;
 import io.kvmarket.key.Namespace;
 import io.kvmarket.kv.PagedKvCache;
 import io.kvmarket.registry.OfferRegistry;
@@ -17,7 +17,7 @@ import java.nio.file.Path;
 import java.util.List;
 import java.util.function.UnaryOperator;
 
-/** One engine for tests: a mock device, a paged KV cache on it, and a marketplace over a given registry. */
+/** One engine for tests: a host device, a paged KV cache on it, and a marketplace over a given registry. */
 final class KvFixture implements AutoCloseable {
 
     static final KvLayout LAYOUT = KvLayout.of(2, 2, 4, DType.FLOAT32, 16, LayoutOrder.LAYER_MAJOR);
@@ -25,7 +25,7 @@ final class KvFixture implements AutoCloseable {
     static final int CHUNK = 32;
     static final int BLOCKS = 64;
 
-    final MockDevice device;
+    final HostDevice device;
     final PagedKvCache cache;
     final KvMarketplace market;
     final DeviceIpcTransport transport;
@@ -35,7 +35,7 @@ final class KvFixture implements AutoCloseable {
     }
 
     KvFixture(Path nodeDir, OfferRegistry registry, int poolChunks, Namespace ns, UnaryOperator<Transport> wrap) {
-        device = new MockDevice(nodeDir);
+        device = new HostDevice(nodeDir);
         DeviceIpcTransport ipc = new DeviceIpcTransport(device);
         DeviceBuffer buf = device.allocate(PagedKvCache.requiredBytes(ns.layout(), BLOCKS));
         cache = new PagedKvCache(buf, ns.layout(), BLOCKS);
@@ -47,7 +47,7 @@ final class KvFixture implements AutoCloseable {
     }
 
     ByteBuffer memory() {
-        return ((MockBuffer) cache.buffer()).memory();
+        return ((HostBuffer) cache.buffer()).memory();
     }
 
     /** Writes KV for the request's blocks as a function of (salt, logical block index, region, byte). */

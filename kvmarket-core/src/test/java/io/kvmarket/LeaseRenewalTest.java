@@ -1,6 +1,6 @@
 package io.kvmarket;
 
-import io.kvmarket.device.mock.MockDevice;
+import io.kvmarket.device.host.HostDevice;
 import io.kvmarket.kv.PagedKvCache;
 import io.kvmarket.registry.shm.NodeLocalRegistry;
 import org.junit.jupiter.api.Test;
@@ -20,7 +20,7 @@ class LeaseRenewalTest {
     @Test
     void liveExporterKeepsItsShortLeasedOffersServed() throws Exception {
         try (NodeLocalRegistry registry = NodeLocalRegistry.open(dir, 1024);
-             MockDevice device = new MockDevice(dir)) {
+             HostDevice device = new HostDevice(dir)) {
             PagedKvCache cache = new PagedKvCache(device.allocate(PagedKvCache.requiredBytes(LAYOUT, 8)), LAYOUT, 8);
             int[] t = KvFixture.tokens(64, 1);
             try (KvMarketplace market = KvMarketplace.builder().namespace(NS).kvCache(cache).device(device)

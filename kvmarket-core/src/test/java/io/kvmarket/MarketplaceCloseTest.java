@@ -3,7 +3,7 @@ package io.kvmarket;
 import io.kvmarket.device.CopyBatch;
 import io.kvmarket.device.Device;
 import io.kvmarket.device.DeviceBuffer;
-import io.kvmarket.device.mock.MockDevice;
+import io.kvmarket.device.host.HostDevice;
 import io.kvmarket.key.ChunkKey;
 import io.kvmarket.kv.PagedKvCache;
 import io.kvmarket.registry.shm.NodeLocalRegistry;
@@ -68,11 +68,11 @@ class MarketplaceCloseTest {
 
     @Test
     void closeWaitsForAnExportWhoseCopyIsInFlightAndLeavesNothingOffered() throws Exception {
-        try (MockDevice mock = new MockDevice(dir)) {
+        try (HostDevice host = new HostDevice(dir)) {
             CountDownLatch copying = new CountDownLatch(1);
             CountDownLatch proceed = new CountDownLatch(1);
             AtomicBoolean copyDone = new AtomicBoolean();
-            Device slow = slowDevice(mock, copying, proceed, copyDone);
+            Device slow = slowDevice(host, copying, proceed, copyDone);
             PagedKvCache cache = new PagedKvCache(slow.allocate(PagedKvCache.requiredBytes(LAYOUT, 8)), LAYOUT, 8);
             KvMarketplace market = KvMarketplace.builder().namespace(NS).kvCache(cache).device(slow)
                     .registry(registry).chunkTokens(CHUNK).build();
@@ -124,20 +124,20 @@ class MarketplaceCloseTest {
         }
     }
 
-    /** The mock device, with copies into anything but the KV cache held until {@code proceed}. */
-    private static Device slowDevice(MockDevice mock, CountDownLatch copying, CountDownLatch proceed,
+    /** The host device, with copies into anything but the KV cache held until {@code proceed}. */
+    private static Device slowDevice(HostDevice host, CountDownLatch copying, CountDownLatch proceed,
                                      AtomicBoolean copyDone) {
         return (Device) Proxy.newProxyInstance(MarketplaceCloseTest.class.getClassLoader(),
                 new Class<?>[] {Device.class}, (proxy, method, args) -> {
                     if (method.getName().equals("copy")) {
                         copying.countDown();
                         await(proceed);
-                        CompletableFuture<Void> done = mock.copy((DeviceBuffer) args[0], (DeviceBuffer) args[1],
+                        CompletableFuture<Void> done = host.copy((DeviceBuffer) args[0], (DeviceBuffer) args[1],
                                 (CopyBatch) args[2]);
                         return done.whenComplete((ok, e) -> copyDone.set(true));
                     }
                     try {
-                        return method.invoke(mock, args);
+                        return method.invoke(host, args);
                     } catch (InvocationTargetException e) {
                         throw e.getCause();
                     }

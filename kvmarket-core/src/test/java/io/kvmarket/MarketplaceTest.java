@@ -1,6 +1,6 @@
 package io.kvmarket;
 
-import io.kvmarket.device.mock.MockBuffer;
+import io.kvmarket.device.host.HostBuffer;
 import io.kvmarket.key.ChunkKey;
 import io.kvmarket.key.PrefixHasher;
 import io.kvmarket.node.NodeId;
@@ -117,7 +117,7 @@ class MarketplaceTest {
         // Between match and copy, A's pool reuses chunk 1's memory: offer withdrawn first, then overwritten.
         bTransport.beforeFetch = o -> {
             registry.withdraw(victim);
-            ByteBuffer pool = ((MockBuffer) a.market.pool().buffer()).memory();
+            ByteBuffer pool = ((HostBuffer) a.market.pool().buffer()).memory();
             for (long i = victim.offset(); i < victim.offset() + victim.length(); i++) {
                 pool.put((int) i, (byte) 0x5a);
             }

@@ -1,7 +1,7 @@
 package io.kvmarket;
 
-import io.kvmarket.device.mock.MockBuffer;
-import io.kvmarket.device.mock.MockDevice;
+import io.kvmarket.device.host.HostBuffer;
+import io.kvmarket.device.host.HostDevice;
 import io.kvmarket.kv.PagedKvCache;
 import io.kvmarket.node.NodeDirectory;
 import io.kvmarket.registry.InProcessRegistry;
@@ -42,13 +42,13 @@ class PublicationIdentityTest {
             Path node = NodeDirectory.ensure(dir.resolve("n" + attempt));
             try (OfferRegistry registry = kind.equals("in-process") ? new InProcessRegistry()
                     : NodeLocalRegistry.open(node, 1024);
-                 MockDevice device = new MockDevice(node)) {
+                 HostDevice device = new HostDevice(node)) {
                 runScenario(device, registry);
             }
         }
     }
 
-    private void runScenario(MockDevice device, OfferRegistry registry) throws Exception {
+    private void runScenario(HostDevice device, OfferRegistry registry) throws Exception {
         PagedKvCache cacheA = cache(device);
         PagedKvCache cacheB = cache(device);
         PagedKvCache cacheC = cache(device);
@@ -83,18 +83,18 @@ class PublicationIdentityTest {
         }
     }
 
-    private static KvMarketplace.Builder market(PagedKvCache cache, MockDevice device, OfferRegistry registry,
+    private static KvMarketplace.Builder market(PagedKvCache cache, HostDevice device, OfferRegistry registry,
                                                 long chunkBytes) {
         return KvMarketplace.builder().namespace(NS).kvCache(cache).device(device).registry(registry)
                 .chunkTokens(CHUNK).poolBytes(chunkBytes);
     }
 
-    private static PagedKvCache cache(MockDevice device) {
+    private static PagedKvCache cache(HostDevice device) {
         return new PagedKvCache(device.allocate(PagedKvCache.requiredBytes(LAYOUT, BLOCKS)), LAYOUT, BLOCKS);
     }
 
     private static void fill(PagedKvCache cache, int[] blocks, int salt) {
-        ByteBuffer mem = ((MockBuffer) cache.buffer()).memory();
+        ByteBuffer mem = ((HostBuffer) cache.buffer()).memory();
         for (int i = 0; i < blocks.length; i++) {
             for (int r = 0; r < LAYOUT.regionsPerBlock(); r++) {
                 int off = (int) cache.regionOffset(blocks[i], r);
@@ -106,7 +106,7 @@ class PublicationIdentityTest {
     }
 
     private static byte[] bytes(PagedKvCache cache, int[] blocks) {
-        ByteBuffer mem = ((MockBuffer) cache.buffer()).memory();
+        ByteBuffer mem = ((HostBuffer) cache.buffer()).memory();
         int regionBytes = (int) LAYOUT.regionBytes();
         byte[] out = new byte[blocks.length * LAYOUT.regionsPerBlock() * regionBytes];
         int p = 0;

@@ -38,7 +38,7 @@ public final class BenchmarkMain {
     private static final Map<String, Class<?>> GROUPS = Map.of(
             "hashing", KeyHashingBenchmark.class,
             "lookup", PrefixLookupBenchmark.class,
-            "import", MockImportBenchmark.class,
+            "import", HostImportBenchmark.class,
             "prefill", PrefillSkipBenchmark.class);
     private static final List<String> ORDER = List.of("hashing", "lookup", "import", "prefill");
 
@@ -127,13 +127,13 @@ public final class BenchmarkMain {
                 Score imp = s.get("marketplaceImport");
                 Score direct = s.get("baselineBulkCopy:direct");
                 Score shm = s.get("baselineBulkCopy:shm");
-                String exact = reportedFlag(reported, MockImportBenchmark.BITEXACT_KEY);
+                String exact = reportedFlag(reported, HostImportBenchmark.BITEXACT_KEY);
                 if (imp == null || direct == null || shm == null) {
                     return List.of("import: FAILED (no result; see the JMH output above) bitexact=" + exact);
                 }
                 double ratio = direct.mean / imp.mean;
                 return List.of(String.format(Locale.ROOT,
-                        "import: mock_ipc_import_gbps=%.2f baseline_bulk_copy_direct_gbps=%.2f ratio=%.2f"
+                        "import: host_ipc_import_gbps=%.2f baseline_bulk_copy_direct_gbps=%.2f ratio=%.2f"
                                 + " median_ratio=%.2f target=>=0.7 met=%b baseline_bulk_copy_shm_gbps=%.2f"
                                 + " ratio_vs_shm=%.2f import_ms=%s baseline_direct_ms=%s bitexact=%s",
                         gbps(imp.mean), gbps(direct.mean), ratio, direct.median / imp.median, ratio >= 0.7,

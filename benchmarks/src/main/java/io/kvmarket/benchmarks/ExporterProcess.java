@@ -2,14 +2,14 @@ package io.kvmarket.benchmarks;
 
 import io.kvmarket.ExportResult;
 import io.kvmarket.KvMarketplace;
-import io.kvmarket.device.mock.MockDevice;
+import io.kvmarket.device.host.HostDevice;
 import io.kvmarket.kv.PagedKvCache;
 import io.kvmarket.registry.shm.NodeLocalRegistry;
 
 import java.nio.file.Path;
 
 /**
- * The exporting inference process of {@link MockImportBenchmark}, run as a child JVM: opens the mock device and
+ * The exporting inference process of {@link HostImportBenchmark}, run as a child JVM: opens the host device and
  * the node-local registry in the directory it is given, fills a 256 MiB KV cache with the
  * {@link ImportScenario} pattern, exports the prompt, prints {@value ImportScenario#READY} and keeps its offers
  * alive until its standard input closes (the benchmark closes it, or dies).
@@ -25,7 +25,7 @@ public final class ExporterProcess {
             System.exit(2);
         }
         Path dir = Path.of(args[0]);
-        try (MockDevice device = new MockDevice(dir);
+        try (HostDevice device = new HostDevice(dir);
              NodeLocalRegistry registry = NodeLocalRegistry.open(dir, ImportScenario.REGISTRY_CAPACITY)) {
             PagedKvCache cache = ImportScenario.allocateCache(device);
             int[] blocks = ImportScenario.identityBlocks();

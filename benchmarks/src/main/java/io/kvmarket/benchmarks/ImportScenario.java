@@ -1,8 +1,8 @@
 package io.kvmarket.benchmarks;
 
 import io.kvmarket.KvMarketplace;
-import io.kvmarket.device.mock.MockBuffer;
-import io.kvmarket.device.mock.MockDevice;
+import io.kvmarket.device.host.HostBuffer;
+import io.kvmarket.device.host.HostDevice;
 import io.kvmarket.kv.PagedKvCache;
 import io.kvmarket.registry.OfferRegistry;
 
@@ -35,13 +35,13 @@ final class ImportScenario {
         return Workloads.tokens(TOKENS, PROMPT_SEED);
     }
 
-    /** A KV cache of {@link #BLOCKS} blocks on the mock device, zeroed. */
-    static PagedKvCache allocateCache(MockDevice device) {
+    /** A KV cache of {@link #BLOCKS} blocks on the host device, zeroed. */
+    static PagedKvCache allocateCache(HostDevice device) {
         return new PagedKvCache(device.allocate(PagedKvCache.requiredBytes(Workloads.LAYOUT, BLOCKS)), Workloads.LAYOUT,
                 BLOCKS);
     }
 
-    static KvMarketplace marketplace(MockDevice device, OfferRegistry registry, PagedKvCache cache, long poolBytes) {
+    static KvMarketplace marketplace(HostDevice device, OfferRegistry registry, PagedKvCache cache, long poolBytes) {
         return KvMarketplace.builder()
                 .namespace(Workloads.NAMESPACE)
                 .kvCache(cache)
@@ -54,7 +54,7 @@ final class ImportScenario {
 
     /** Writes the pattern: logical block b of the prompt into engine block {@code blockTable[b]}. */
     static void fill(PagedKvCache cache, int[] blockTable) {
-        ByteBuffer memory = ((MockBuffer) cache.buffer()).memory();
+        ByteBuffer memory = ((HostBuffer) cache.buffer()).memory();
         int words = (int) (Workloads.LAYOUT.regionBytes() / Long.BYTES);
         for (int b = 0; b < BLOCKS; b++) {
             for (int r = 0; r < Workloads.LAYOUT.regionsPerBlock(); r++) {
@@ -68,7 +68,7 @@ final class ImportScenario {
 
     /** True when every byte of the prompt's KV is where {@code blockTable} says and equals the pattern. */
     static boolean holdsPattern(PagedKvCache cache, int[] blockTable) {
-        ByteBuffer memory = ((MockBuffer) cache.buffer()).memory();
+        ByteBuffer memory = ((HostBuffer) cache.buffer()).memory();
         int words = (int) (Workloads.LAYOUT.regionBytes() / Long.BYTES);
         for (int b = 0; b < BLOCKS; b++) {
             for (int r = 0; r < Workloads.LAYOUT.regionsPerBlock(); r++) {

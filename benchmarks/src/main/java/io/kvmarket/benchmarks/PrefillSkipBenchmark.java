@@ -3,7 +3,7 @@ package io.kvmarket.benchmarks;
 import io.kvmarket.KvMarketplace;
 import io.kvmarket.LoadResult;
 import io.kvmarket.Match;
-import io.kvmarket.device.mock.MockDevice;
+import io.kvmarket.device.host.HostDevice;
 import io.kvmarket.examples.model.ByteTokenizer;
 import io.kvmarket.examples.model.ModelConfig;
 import io.kvmarket.examples.model.ModelWeights;
@@ -34,8 +34,8 @@ import java.util.concurrent.TimeUnit;
  * What the marketplace is for, on the examples' Java transformer (the demo model, 11.3 M parameters): time to
  * the first token's logits of a prompt whose first {@value #PREFIX_TOKENS} tokens another engine already
  * computed, either by importing that prefix and prefilling the {@value #SUFFIX_TOKENS} new tokens, or by
- * prefilling everything (the baseline). Both engines live in this JVM on one node-local registry and mock device;
- * the cross-process copy itself is {@link MockImportBenchmark}'s subject. Setup checks once that both paths give
+ * prefilling everything (the baseline). Both engines live in this JVM on one node-local registry and host device;
+ * the cross-process copy itself is {@link HostImportBenchmark}'s subject. Setup checks once that both paths give
  * bit-identical logits and reports {@code prefill.identical_logits=} like the import benchmark reports bitexact.
  */
 @State(Scope.Benchmark)
@@ -53,7 +53,7 @@ public class PrefillSkipBenchmark {
     private static final long SEED = 7;
 
     private Path dir;
-    private MockDevice device;
+    private HostDevice device;
     private NodeLocalRegistry registry;
     private Engine exporter;
     private Engine importer;
@@ -78,7 +78,7 @@ public class PrefillSkipBenchmark {
             ModelWeights weights = ModelWeights.random(config, SEED);
             Namespace ns = Namespace.of("kvmarket-bench/llama-demo", "seed-" + SEED + " " + config, ByteTokenizer.ID,
                     config.kvLayout());
-            device = new MockDevice(dir);
+            device = new HostDevice(dir);
             registry = NodeLocalRegistry.open(dir, NodeLocalRegistry.DEFAULT_CAPACITY);
             long chunkBytes = config.kvLayout().blockBytes() * (CHUNK_TOKENS / ModelConfig.TOKENS_PER_BLOCK);
             exporter = new Engine(config, weights, ns, PREFIX_TOKENS / CHUNK_TOKENS * chunkBytes);
@@ -132,7 +132,7 @@ public class PrefillSkipBenchmark {
         }
     }
 
-    /** One engine: its KV cache on the shared mock device, the model over it, and its marketplace. */
+    /** One engine: its KV cache on the shared host device, the model over it, and its marketplace. */
     private final class Engine implements AutoCloseable {
         final Transformer model;
         final KvMarketplace market;

@@ -3,10 +3,10 @@ package io.kvmarket.benchmarks;
 import io.kvmarket.KvMarketplace;
 import io.kvmarket.LoadResult;
 import io.kvmarket.Match;
-import io.kvmarket.device.mock.MockDevice;
-import io.kvmarket.key.DType;
-import io.kvmarket.key.KvLayout;
-import io.kvmarket.key.LayoutOrder;
+import io.kvmarket.device.host.HostDevice;
+import io.kvmarket.kv.DType;
+import io.kvmarket.kv.KvLayout;
+import io.kvmarket.kv.LayoutOrder;
 import io.kvmarket.key.Namespace;
 import io.kvmarket.kv.PagedKvCache;
 import io.kvmarket.registry.shm.NodeLocalRegistry;
@@ -26,7 +26,7 @@ import java.util.regex.Pattern;
 
 /**
  * Replays the Mooncake synthetic trace (shared/traces) through marketplaces on one node-local registry and the
- * mock device: per request match, load, export, as an engine would. With several engines the requests go round
+ * host device: per request match, load, export, as an engine would. With several engines the requests go round
  * robin, as a plain load balancer sends them, each engine has its share of the pool budget, and most hits are
  * imports from another engine's pool. Each trace block id becomes 512
  * deterministic token ids (a generator seeded by the id), so equal ids give equal tokens and the marketplace's own
@@ -146,7 +146,7 @@ public final class TraceReplay {
         long start = System.nanoTime();
         List<KvMarketplace> markets = new ArrayList<>();
         try (NodeLocalRegistry registry = NodeLocalRegistry.open(dir, NodeLocalRegistry.DEFAULT_CAPACITY);
-             MockDevice device = new MockDevice(dir)) {
+             HostDevice device = new HostDevice(dir)) {
             try {
                 for (int e = 0; e < engines; e++) {
                     PagedKvCache cache = new PagedKvCache(device.allocate(PagedKvCache.requiredBytes(LAYOUT, blocks)),

@@ -1,8 +1,8 @@
 package io.kvmarket.benchmarks;
 
-import io.kvmarket.key.DType;
-import io.kvmarket.key.KvLayout;
-import io.kvmarket.key.LayoutOrder;
+import io.kvmarket.kv.DType;
+import io.kvmarket.kv.KvLayout;
+import io.kvmarket.kv.LayoutOrder;
 import io.kvmarket.key.Namespace;
 
 import java.io.IOException;
@@ -28,7 +28,7 @@ final class Workloads {
     static final KvLayout LAYOUT = KvLayout.of(32, 8, 128, DType.BFLOAT16, TOKENS_PER_BLOCK, LayoutOrder.LAYER_MAJOR);
     static final Namespace NAMESPACE = Namespace.of("meta-llama/Llama-3.1-8B", "bench-rev-1", "llama3-tokenizer", LAYOUT);
     static final String REPORT_PROPERTY = "kvmarket.bench.report";
-    /** Where benchmarks put registry and mock-device files: RAM-backed, like the node directory. */
+    /** Where benchmarks put registry and host-device files: RAM-backed, like the node directory. */
     static final Path SHM = Path.of("/dev/shm");
 
     private static final int VOCABULARY = 128_256;

@@ -4,12 +4,12 @@ import java.util.concurrent.CompletableFuture;
 
 /**
  * The GPU as the marketplace needs it: memory, IPC handles that let another process on the node map that memory,
- * and one batched asynchronous copy of many segments. The mock device implements it with shared-memory files;
+ * and one batched asynchronous copy of many segments. The host device implements it with shared-memory files;
  * a CUDA runtime implements it with cudaMalloc, cudaIpc*MemHandle and a batched copy.
  */
 public interface Device extends AutoCloseable {
 
-    /** Human-readable name, e.g. {@code mock:/dev/shm/kvmarket-alice} or {@code cuda:0 NVIDIA H100}. */
+    /** Human-readable name, e.g. {@code host:/dev/shm/kvmarket-alice} or {@code cuda:0 NVIDIA H100}. */
     String name();
 
     /**

@@ -1,6 +1,6 @@
 package io.kvmarket.device;
 
-import io.kvmarket.device.mock.MockDevice;
+import io.kvmarket.device.host.HostDevice;
 import org.slf4j.Logger;
 import org.slf4j.LoggerFactory;
 
@@ -9,7 +9,7 @@ import java.util.List;
 import java.util.ServiceLoader;
 
 /**
- * Picks the device: the first available {@link DeviceProvider} on the class path, else the {@link MockDevice},
+ * Picks the device: the first available {@link DeviceProvider} on the class path, else the {@link HostDevice},
  * with one log line saying why each real device was passed over. Never fails for a missing GPU.
  */
 public final class Devices {
@@ -30,9 +30,9 @@ public final class Devices {
             }
             passedOver.add(p.name() + ": " + cause.get());
         }
-        MockDevice mock = new MockDevice();
-        LOG.info("using mock device {} ({})", mock.name(), passedOver.isEmpty()
+        HostDevice host = new HostDevice();
+        LOG.info("using host device {} ({})", host.name(), passedOver.isEmpty()
                 ? "no GPU device module on the class path" : String.join("; ", passedOver));
-        return mock;
+        return host;
     }
 }

@@ -1,5 +1,7 @@
 package io.kvmarket.key;
 
+import io.kvmarket.kv.KvLayout;
+
 import java.io.ByteArrayOutputStream;
 import java.nio.ByteBuffer;
 import java.nio.ByteOrder;

@@ -1,7 +1,6 @@
 package io.kvmarket.kv;
 
 import io.kvmarket.device.CopyBatch;
-import io.kvmarket.key.KvLayout;
 
 /**
  * How one chunk is laid out in export-pool memory: region-major, so region r of the chunk's blocks is one

@@ -1,8 +1,6 @@
 package io.kvmarket.kv;
 
 import io.kvmarket.device.DeviceBuffer;
-import io.kvmarket.key.KvLayout;
-import io.kvmarket.key.LayoutOrder;
 
 /**
  * An engine's paged KV cache as the marketplace sees it: one device buffer holding {@code numBlocks} blocks in

@@ -13,7 +13,7 @@ import java.nio.file.attribute.PosixFilePermissions;
 import java.util.Set;
 
 /**
- * The directory every process of one user on this node shares: the node-local registry file and the mock
+ * The directory every process of one user on this node shares: the node-local registry file and the host
  * device's memory files live here. RAM-backed /dev/shm where it exists, so nothing touches a disk.
  * {@code -Dkvmarket.dir=...} or {@code KVMARKET_DIR} overrides it (tests give each run its own).
  *

@@ -20,7 +20,7 @@ import java.util.concurrent.TimeUnit;
 import java.util.function.LongSupplier;
 
 /**
- * Same node: maps the exporter's pool buffer through the device's IPC handle (CUDA IPC, or the mock device's
+ * Same node: maps the exporter's pool buffer through the device's IPC handle (CUDA IPC, or the host device's
  * shared-memory files) and copies device to device. Mappings are cached per peer allocation, since opening one
  * costs far more than a copy (0.2 ms measured for CUDA IPC). A mapping is dropped when its peer dies or when no
  * import has used it for the idle limit: a live exporter that frees its pool withdraws every offer naming it, and

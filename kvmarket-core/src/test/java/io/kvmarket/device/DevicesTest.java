@@ -1,6 +1,6 @@
 package io.kvmarket.device;
 
-import io.kvmarket.device.mock.MockDevice;
+import io.kvmarket.device.host.HostDevice;
 import org.junit.jupiter.api.Test;
 
 import static org.junit.jupiter.api.Assertions.assertInstanceOf;
@@ -8,9 +8,9 @@ import static org.junit.jupiter.api.Assertions.assertInstanceOf;
 class DevicesTest {
 
     @Test
-    void withoutAGpuModuleTheMockDeviceIsUsed() {
+    void withoutAGpuModuleTheHostDeviceIsUsed() {
         try (Device d = Devices.open()) {
-            assertInstanceOf(MockDevice.class, d);
+            assertInstanceOf(HostDevice.class, d);
         }
     }
 }

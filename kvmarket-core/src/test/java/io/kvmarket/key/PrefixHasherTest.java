@@ -1,5 +1,8 @@
 package io.kvmarket.key;
 
+import io.kvmarket.kv.KvLayout;
+import io.kvmarket.kv.DType;
+import io.kvmarket.kv.LayoutOrder;
 import org.junit.jupiter.api.Test;
 
 import static org.junit.jupiter.api.Assertions.assertArrayEquals;

@@ -1,6 +1,6 @@
 package io.kvmarket.node;
 
-import io.kvmarket.device.mock.MockDevice;
+import io.kvmarket.device.host.HostDevice;
 import io.kvmarket.registry.shm.NodeLocalRegistry;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.io.TempDir;
@@ -25,12 +25,12 @@ class NodeDirectoryTest {
     @Test
     void directoryAndEveryFileInItArePrivateToTheUser() throws Exception {
         Path node = tmp.resolve("a").resolve("node");
-        try (NodeLocalRegistry registry = NodeLocalRegistry.open(node, 64); MockDevice device = new MockDevice(node)) {
+        try (NodeLocalRegistry registry = NodeLocalRegistry.open(node, 64); HostDevice device = new HostDevice(node)) {
             device.allocate(4096);
             assertEquals("rwx------", mode(node));
-            assertEquals("rwx------", mode(node.resolve("mock-device")));
+            assertEquals("rwx------", mode(node.resolve("host-device")));
             assertEquals("rw-------", mode(registry.file()));
-            try (Stream<Path> memory = Files.list(node.resolve("mock-device"))) {
+            try (Stream<Path> memory = Files.list(node.resolve("host-device"))) {
                 for (Path f : memory.toList()) {
                     assertEquals("rw-------", mode(f), f.toString());
                 }
@@ -47,7 +47,7 @@ class NodeDirectoryTest {
             assertTrue(e.getMessage().contains(planted.toString()), e.getMessage());
             assertTrue(e.getMessage().contains(perms), e.getMessage());
             assertTrue(e.getMessage().contains(Files.getOwner(planted).getName()), e.getMessage());
-            assertThrows(IllegalStateException.class, () -> new MockDevice(planted));
+            assertThrows(IllegalStateException.class, () -> new HostDevice(planted));
             assertEquals(0, Files.list(planted).count(), "nothing was written into a refused directory");
         }
     }

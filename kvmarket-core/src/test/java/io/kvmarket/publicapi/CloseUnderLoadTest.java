@@ -5,7 +5,7 @@ import io.kvmarket.KvMarketplace;
 import io.kvmarket.LoadResult;
 import io.kvmarket.Match;
 import io.kvmarket.MissReason;
-import io.kvmarket.device.mock.MockDevice;
+import io.kvmarket.device.host.HostDevice;
 import io.kvmarket.key.ChunkKey;
 import io.kvmarket.registry.InProcessRegistry;
 import io.kvmarket.registry.shm.NodeLocalRegistry;
@@ -44,7 +44,7 @@ class CloseUnderLoadTest {
      */
     @Test
     void aSecondCloseReturnsOnlyWhenTheFirstHas() throws Exception {
-        try (NodeLocalRegistry registry = NodeLocalRegistry.open(dir, 1024); MockDevice device = Rig.device(dir)) {
+        try (NodeLocalRegistry registry = NodeLocalRegistry.open(dir, 1024); HostDevice device = Rig.device(dir)) {
             HoldingTransport[] hold = new HoldingTransport[1];
             Rig other = new Rig(device, registry, 4);
             Rig e = new Rig(device, registry, 4, 10_000, t -> hold[0] = new HoldingTransport(t));
@@ -86,9 +86,9 @@ class CloseUnderLoadTest {
     @Test
     void closeFromALoadCallbackWhileAnExportRunsNeitherStallsNorLeaksThePool() throws Exception {
         InProcessRegistry registry = new InProcessRegistry();
-        try (MockDevice device = Rig.device(dir)) {
+        try (HostDevice device = Rig.device(dir)) {
             Rig exporter = new Rig(device, registry, 4);
-            MockDevice importerDevice = new MockDevice(dir);
+            HostDevice importerDevice = new HostDevice(dir);
             Set<Path> before = Rig.memoryFiles(dir);
             Rig importer = new Rig(importerDevice, registry, 4);
             Set<Path> importerFiles = new HashSet<>(Rig.memoryFiles(dir));
@@ -157,7 +157,7 @@ class CloseUnderLoadTest {
     void closeOnAnInterruptedThreadStillFreesAnIdlePool() throws Exception {
         InProcessRegistry registry = new InProcessRegistry();
         int leaks = 0;
-        try (MockDevice device = Rig.device(dir)) {
+        try (HostDevice device = Rig.device(dir)) {
             for (int attempt = 0; attempt < 10; attempt++) {
                 Set<Path> before = Rig.memoryFiles(dir);
                 Rig r = new Rig(device, registry, 4);
@@ -187,7 +187,7 @@ class CloseUnderLoadTest {
     @Test
     void closingOneMarketplaceLeavesATransportItSharesWithAnotherWorking() throws Exception {
         InProcessRegistry registry = new InProcessRegistry();
-        try (MockDevice device = Rig.device(dir)) {
+        try (HostDevice device = Rig.device(dir)) {
             DeviceIpcTransport shared = new DeviceIpcTransport(device);
             Rig exporter = new Rig(device, registry, 4);
             Rig a = new Rig(device, registry, 4, 10_000, t -> shared);

@@ -2,7 +2,7 @@ package io.kvmarket.publicapi;
 
 import io.kvmarket.LoadResult;
 import io.kvmarket.Match;
-import io.kvmarket.device.mock.MockDevice;
+import io.kvmarket.device.host.HostDevice;
 import io.kvmarket.registry.InProcessRegistry;
 import io.kvmarket.registry.OfferRegistry;
 import io.kvmarket.registry.shm.NodeLocalRegistry;
@@ -39,10 +39,10 @@ class ConcurrentUseTest {
         OfferRegistry registry = kind.equals("in-process") ? new InProcessRegistry() : NodeLocalRegistry.open(dir, 1024);
         int markets = 3;
         int workers = 4;
-        List<MockDevice> devices = new ArrayList<>();
+        List<HostDevice> devices = new ArrayList<>();
         List<Rig> rigs = new ArrayList<>();
         for (int i = 0; i < markets; i++) {
-            MockDevice d = new MockDevice(dir);
+            HostDevice d = new HostDevice(dir);
             devices.add(d);
             rigs.add(new Rig(d, registry, 1 + i % 2, 1, null));
         }
@@ -118,7 +118,7 @@ class ConcurrentUseTest {
         assertTrue(done.await(30, TimeUnit.SECONDS), "workers hung");
         long left = registry instanceof InProcessRegistry ip ? ip.size() : ((NodeLocalRegistry) registry).liveSlots();
         registry.close();
-        devices.forEach(MockDevice::close);
+        devices.forEach(HostDevice::close);
         assertEquals(List.of(), new ArrayList<>(problems));
         assertEquals(0, left, "offers left in the registry after every marketplace closed");
         assertTrue(hits.get() > 0, "no hits at all: the stress proved nothing");

@@ -2,7 +2,7 @@ package io.kvmarket.publicapi;
 
 import io.kvmarket.LoadResult;
 import io.kvmarket.Match;
-import io.kvmarket.device.mock.MockDevice;
+import io.kvmarket.device.host.HostDevice;
 import io.kvmarket.key.ChunkKey;
 import io.kvmarket.node.NodeId;
 import io.kvmarket.node.ProcessIdentity;
@@ -145,7 +145,7 @@ class DamagedNodeFilesTest {
     @Test
     void aFifoInPlaceOfAPeerMemoryFileDoesNotHangALoad() throws Exception {
         io.kvmarket.registry.InProcessRegistry registry = new io.kvmarket.registry.InProcessRegistry();
-        try (MockDevice exporterDevice = new MockDevice(dir); MockDevice importerDevice = new MockDevice(dir)) {
+        try (HostDevice exporterDevice = new HostDevice(dir); HostDevice importerDevice = new HostDevice(dir)) {
             Set<Path> before = Rig.memoryFiles(dir);
             Rig exporter = new Rig(exporterDevice, registry, 4);
             Set<Path> files = new HashSet<>(Rig.memoryFiles(dir));

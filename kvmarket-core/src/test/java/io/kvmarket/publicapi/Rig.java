@@ -2,11 +2,11 @@ package io.kvmarket.publicapi;
 
 import io.kvmarket.KvMarketplace;
 import io.kvmarket.device.Device;
-import io.kvmarket.device.mock.MockBuffer;
-import io.kvmarket.device.mock.MockDevice;
-import io.kvmarket.key.DType;
-import io.kvmarket.key.KvLayout;
-import io.kvmarket.key.LayoutOrder;
+import io.kvmarket.device.host.HostBuffer;
+import io.kvmarket.device.host.HostDevice;
+import io.kvmarket.kv.DType;
+import io.kvmarket.kv.KvLayout;
+import io.kvmarket.kv.LayoutOrder;
 import io.kvmarket.key.Namespace;
 import io.kvmarket.kv.PagedKvCache;
 import io.kvmarket.registry.OfferRegistry;
@@ -49,7 +49,7 @@ final class Rig {
     }
 
     ByteBuffer memory() {
-        return ((MockBuffer) cache.buffer()).memory();
+        return ((HostBuffer) cache.buffer()).memory();
     }
 
     /** KV as a function of (salt, logical block, region, byte), like KvFixture. */
@@ -98,7 +98,7 @@ final class Rig {
     }
 
     static Set<Path> memoryFiles(Path nodeDir) throws Exception {
-        Path dir = nodeDir.resolve("mock-device");
+        Path dir = nodeDir.resolve("host-device");
         if (!Files.isDirectory(dir)) {
             return Set.of();
         }
@@ -107,7 +107,7 @@ final class Rig {
         }
     }
 
-    static MockDevice device(Path nodeDir) {
-        return new MockDevice(nodeDir);
+    static HostDevice device(Path nodeDir) {
+        return new HostDevice(nodeDir);
     }
 }

@@ -1,11 +1,11 @@
 package io.kvmarket.benchmarks.gpu;
 
 import io.kvmarket.KvMarketplace;
-import io.kvmarket.cuda.CudaBuffer;
+import io.kvmarket.nvlink.CudaBuffer;
 import io.kvmarket.device.Device;
-import io.kvmarket.key.DType;
-import io.kvmarket.key.KvLayout;
-import io.kvmarket.key.LayoutOrder;
+import io.kvmarket.kv.DType;
+import io.kvmarket.kv.KvLayout;
+import io.kvmarket.kv.LayoutOrder;
 import io.kvmarket.key.Namespace;
 import io.kvmarket.kv.PagedKvCache;
 import io.kvmarket.registry.OfferRegistry;

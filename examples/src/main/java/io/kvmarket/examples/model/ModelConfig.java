@@ -1,8 +1,8 @@
 package io.kvmarket.examples.model;
 
-import io.kvmarket.key.DType;
-import io.kvmarket.key.KvLayout;
-import io.kvmarket.key.LayoutOrder;
+import io.kvmarket.kv.DType;
+import io.kvmarket.kv.KvLayout;
+import io.kvmarket.kv.LayoutOrder;
 
 /**
  * Shape of the Llama-style example model: pre-norm decoder blocks with RMSNorm, RoPE, grouped-query attention and

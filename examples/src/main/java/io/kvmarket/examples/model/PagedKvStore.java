@@ -1,7 +1,7 @@
 package io.kvmarket.examples.model;
 
-import io.kvmarket.device.mock.MockBuffer;
-import io.kvmarket.key.DType;
+import io.kvmarket.device.host.HostBuffer;
+import io.kvmarket.kv.DType;
 import io.kvmarket.kv.PagedKvCache;
 
 import java.nio.ByteOrder;
@@ -11,7 +11,7 @@ import java.nio.FloatBuffer;
  * The engine's K and V, stored exactly in the {@link PagedKvCache} layout that the marketplace copies byte for
  * byte: region {@code 2 * layer} of a block holds K, region {@code 2 * layer + 1} holds V, each
  * {@code [tokenInBlock][kvHead][dim]} fp32 little-endian. Any other placement would make imported KV land in the
- * wrong place. The memory is mock device memory, shared with the device's copy thread, so every access is
+ * wrong place. The memory is host device memory, shared with the device's copy thread, so every access is
  * absolute. Safe for concurrent writers of different tokens.
  */
 public final class PagedKvStore {
@@ -24,8 +24,8 @@ public final class PagedKvStore {
     private final int kvDim;
 
     public PagedKvStore(PagedKvCache cache) {
-        if (!(cache.buffer() instanceof MockBuffer memory)) {
-            throw new IllegalArgumentException("the Java transformer computes on the host and needs mock device memory, got "
+        if (!(cache.buffer() instanceof HostBuffer memory)) {
+            throw new IllegalArgumentException("the Java transformer computes on the host and needs host device memory, got "
                     + cache.buffer());
         }
         if (cache.layout().dtype() != DType.FLOAT32) {

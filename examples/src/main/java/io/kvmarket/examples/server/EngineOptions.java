@@ -9,7 +9,7 @@ import java.nio.file.Path;
  *
  * @param model       model shape
  * @param seed        weights seed; engines share KV only when model and seed match
- * @param nodeDir     node directory holding the mock device memory and the node-local registry
+ * @param nodeDir     node directory holding the host device memory and the node-local registry
  * @param marketplace whether to import and export KV through the marketplace
  * @param chunkTokens marketplace chunk size in tokens, a multiple of {@link ModelConfig#TOKENS_PER_BLOCK}
  * @param threads     threads of the forward pass

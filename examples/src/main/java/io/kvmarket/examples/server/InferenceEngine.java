@@ -6,7 +6,7 @@ import io.kvmarket.LoadResult;
 import io.kvmarket.MarketplaceMetrics;
 import io.kvmarket.Match;
 import io.kvmarket.MissReason;
-import io.kvmarket.device.mock.MockDevice;
+import io.kvmarket.device.host.HostDevice;
 import io.kvmarket.examples.model.BlockAllocator;
 import io.kvmarket.examples.model.ByteTokenizer;
 import io.kvmarket.examples.model.ModelConfig;
@@ -25,7 +25,7 @@ import java.util.stream.Collectors;
 import java.util.stream.IntStream;
 
 /**
- * One model replica with its paged KV cache on a mock device, serving one request at a time. With the marketplace
+ * One model replica with its paged KV cache on a host device, serving one request at a time. With the marketplace
  * on, a request imports the longest offered prefix of its prompt before prefill and exports its KV afterwards:
  * <pre>
  * tokenize -> match(prompt, len - 1) -> allocate blocks -> load -> prefill [imported, len) -> first token (TTFT)
@@ -40,7 +40,7 @@ public final class InferenceEngine implements AutoCloseable {
     private static final int WARM_UP_TOKENS = 1024;
 
     private final ModelConfig config;
-    private final MockDevice device;
+    private final HostDevice device;
     private final BlockAllocator blocks;
     private final Transformer model;
     private final NodeLocalRegistry registry;
@@ -49,7 +49,7 @@ public final class InferenceEngine implements AutoCloseable {
 
     public InferenceEngine(EngineOptions options) {
         this.config = options.model();
-        this.device = new MockDevice(options.nodeDir());
+        this.device = new HostDevice(options.nodeDir());
         long cacheBytes = PagedKvCache.requiredBytes(config.kvLayout(), config.maxBlocks());
         PagedKvCache cache = new PagedKvCache(device.allocate(cacheBytes), config.kvLayout(), config.maxBlocks());
         ModelWeights weights = ModelWeights.random(config, options.seed());

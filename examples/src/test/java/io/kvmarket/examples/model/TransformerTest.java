@@ -1,7 +1,7 @@
 package io.kvmarket.examples.model;
 
-import io.kvmarket.device.mock.MockBuffer;
-import io.kvmarket.device.mock.MockDevice;
+import io.kvmarket.device.host.HostBuffer;
+import io.kvmarket.device.host.HostDevice;
 import io.kvmarket.kv.PagedKvCache;
 import org.junit.jupiter.api.AfterEach;
 import org.junit.jupiter.api.BeforeEach;
@@ -24,14 +24,14 @@ class TransformerTest {
 
     @TempDir
     Path dir;
-    MockDevice device;
+    HostDevice device;
     PagedKvCache cache;
     Transformer model;
     BlockAllocator blocks;
 
     @BeforeEach
     void open() {
-        device = new MockDevice(dir);
+        device = new HostDevice(dir);
         cache = new PagedKvCache(device.allocate(PagedKvCache.requiredBytes(MODEL.kvLayout(), MODEL.maxBlocks())),
                 MODEL.kvLayout(), MODEL.maxBlocks());
         model = new Transformer(ModelWeights.random(MODEL, 3), new PagedKvStore(cache), 2);
@@ -53,7 +53,7 @@ class TransformerTest {
     }
 
     private byte[] kvBytes(int[] table, int positions) {
-        ByteBuffer memory = ((MockBuffer) cache.buffer()).memory();
+        ByteBuffer memory = ((HostBuffer) cache.buffer()).memory();
         int tokenBytes = MODEL.kvDim() * Float.BYTES;
         byte[] all = new byte[positions * MODEL.kvLayout().regionsPerBlock() * tokenBytes];
         int at = 0;

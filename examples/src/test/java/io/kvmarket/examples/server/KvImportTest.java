@@ -4,8 +4,8 @@ import io.kvmarket.KvMarketplace;
 import io.kvmarket.LoadResult;
 import io.kvmarket.Match;
 import io.kvmarket.MissReason;
-import io.kvmarket.device.mock.MockBuffer;
-import io.kvmarket.device.mock.MockDevice;
+import io.kvmarket.device.host.HostBuffer;
+import io.kvmarket.device.host.HostDevice;
 import io.kvmarket.examples.model.BlockAllocator;
 import io.kvmarket.examples.model.ByteTokenizer;
 import io.kvmarket.examples.model.ModelConfig;
@@ -27,7 +27,7 @@ import static org.junit.jupiter.api.Assertions.assertNotEquals;
 
 /**
  * Imports across processes: a child JVM runs an {@link InferenceServer} that exports, this JVM imports through
- * the node-local registry and the mock device's IPC handles. (One JVM cannot hold both sides: two mock devices of
+ * the node-local registry and the host device's IPC handles. (One JVM cannot hold both sides: two host devices of
  * one process in one node directory would name their memory files alike.)
  */
 @Timeout(120)
@@ -56,7 +56,7 @@ class KvImportTest {
             assertEquals(0, exported.importedTokens());
 
             NodeLocalRegistry registry = NodeLocalRegistry.open(dir, NodeLocalRegistry.DEFAULT_CAPACITY);
-            MockDevice device = new MockDevice(dir);
+            HostDevice device = new HostDevice(dir);
             PagedKvCache cache = new PagedKvCache(device.allocate(PagedKvCache.requiredBytes(MODEL.kvLayout(),
                     MODEL.maxBlocks())), MODEL.kvLayout(), MODEL.maxBlocks());
             KvMarketplace mp = KvMarketplace.builder().namespace(InferenceEngine.namespace(MODEL, SEED))
@@ -75,7 +75,7 @@ class KvImportTest {
                 assertEquals(MissReason.NONE, load.reason());
                 assertEquals(192L * MODEL.kvLayout().bytesPerToken(), mp.metrics().snapshot().bytesImported());
 
-                ByteBuffer memory = ((MockBuffer) cache.buffer()).memory();
+                ByteBuffer memory = ((HostBuffer) cache.buffer()).memory();
                 int regionBytes = (int) MODEL.kvLayout().regionBytes();
                 for (int b = 0; b < 192 / ModelConfig.TOKENS_PER_BLOCK; b++) {
                     for (int r = 0; r < MODEL.kvLayout().regionsPerBlock(); r++) {

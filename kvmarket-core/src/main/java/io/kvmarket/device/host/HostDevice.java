@@ -1,4 +1,4 @@
-package io.kvmarket.device.mock;
+package io.kvmarket.device.host;
 
 import io.kvmarket.device.CopyBatch;
 import io.kvmarket.device.Device;
@@ -33,14 +33,15 @@ import java.util.regex.Pattern;
 import java.util.zip.CRC32;
 
 /**
- * A GPU stand-in whose "device memory" is shared-memory files, so its IPC handles cross processes the way CUDA
- * IPC handles do. Each allocation is a file named after its owner ({@code pid-startTime-seq.kvmem}); a handle
+ * The host as a device: memory in shared-memory files (RAM under the node directory), so its IPC handles cross
+ * processes the way CUDA IPC handles do. Engines that compute on the CPU (the examples' Java transformer) keep
+ * their KV cache on it, and {@link io.kvmarket.device.Devices#open()} falls back to it without a GPU. Each allocation is a file named after its owner ({@code pid-startTime-seq.kvmem}); a handle
  * names the file through those numbers only, never a path, so a forged handle cannot reach another file.
  * Copies run on one copy-engine thread fed by a multi-producer queue, like a CUDA stream. A handle of an
- * allocation of this device returns that allocation; any other handle, of another process or of another mock
+ * allocation of this device returns that allocation; any other handle, of another process or of another host
  * device in this one, is mapped read-only from its file.
  *
- * <p>Files of processes that died are deleted when the next mock device on the node starts, and by
+ * <p>Files of processes that died are deleted when the next host device on the node starts, and by
  * {@link #sweepDeadOwners()}.
  *
  * <pre>
@@ -57,13 +58,13 @@ import java.util.zip.CRC32;
  *   +------------------------------------------+ 44
  * </pre>
  */
-public final class MockDevice implements Device {
+public final class HostDevice implements Device {
 
     public static final int HANDLE_BYTES = 44;
-    /** Largest allocation: the mock maps each allocation as one {@link MappedByteBuffer}. */
+    /** Largest allocation: the host device maps each allocation as one {@link MappedByteBuffer}. */
     public static final long MAX_ALLOCATION = Integer.MAX_VALUE;
 
-    private static final Logger LOG = LoggerFactory.getLogger(MockDevice.class);
+    private static final Logger LOG = LoggerFactory.getLogger(HostDevice.class);
     private static final int MAGIC = 0x444d564b; // "KVMD" little-endian
     private static final short VERSION = 1;
     private static final int PAGE_BYTES = 4096;
@@ -71,36 +72,36 @@ public final class MockDevice implements Device {
 
     private final Path dir;
     private final ProcessIdentity self = ProcessIdentity.current();
-    /** Process-wide, so several mock devices in one JVM never name two allocations alike. */
+    /** Process-wide, so several host devices in one JVM never name two allocations alike. */
     private static final AtomicLong NEXT_SEQ = new AtomicLong(1);
-    private final Map<Long, MockBuffer> owned = new ConcurrentHashMap<>();
+    private final Map<Long, HostBuffer> owned = new ConcurrentHashMap<>();
     private final MpscUnboundedArrayQueue<CopyTask> submissions = new MpscUnboundedArrayQueue<>(64);
     private final Thread copyEngine;
     private volatile boolean closed;
 
-    /** A mock device in the node's shared directory. */
-    public MockDevice() {
+    /** A host device in the node's shared directory. */
+    public HostDevice() {
         this(NodeDirectory.defaultPath());
     }
 
-    public MockDevice(Path nodeDir) {
-        this.dir = NodeDirectory.ensure(NodeDirectory.ensure(nodeDir).resolve("mock-device"));
+    public HostDevice(Path nodeDir) {
+        this.dir = NodeDirectory.ensure(NodeDirectory.ensure(nodeDir).resolve("host-device"));
         sweepDeadOwners();
-        copyEngine = new Thread(this::runCopyEngine, "kvmarket-mock-copy-engine");
+        copyEngine = new Thread(this::runCopyEngine, "kvmarket-host-copy-engine");
         copyEngine.setDaemon(true);
         copyEngine.start();
     }
 
     @Override
     public String name() {
-        return "mock:" + dir;
+        return "host:" + dir;
     }
 
     @Override
     public DeviceBuffer allocate(long bytes) {
         ensureOpen();
         if (bytes <= 0 || bytes > MAX_ALLOCATION) {
-            throw new IllegalArgumentException("mock allocation of " + bytes + " bytes outside (0, " + MAX_ALLOCATION + "]");
+            throw new IllegalArgumentException("host device allocation of " + bytes + " bytes outside (0, " + MAX_ALLOCATION + "]");
         }
         long seq = NEXT_SEQ.getAndIncrement();
         Path file = dir.resolve(fileName(self.pid(), self.startTime(), seq));
@@ -111,18 +112,18 @@ public final class MockDevice implements Device {
             for (long page = 0; page < bytes; page += PAGE_BYTES) {
                 map.put((int) page, (byte) 0);
             }
-            MockBuffer buffer = new MockBuffer(self, seq, bytes, map.order(ByteOrder.LITTLE_ENDIAN), false, file);
+            HostBuffer buffer = new HostBuffer(self, seq, bytes, map.order(ByteOrder.LITTLE_ENDIAN), false, file);
             owned.put(seq, buffer);
             return buffer;
         } catch (IOException e) {
             deleteQuietly(file);
-            throw new DeviceException("mock device cannot allocate " + bytes + " bytes in " + dir, e);
+            throw new DeviceException("host device cannot allocate " + bytes + " bytes in " + dir, e);
         }
     }
 
     @Override
     public void free(DeviceBuffer buffer) {
-        MockBuffer b = cast(buffer);
+        HostBuffer b = cast(buffer);
         if (b.isPeerMapping() || owned.remove(b.seq) == null) {
             throw new IllegalArgumentException("not an allocation of this device: " + b);
         }
@@ -131,7 +132,7 @@ public final class MockDevice implements Device {
 
     @Override
     public byte[] exportHandle(DeviceBuffer buffer) {
-        MockBuffer b = cast(buffer);
+        HostBuffer b = cast(buffer);
         if (b.isPeerMapping() || !owned.containsKey(b.seq)) {
             throw new IllegalArgumentException("only live allocations of this device can be exported: " + b);
         }
@@ -146,27 +147,27 @@ public final class MockDevice implements Device {
     public DeviceBuffer openHandle(byte[] handle) {
         ensureOpen();
         if (handle == null || handle.length != HANDLE_BYTES) {
-            throw new IllegalArgumentException("mock IPC handle must be " + HANDLE_BYTES + " bytes, was "
+            throw new IllegalArgumentException("host device IPC handle must be " + HANDLE_BYTES + " bytes, was "
                     + (handle == null ? "null" : handle.length));
         }
         ByteBuffer h = ByteBuffer.wrap(handle).order(ByteOrder.LITTLE_ENDIAN);
         if (h.getInt(0) != MAGIC || h.getShort(4) != VERSION) {
-            throw new IllegalArgumentException("not a mock IPC handle (bad magic or version)");
+            throw new IllegalArgumentException("not a host device IPC handle (bad magic or version)");
         }
         if (h.getInt(40) != crc(handle)) {
-            throw new IllegalArgumentException("mock IPC handle checksum mismatch (corrupted handle)");
+            throw new IllegalArgumentException("host device IPC handle checksum mismatch (corrupted handle)");
         }
         ProcessIdentity owner = new ProcessIdentity(h.getLong(8), h.getLong(16));
         long seq = h.getLong(24);
         long size = h.getLong(32);
         if (owner.pid() <= 0 || seq <= 0 || size <= 0 || size > MAX_ALLOCATION) {
-            throw new IllegalArgumentException("mock IPC handle fields out of range: pid " + owner.pid()
+            throw new IllegalArgumentException("host device IPC handle fields out of range: pid " + owner.pid()
                     + ", seq " + seq + ", size " + size);
         }
-        MockBuffer own = owner.equals(self) ? owned.get(seq) : null;
+        HostBuffer own = owner.equals(self) ? owned.get(seq) : null;
         if (own != null) {
             if (own.size != size) {
-                throw new IllegalArgumentException("mock IPC handle says " + size + " bytes, allocation has " + own.size);
+                throw new IllegalArgumentException("host device IPC handle says " + size + " bytes, allocation has " + own.size);
             }
             return own;
         }
@@ -185,7 +186,7 @@ public final class MockDevice implements Device {
                         + " bytes, handle says " + size);
             }
             MappedByteBuffer map = ch.map(FileChannel.MapMode.READ_ONLY, 0, size);
-            return new MockBuffer(owner, seq, size, map.order(ByteOrder.LITTLE_ENDIAN), true, file);
+            return new HostBuffer(owner, seq, size, map.order(ByteOrder.LITTLE_ENDIAN), true, file);
         } catch (NoSuchFileException e) {
             throw new DeviceException("peer allocation " + file.getFileName() + " is gone (freed, or its owner died)");
         } catch (IOException e) {
@@ -203,8 +204,8 @@ public final class MockDevice implements Device {
     @Override
     public CompletableFuture<Void> copy(DeviceBuffer src, DeviceBuffer dst, CopyBatch batch) {
         ensureOpen();
-        MockBuffer s = cast(src);
-        MockBuffer d = cast(dst);
+        HostBuffer s = cast(src);
+        HostBuffer d = cast(dst);
         if (d.isPeerMapping()) {
             throw new IllegalArgumentException("destination is a read-only peer mapping: " + d);
         }
@@ -223,13 +224,13 @@ public final class MockDevice implements Device {
                 if (m.matches()) {
                     ProcessIdentity owner = new ProcessIdentity(Long.parseLong(m.group(1)), Long.parseLong(m.group(2)));
                     if (!owner.isAlive()) {
-                        LOG.info("deleting mock device memory {} of dead process {}", f.getFileName(), owner.pid());
+                        LOG.info("deleting host device memory {} of dead process {}", f.getFileName(), owner.pid());
                         deleteQuietly(f);
                     }
                 }
             }
         } catch (IOException e) {
-            LOG.warn("cannot sweep mock device directory {}: {}", dir, e.toString());
+            LOG.warn("cannot sweep host device directory {}: {}", dir, e.toString());
         }
     }
 
@@ -241,7 +242,7 @@ public final class MockDevice implements Device {
         }
         closed = true;
         LockSupport.unpark(copyEngine);
-        for (MockBuffer b : owned.values()) {
+        for (HostBuffer b : owned.values()) {
             deleteQuietly(b.file);
         }
         owned.clear();
@@ -258,22 +259,22 @@ public final class MockDevice implements Device {
                 task.run();
                 task.done.complete(null);
             } catch (RuntimeException e) {
-                task.done.completeExceptionally(new DeviceException("mock copy failed: " + e, e));
+                task.done.completeExceptionally(new DeviceException("host device copy failed: " + e, e));
             }
         }
     }
 
     private void ensureOpen() {
         if (closed) {
-            throw new IllegalStateException("mock device is closed");
+            throw new IllegalStateException("host device is closed");
         }
     }
 
-    private static MockBuffer cast(DeviceBuffer buffer) {
-        if (!(buffer instanceof MockBuffer)) {
-            throw new IllegalArgumentException("not a mock device buffer: " + buffer);
+    private static HostBuffer cast(DeviceBuffer buffer) {
+        if (!(buffer instanceof HostBuffer)) {
+            throw new IllegalArgumentException("not a host device buffer: " + buffer);
         }
-        return (MockBuffer) buffer;
+        return (HostBuffer) buffer;
     }
 
     private static String fileName(long pid, long startTime, long seq) {
@@ -295,12 +296,12 @@ public final class MockDevice implements Device {
     }
 
     private static final class CopyTask {
-        final MockBuffer src;
-        final MockBuffer dst;
+        final HostBuffer src;
+        final HostBuffer dst;
         final CopyBatch batch;
         final CompletableFuture<Void> done = new CompletableFuture<>();
 
-        CopyTask(MockBuffer src, MockBuffer dst, CopyBatch batch) {
+        CopyTask(HostBuffer src, HostBuffer dst, CopyBatch batch) {
             this.src = src;
             this.dst = dst;
             this.batch = batch;

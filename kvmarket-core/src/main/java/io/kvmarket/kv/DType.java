@@ -1,4 +1,6 @@
-package io.kvmarket.key;
+package io.kvmarket.kv;
+
+import io.kvmarket.kv.DType;
 
 /** Element type of the KV cache. Part of the namespace: KV of different dtypes is never interchangeable. */
 public enum DType {

@@ -1,4 +1,6 @@
-package io.kvmarket.key;
+package io.kvmarket.kv;
+
+import io.kvmarket.kv.LayoutOrder;
 
 /**
  * How an engine lays its paged KV cache out in device memory.

@@ -1,4 +1,8 @@
-package io.kvmarket.key;
+package io.kvmarket.kv;
+
+import io.kvmarket.kv.KvLayout;
+import io.kvmarket.kv.DType;
+import io.kvmarket.kv.LayoutOrder;
 
 /**
  * Shape of an engine's KV cache: everything about the bytes that must match before KV can be shared.

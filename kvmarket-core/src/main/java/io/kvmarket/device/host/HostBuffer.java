@@ -1,4 +1,4 @@
-package io.kvmarket.device.mock;
+package io.kvmarket.device.host;
 
 import io.kvmarket.device.DeviceBuffer;
 import io.kvmarket.node.ProcessIdentity;
@@ -6,8 +6,8 @@ import io.kvmarket.node.ProcessIdentity;
 import java.nio.ByteBuffer;
 import java.nio.file.Path;
 
-/** Mock device memory: a mapped shared-memory file, owned by this process or mapped read-only from a peer. */
-public final class MockBuffer implements DeviceBuffer {
+/** Host device memory: a mapped shared-memory file, owned by this process or mapped read-only from a peer. */
+public final class HostBuffer implements DeviceBuffer {
 
     final ProcessIdentity owner;
     final long seq;
@@ -16,7 +16,7 @@ public final class MockBuffer implements DeviceBuffer {
     final Path file;
     private final boolean peer;
 
-    MockBuffer(ProcessIdentity owner, long seq, long size, ByteBuffer memory, boolean peer, Path file) {
+    HostBuffer(ProcessIdentity owner, long seq, long size, ByteBuffer memory, boolean peer, Path file) {
         this.owner = owner;
         this.seq = seq;
         this.size = size;
@@ -45,6 +45,6 @@ public final class MockBuffer implements DeviceBuffer {
 
     @Override
     public String toString() {
-        return "MockBuffer[" + (peer ? "peer " : "") + owner.pid() + "/" + seq + ", " + size + " bytes]";
+        return "HostBuffer[" + (peer ? "peer " : "") + owner.pid() + "/" + seq + ", " + size + " bytes]";
     }
 }

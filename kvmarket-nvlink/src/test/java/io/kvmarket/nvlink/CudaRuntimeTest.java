@@ -1,8 +1,8 @@
-package io.kvmarket.cuda;
+package io.kvmarket.nvlink;
 
 import io.kvmarket.device.Device;
 import io.kvmarket.device.Devices;
-import io.kvmarket.device.mock.MockDevice;
+import io.kvmarket.device.host.HostDevice;
 import org.junit.jupiter.api.Test;
 
 import static org.junit.jupiter.api.Assertions.assertEquals;
@@ -16,7 +16,7 @@ import static org.junit.jupiter.api.Assumptions.assumeTrue;
 class CudaRuntimeTest {
 
     @Test
-    void withoutAUsableGpuTheCauseIsKeptAndTheMockDeviceIsUsed() {
+    void withoutAUsableGpuTheCauseIsKeptAndTheHostDeviceIsUsed() {
         assumeFalse(CudaRuntime.isAvailable(), "a GPU is usable here");
         Throwable cause = CudaRuntime.unavailabilityCause();
         assertNotNull(cause);
@@ -25,7 +25,7 @@ class CudaRuntimeTest {
         assertEquals(0, CudaRuntime.deviceCountIfAvailable());
         assertThrows(UnsatisfiedLinkError.class, () -> new CudaDevice(0));
         try (Device d = Devices.open()) {
-            assertInstanceOf(MockDevice.class, d);
+            assertInstanceOf(HostDevice.class, d);
         }
     }
 

@@ -3,7 +3,7 @@ package io.kvmarket.benchmarks;
 import io.kvmarket.KvMarketplace;
 import io.kvmarket.LoadResult;
 import io.kvmarket.Match;
-import io.kvmarket.device.mock.MockDevice;
+import io.kvmarket.device.host.HostDevice;
 import io.kvmarket.kv.PagedKvCache;
 import io.kvmarket.registry.shm.NodeLocalRegistry;
 import org.openjdk.jmh.annotations.Benchmark;
@@ -38,13 +38,13 @@ import java.util.concurrent.CompletableFuture;
 import java.util.concurrent.TimeUnit;
 
 /**
- * Cross-process import of 256 MiB of paged KV through the mock device, against a plain copy of the same bytes.
+ * Cross-process import of 256 MiB of paged KV through the host device, against a plain copy of the same bytes.
  *
  * <p>An {@link ExporterProcess} child JVM (same class path) exports the prompt into its pool on the node-local
  * registry in a shared directory under /dev/shm. Each invocation here is what an engine does before prefill:
  * {@code match} all 2,048 tokens, then {@code load} them into 128 destination blocks in shuffled order, as an
  * engine's free list hands them out, and wait for the copy. The baseline copies 256 MiB between two buffers in
- * one bulk put: direct buffers, and /dev/shm mappings like the mock device's memory. After the measurement the
+ * one bulk put: direct buffers, and /dev/shm mappings like the host device's memory. After the measurement the
  * imported bytes are compared with the pattern once, and {@code bitexact=} is printed and, when the
  * {@link Workloads#REPORT_PROPERTY} property names a file, appended to it for {@link BenchmarkMain}.
  */
@@ -53,7 +53,7 @@ import java.util.concurrent.TimeUnit;
 @Fork(value = 1, jvmArgs = {"-Xms1g", "-Xmx1g", "-XX:+AlwaysPreTouch"})
 @Warmup(iterations = 3, time = 2)
 @Measurement(iterations = 6, time = 2)
-public class MockImportBenchmark {
+public class HostImportBenchmark {
 
     static final String BITEXACT_KEY = "import.bitexact=";
 
@@ -73,13 +73,13 @@ public class MockImportBenchmark {
         return c.dst.put(0, c.src, 0, (int) ImportScenario.KV_BYTES);
     }
 
-    /** The importing engine: its own mock device, KV cache and marketplace on the exporter's registry. */
+    /** The importing engine: its own host device, KV cache and marketplace on the exporter's registry. */
     @State(Scope.Benchmark)
     public static class Importer {
         Path dir;
         Process exporter;
         Thread killOnExit;
-        MockDevice device;
+        HostDevice device;
         NodeLocalRegistry registry;
         PagedKvCache cache;
         KvMarketplace market;
@@ -95,7 +95,7 @@ public class MockImportBenchmark {
                 killOnExit = new Thread(child::destroyForcibly, "kvmarket-bench-exporter-reaper");
                 Runtime.getRuntime().addShutdownHook(killOnExit);
                 awaitReady(exporter, dir.resolve("exporter.log"));
-                device = new MockDevice(dir);
+                device = new HostDevice(dir);
                 registry = NodeLocalRegistry.open(dir, ImportScenario.REGISTRY_CAPACITY);
                 cache = ImportScenario.allocateCache(device);
                 // The importer exports nothing: its pool is the one chunk the builder requires.

@@ -1,9 +1,9 @@
-package io.kvmarket.cuda;
+package io.kvmarket.nvlink;
 
 import io.kvmarket.KvMarketplace;
-import io.kvmarket.key.DType;
-import io.kvmarket.key.KvLayout;
-import io.kvmarket.key.LayoutOrder;
+import io.kvmarket.kv.DType;
+import io.kvmarket.kv.KvLayout;
+import io.kvmarket.kv.LayoutOrder;
 import io.kvmarket.key.Namespace;
 import io.kvmarket.kv.PagedKvCache;
 import io.kvmarket.registry.OfferRegistry;

@@ -1,7 +1,7 @@
 package io.kvmarket.device;
 
-import io.kvmarket.device.mock.MockBuffer;
-import io.kvmarket.device.mock.MockDevice;
+import io.kvmarket.device.host.HostBuffer;
+import io.kvmarket.device.host.HostDevice;
 import org.junit.jupiter.api.AfterEach;
 import org.junit.jupiter.api.BeforeEach;
 import org.junit.jupiter.api.Test;
@@ -20,17 +20,17 @@ import static org.junit.jupiter.api.Assertions.assertSame;
 import static org.junit.jupiter.api.Assertions.assertThrows;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
-class MockDeviceTest {
+class HostDeviceTest {
 
     @TempDir
     Path dir;
-    MockDevice a;
-    MockDevice b;
+    HostDevice a;
+    HostDevice b;
 
     @BeforeEach
     void open() {
-        a = new MockDevice(dir);
-        b = new MockDevice(dir);
+        a = new HostDevice(dir);
+        b = new HostDevice(dir);
     }
 
     @AfterEach
@@ -40,7 +40,7 @@ class MockDeviceTest {
     }
 
     static void fill(DeviceBuffer buf, int seed) {
-        ByteBuffer m = ((MockBuffer) buf).memory();
+        ByteBuffer m = ((HostBuffer) buf).memory();
         for (int i = 0; i < buf.size(); i++) {
             m.put(i, (byte) (i * 31 + seed));
         }
@@ -48,7 +48,7 @@ class MockDeviceTest {
 
     static byte[] bytes(DeviceBuffer buf, int offset, int len) {
         byte[] out = new byte[len];
-        ((MockBuffer) buf).memory().get(offset, out);
+        ((HostBuffer) buf).memory().get(offset, out);
         return out;
     }
 
@@ -76,7 +76,7 @@ class MockDeviceTest {
         byte[] good = a.exportHandle(a.allocate(64));
         assertThrows(IllegalArgumentException.class, () -> b.openHandle(null));
         assertThrows(IllegalArgumentException.class, () -> b.openHandle(Arrays.copyOf(good, 20)));
-        assertThrows(IllegalArgumentException.class, () -> b.openHandle(new byte[MockDevice.HANDLE_BYTES]));
+        assertThrows(IllegalArgumentException.class, () -> b.openHandle(new byte[HostDevice.HANDLE_BYTES]));
         for (int i = 0; i < good.length; i++) {
             byte[] corrupt = good.clone();
             corrupt[i] ^= 0x40;
@@ -91,7 +91,7 @@ class MockDeviceTest {
         byte[] handle = a.exportHandle(buf);
         a.free(buf);
         assertThrows(DeviceException.class, () -> b.openHandle(handle));
-        try (var files = Files.list(dir.resolve("mock-device"))) {
+        try (var files = Files.list(dir.resolve("host-device"))) {
             assertEquals(0, files.count());
         }
     }
@@ -118,7 +118,7 @@ class MockDeviceTest {
     void allocationSizesOutOfRangeAreRejected() {
         assertThrows(IllegalArgumentException.class, () -> a.allocate(0));
         assertThrows(IllegalArgumentException.class, () -> a.allocate(-5));
-        assertThrows(IllegalArgumentException.class, () -> a.allocate(MockDevice.MAX_ALLOCATION + 1));
+        assertThrows(IllegalArgumentException.class, () -> a.allocate(HostDevice.MAX_ALLOCATION + 1));
     }
 
     @Test
@@ -138,7 +138,7 @@ class MockDeviceTest {
         a.allocate(64);
         a.allocate(64);
         a.close();
-        try (var files = Files.list(dir.resolve("mock-device"))) {
+        try (var files = Files.list(dir.resolve("host-device"))) {
             assertEquals(0, files.count());
         }
     }

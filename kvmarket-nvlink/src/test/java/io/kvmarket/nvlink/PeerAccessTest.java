@@ -1,4 +1,4 @@
-package io.kvmarket.cuda;
+package io.kvmarket.nvlink;
 
 import io.kvmarket.device.DeviceUnreachableException;
 import org.junit.jupiter.api.Test;
