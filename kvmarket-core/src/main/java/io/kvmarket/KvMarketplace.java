@@ -167,31 +167,36 @@ public final class KvMarketplace implements AutoCloseable {
         List<Offer> found;
         try {
             found = registry.lookupPrefix(keys, keys.length);
-        } catch (RegistryException e) {
-            return miss(List.of(), MissReason.REGISTRY_UNAVAILABLE, e.getMessage());
+        } catch (RuntimeException e) { // a registry failure of any kind is a miss
+            return miss(List.of(), MissReason.REGISTRY_UNAVAILABLE, e.toString());
         }
         List<Offer> usable = new ArrayList<>(found.size());
         MissReason reason = found.size() == keys.length ? MissReason.NONE : MissReason.NO_OFFER;
         String detail = "";
-        for (Offer o : found) {
-            MissReason bad = check(o);
-            if (bad != MissReason.NONE) {
-                reason = bad;
-                detail = o.toString();
-                break;
+        try {
+            for (Offer o : found) {
+                MissReason bad = check(o);
+                if (bad != MissReason.NONE) {
+                    reason = bad;
+                    detail = o.toString();
+                    break;
+                }
+                boolean pinned;
+                try {
+                    pinned = registry.pin(o, pinLeaseMs);
+                } catch (RuntimeException e) { // a registry failure of any kind is a miss
+                    pinned = false;
+                }
+                if (!pinned) {
+                    reason = MissReason.PIN_FAILED;
+                    detail = o.toString();
+                    break;
+                }
+                usable.add(o);
             }
-            boolean pinned;
-            try {
-                pinned = registry.pin(o, pinLeaseMs);
-            } catch (RegistryException e) {
-                pinned = false;
-            }
-            if (!pinned) {
-                reason = MissReason.PIN_FAILED;
-                detail = o.toString();
-                break;
-            }
-            usable.add(o);
+        } catch (RuntimeException | Error e) { // a transport's reaches() failed: a bug, but no pin may outlive it
+            unpinAll(usable);
+            throw e;
         }
         if (reason != MissReason.NONE && reason != MissReason.NO_OFFER) {
             return miss(usable, reason, detail);
@@ -236,7 +241,10 @@ public final class KvMarketplace implements AutoCloseable {
      *
      * @param blockIds the request's block table; its first {@code match.tokens() / tokensPerBlock} entries receive
      *                 the imported KV
-     * @return completes with the tokens imported; never exceptionally for runtime failures
+     * @return completes with the tokens imported; never exceptionally for runtime failures. It completes on the
+     *         thread that finished the copy, a device's completion thread: actions attached to it must not block
+     *         on this or another marketplace ({@link #export} from them throws), so use the async variants
+     *         ({@code thenRunAsync}) for anything that waits
      * @throws IllegalArgumentException when the match was made by another marketplace, or the block table is too
      *                                  short or names blocks outside the cache
      * @throws IllegalStateException    when the match was already loaded or released, or this marketplace is closed
@@ -252,7 +260,8 @@ public final class KvMarketplace implements AutoCloseable {
         CompletableFuture<LoadResult> loaded;
         try {
             loaded = loadPinned(match, blockIds);
-        } catch (RuntimeException e) {
+        } catch (RuntimeException | Error e) { // a transport's own bug: nothing may stay pinned or counted
+            unpinAll(match.offers());
             gate.exit();
             throw e;
         }
@@ -260,8 +269,11 @@ public final class KvMarketplace implements AutoCloseable {
         // them neither waits for this load nor for others that may need this very thread.
         CompletableFuture<LoadResult> result = new CompletableFuture<>();
         loaded.whenComplete((r, e) -> {
-            gate.exit();
-            OperationGate.completeMarked(result, r, e);
+            try {
+                gate.exit();
+            } finally {
+                OperationGate.completeMarked(result, r, e);
+            }
         });
         return result;
     }
@@ -330,7 +342,7 @@ public final class KvMarketplace implements AutoCloseable {
                 boolean current;
                 try {
                     current = registry.isCurrent(offers.get(i));
-                } catch (RegistryException e) {
+                } catch (RuntimeException e) { // cannot prove the bytes unchanged: a miss
                     current = false;
                 }
                 if (!current) {
@@ -369,7 +381,7 @@ public final class KvMarketplace implements AutoCloseable {
         for (Offer o : offers) {
             try {
                 registry.unpin(o);
-            } catch (RegistryException e) {
+            } catch (RuntimeException e) {
                 LOG.debug("unpin of {} failed; the pin lapses with its lease: {}", o, e.getMessage());
             }
         }
@@ -388,6 +400,10 @@ public final class KvMarketplace implements AutoCloseable {
      * @throws IllegalStateException    when this marketplace is closed
      */
     public ExportResult export(int[] tokens, int tokenCount, int[] blockIds) {
+        if (OperationGate.inCompletion()) {
+            throw new IllegalStateException("export() waits for its copy, which may need the very thread that "
+                    + "completes a load: call it outside the load's callbacks (use an async variant, e.g. thenRunAsync)");
+        }
         ChunkKey[] keys = hasher.keys(tokens, tokenCount);
         checkBlocks(blockIds, keys.length * format.blocksPerChunk(), "that hold " + keys.length + " full chunks");
         gate.enter();
@@ -530,9 +546,10 @@ public final class KvMarketplace implements AutoCloseable {
      * operations still running, then frees the pool and closes what the builder opened (default registry and
      * transports). Idempotent; a call while another is closing returns when that one has.
      *
-     * <p>Waiting is bounded by {@value #CLOSE_WAIT_MS} ms and skipped when close() runs in a callback of one of
-     * this marketplace's loads or on an interrupted thread, since the operations it would wait for may need that
-     * very thread. The pool is then freed by the last running operation as it ends, never under a running copy.
+     * <p>Waiting is bounded by {@value #CLOSE_WAIT_MS} ms and skipped when close() runs in a load's callback (of
+     * any marketplace: they complete on a device's thread, which the operations it would wait for may need) or on
+     * an interrupted thread. The pool is then freed by the last running operation as it ends, never under a
+     * running copy; the offers are withdrawn before close() returns in every case.
      */
     @Override
     public void close() {
@@ -560,9 +577,12 @@ public final class KvMarketplace implements AutoCloseable {
     }
 
     private void awaitOtherClose() {
+        withdrawn.join(); // soon: withdrawing waits for no operation
+        if (OperationGate.inCompletion()) {
+            return; // the first close may be waiting for this very thread
+        }
         try {
-            // From a load's callback only the withdrawal is awaited: the first close may be waiting for this thread.
-            (OperationGate.inCompletion() ? withdrawn : closed).get();
+            closed.get();
         } catch (InterruptedException e) {
             Thread.currentThread().interrupt();
         } catch (ExecutionException e) {
@@ -570,22 +590,47 @@ public final class KvMarketplace implements AutoCloseable {
         }
     }
 
-    /** Runs once no operation runs: frees the pool and closes what the builder opened. */
+    /**
+     * Runs once no operation runs, in close() or in the thread of the last operation to end: frees the pool and
+     * closes what the builder opened. Each step's failure is logged and the others still run.
+     */
     private void releaseResources() {
-        try {
-            // A renewal in flight finishes; interrupting it would only abort its registry write.
-            if (!housekeeping.awaitTermination(10, TimeUnit.SECONDS)) {
-                LOG.warn("lease renewal still running after 10 s at close");
-            }
-        } catch (InterruptedException e) {
-            Thread.currentThread().interrupt();
-        }
-        pool.close();
+        awaitHousekeeping();
+        List<AutoCloseable> owned = new ArrayList<>();
+        owned.add(pool);
         if (ownsTransports) {
-            transports.forEach(Transport::close);
+            owned.addAll(transports);
         }
         if (ownsRegistry) {
-            registry.close();
+            owned.add(registry);
+        }
+        for (AutoCloseable c : owned) {
+            try {
+                c.close();
+            } catch (Exception e) {
+                LOG.warn("closing {} failed: {}", c, e.toString());
+            }
+        }
+    }
+
+    /** A renewal in flight finishes: interrupting it would only abort its registry write. */
+    private void awaitHousekeeping() {
+        boolean interrupted = Thread.interrupted();
+        try {
+            while (true) {
+                try {
+                    if (!housekeeping.awaitTermination(10, TimeUnit.SECONDS)) {
+                        LOG.warn("lease renewal still running after 10 s at close");
+                    }
+                    return;
+                } catch (InterruptedException e) {
+                    interrupted = true;
+                }
+            }
+        } finally {
+            if (interrupted) {
+                Thread.currentThread().interrupt();
+            }
         }
     }
 

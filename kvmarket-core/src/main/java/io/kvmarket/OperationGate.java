@@ -1,5 +1,8 @@
 package io.kvmarket;
 
+import org.slf4j.Logger;
+import org.slf4j.LoggerFactory;
+
 import java.util.concurrent.CompletableFuture;
 import java.util.concurrent.TimeUnit;
 
@@ -9,7 +12,12 @@ import java.util.concurrent.TimeUnit;
  */
 final class OperationGate {
 
-    /** Set while a thread completes a load's future, so a close() from the engine's callback does not wait on it. */
+    private static final Logger LOG = LoggerFactory.getLogger(OperationGate.class);
+
+    /**
+     * Set while a thread completes any marketplace's load future: the engine's callbacks run then, on a device's
+     * thread, and neither close() nor export() may wait for work that thread has yet to do.
+     */
     private static final ThreadLocal<Boolean> IN_COMPLETION = ThreadLocal.withInitial(() -> false);
 
     private int running;
@@ -34,7 +42,16 @@ final class OperationGate {
             }
         }
         if (release != null) {
+            runRelease(release);
+        }
+    }
+
+    /** The release runs in whichever thread ends last; its failure is that thread's to log, not to throw. */
+    private static void runRelease(Runnable release) {
+        try {
             release.run();
+        } catch (RuntimeException e) {
+            LOG.warn("releasing a closed marketplace's resources failed: {}", e.toString());
         }
     }
 
@@ -83,7 +100,7 @@ final class OperationGate {
             }
         }
         if (runHere) {
-            release.run();
+            runRelease(release);
         }
         return runHere;
     }

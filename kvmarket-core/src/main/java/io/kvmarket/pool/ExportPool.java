@@ -203,11 +203,15 @@ public final class ExportPool implements AutoCloseable {
     /** Forgets a publication the registry no longer holds (its lease lapsed); frees the slot. */
     public void lost(Offer offer) {
         locked(() -> {
-            Integer slot = slotOfKey.get(offer.key());
-            if (slot != null && published.get(slot).samePublication(offer)) {
-                published.remove(slot);
-                slotOfKey.remove(offer.key());
-                free.add(slot);
+            // Looked up by publication, not by key: the key may since have been published again from another slot.
+            for (Iterator<Map.Entry<Integer, Offer>> it = published.entrySet().iterator(); it.hasNext(); ) {
+                Map.Entry<Integer, Offer> e = it.next();
+                if (e.getValue().samePublication(offer)) {
+                    it.remove();
+                    slotOfKey.remove(offer.key(), e.getKey());
+                    free.add(e.getKey());
+                    break;
+                }
             }
             return null;
         });

@@ -19,8 +19,11 @@ public interface Transport extends AutoCloseable {
     boolean reaches(Offer offer);
 
     /**
-     * Copies {@code batch} (source offsets relative to the offer's buffer) into {@code dst} as one submission.
-     * Every runtime failure completes the future exceptionally with a {@link TransferException}.
+     * Copies {@code batch} (source offsets relative to the offer's buffer; one batch carries every chunk the import
+     * takes from that buffer) into {@code dst} as one submission. Every runtime failure completes the future
+     * exceptionally with a {@link TransferException}.
+     *
+     * @throws IllegalStateException when the transport is closed
      */
     CompletableFuture<Void> fetch(Offer source, DeviceBuffer dst, CopyBatch batch);
 

@@ -3,15 +3,15 @@ package io.kvmarket.nvlink;
 import io.kvmarket.LoadResult;
 import io.kvmarket.Match;
 import io.kvmarket.registry.shm.NodeLocalRegistry;
+import io.kvmarket.testkit.ChildJvm;
+import io.kvmarket.testkit.KvFixture;
 import org.junit.jupiter.api.BeforeEach;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.Timeout;
 import org.junit.jupiter.api.io.TempDir;
 
-import java.io.BufferedReader;
-import java.io.InputStreamReader;
-import java.nio.charset.StandardCharsets;
 import java.nio.file.Path;
+import java.time.Duration;
 import java.util.concurrent.atomic.AtomicBoolean;
 import java.util.concurrent.atomic.AtomicInteger;
 import java.util.concurrent.atomic.AtomicReference;
@@ -35,21 +35,15 @@ class CudaIpcImportTest {
     @Test
     @Timeout(120)
     void importFromAnotherProcessThroughCudaIpcIsByteExact() throws Exception {
-        Process child = new ProcessBuilder(Path.of(System.getProperty("java.home"), "bin", "java").toString(), "-cp",
-                System.getProperty("java.class.path"), CudaExporterProcess.class.getName(), dir.toString(), "41")
-                .redirectError(ProcessBuilder.Redirect.INHERIT).start();
-        try (NodeLocalRegistry registry = NodeLocalRegistry.open(dir, 1024); GpuKv kv = new GpuKv(registry, 4)) {
-            String line = new BufferedReader(new InputStreamReader(child.getInputStream(), StandardCharsets.UTF_8))
-                    .readLine();
-            assertEquals("READY 4", line);
-            int[] t = GpuKv.tokens(128, 41);
+        try (ChildJvm child = ChildJvm.start(CudaExporterProcess.class, dir.toString(), "41");
+             NodeLocalRegistry registry = NodeLocalRegistry.open(dir, 1024); KvFixture kv = GpuKv.engine(registry, 4)) {
+            assertEquals("READY 4", child.awaitLine("READY", Duration.ofSeconds(60)));
+            int[] t = KvFixture.tokens(128, 41);
             Match m = kv.market.match(t, 128);
             assertEquals(128, m.tokens());
-            int[] dst = GpuKv.scattered(8, 7);
+            int[] dst = KvFixture.scattered(8, 7);
             assertEquals(128, kv.market.load(m, dst).join().tokensImported());
-            assertTrue(kv.holds(dst, 8, 41), "imported KV differs from the exporter's");
-        } finally {
-            child.destroyForcibly();
+            assertEquals(-1, kv.firstWrongBlock(dst, 8, 41), "imported KV differs from the exporter's");
         }
     }
 
@@ -58,26 +52,26 @@ class CudaIpcImportTest {
     void evictionWhileImportingNeverDeliversWrongBytes() throws Exception {
         int prompts = 6;
         try (NodeLocalRegistry registry = NodeLocalRegistry.open(dir, 1024);
-             GpuKv exporter = new GpuKv(registry, 3);
-             GpuKv importer = new GpuKv(registry, 2)) {
+             KvFixture exporter = GpuKv.engine(registry, 3);
+             KvFixture importer = GpuKv.engine(registry, 2)) {
             AtomicBoolean stop = new AtomicBoolean();
             AtomicReference<Throwable> failure = new AtomicReference<>();
             AtomicInteger hits = new AtomicInteger();
             Thread exportLoop = new Thread(() -> {
-                int[] blocks = GpuKv.scattered(4, 1);
+                int[] blocks = KvFixture.scattered(4, 1);
                 for (int round = 0; !stop.get(); round++) {
                     int s = round % prompts;
                     exporter.fill(blocks, 4, s);
-                    exporter.market.export(GpuKv.tokens(64, s), 64, blocks);
+                    exporter.market.export(KvFixture.tokens(64, s), 64, blocks);
                 }
             });
             exportLoop.start();
             try {
                 for (int round = 0; round < 300; round++) {
                     int s = (round * 5) % prompts;
-                    int[] dst = GpuKv.scattered(4, round);
-                    LoadResult r = importer.market.load(importer.market.match(GpuKv.tokens(64, s), 64), dst).join();
-                    if (!importer.holds(dst, r.tokensImported() / 16, s)) {
+                    int[] dst = KvFixture.scattered(4, round);
+                    LoadResult r = importer.market.load(importer.market.match(KvFixture.tokens(64, s), 64), dst).join();
+                    if (importer.firstWrongBlock(dst, r.tokensImported() / 16, s) >= 0) {
                         throw new AssertionError("wrong bytes for prompt " + s + " after " + r);
                     }
                     hits.addAndGet(r.tokensImported() > 0 ? 1 : 0);

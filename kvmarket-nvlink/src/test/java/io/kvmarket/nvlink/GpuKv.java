@@ -1,12 +1,13 @@
 package io.kvmarket.nvlink;
 
-import io.kvmarket.KvMarketplace;
 import io.kvmarket.kv.DType;
 import io.kvmarket.kv.KvLayout;
 import io.kvmarket.kv.LayoutOrder;
 import io.kvmarket.key.Namespace;
-import io.kvmarket.kv.PagedKvCache;
+import io.kvmarket.device.DeviceBuffer;
 import io.kvmarket.registry.OfferRegistry;
+import io.kvmarket.testkit.DeviceBytes;
+import io.kvmarket.testkit.KvFixture;
 import org.bytedeco.javacpp.BytePointer;
 
 import static org.bytedeco.cuda.global.cudart.cudaDeviceSynchronize;
@@ -15,33 +16,45 @@ import static org.bytedeco.cuda.global.cudart.cudaMemcpyDeviceToHost;
 import static org.bytedeco.cuda.global.cudart.cudaMemcpyHostToDevice;
 import static org.bytedeco.cuda.global.cudart.cudaSuccess;
 
-/** A GPU engine for tests: a CUDA device, a paged KV cache on it, a marketplace, and host access for checks. */
-final class GpuKv implements AutoCloseable {
+/** GPU engines for tests: the testkit's fixture on a CUDA device, reading and writing its memory by cudaMemcpy. */
+final class GpuKv {
 
     static final KvLayout LAYOUT = KvLayout.of(2, 2, 64, DType.BFLOAT16, 16, LayoutOrder.LAYER_MAJOR);
     static final Namespace NS = Namespace.of("gpu-test-model", "rev1", "ids", LAYOUT);
-    static final int CHUNK = 32;
-    static final int BLOCKS = 64;
-
-    final CudaDevice device;
-    final PagedKvCache cache;
-    final KvMarketplace market;
-
-    GpuKv(OfferRegistry registry, int poolChunks) {
-        device = new CudaDevice(0);
-        cache = new PagedKvCache(device.allocate(PagedKvCache.requiredBytes(LAYOUT, BLOCKS)), LAYOUT, BLOCKS);
-        long chunkBytes = LAYOUT.blockBytes() * (CHUNK / LAYOUT.tokensPerBlock());
-        market = KvMarketplace.builder().namespace(NS).kvCache(cache).device(device).registry(registry)
-                .chunkTokens(CHUNK).poolBytes(poolChunks * chunkBytes).build();
-    }
 
     /**
      * From pageable memory cudaMemcpy returns before the DMA lands, and the device's non-blocking copy stream does
-     * not wait for it: the upload is complete only after the device synchronizes.
+     * not wait for it: writes are complete only after the device synchronizes ({@link DeviceBytes#flush}).
      */
+    static final DeviceBytes CUDA = new DeviceBytes() {
+        @Override
+        public void write(DeviceBuffer buffer, long offset, byte[] bytes) {
+            stage((CudaBuffer) buffer, offset, bytes);
+        }
+
+        @Override
+        public byte[] read(DeviceBuffer buffer, long offset, int length) {
+            return download((CudaBuffer) buffer, offset, length);
+        }
+
+        @Override
+        public void flush() {
+            check(cudaDeviceSynchronize());
+        }
+    };
+
+    private GpuKv() {
+    }
+
+    /** An engine on GPU 0 with an export pool of {@code poolChunks} chunks. */
+    static KvFixture engine(OfferRegistry registry, int poolChunks) {
+        return new KvFixture(new CudaDevice(0), CUDA, true, registry, NS, t -> t,
+                b -> b.poolBytes(poolChunks * KvFixture.chunkBytes(LAYOUT, KvFixture.CHUNK)));
+    }
+
     static void upload(CudaBuffer b, long offset, byte[] bytes) {
         stage(b, offset, bytes);
-        check(cudaDeviceSynchronize());
+        CUDA.flush();
     }
 
     private static void stage(CudaBuffer b, long offset, byte[] bytes) {
@@ -56,64 +69,9 @@ final class GpuKv implements AutoCloseable {
         return out;
     }
 
-    /** Writes KV for logical blocks [0, count) of a request as a function of (salt, block, region, byte). */
-    void fill(int[] blocks, int count, int salt) {
-        for (int i = 0; i < count; i++) {
-            for (int r = 0; r < LAYOUT.regionsPerBlock(); r++) {
-                stage((CudaBuffer) cache.buffer(), cache.regionOffset(blocks[i], r), pattern(salt, i, r));
-            }
-        }
-        check(cudaDeviceSynchronize());
-    }
-
-    static byte[] pattern(int salt, int block, int region) {
-        byte[] p = new byte[(int) LAYOUT.regionBytes()];
-        for (int b = 0; b < p.length; b++) {
-            p[b] = (byte) (salt * 131 + block * 31 + region * 7 + b);
-        }
-        return p;
-    }
-
-    /** True when logical blocks [0, count) hold the pattern of {@code salt}. */
-    boolean holds(int[] blocks, int count, int salt) {
-        for (int i = 0; i < count; i++) {
-            for (int r = 0; r < LAYOUT.regionsPerBlock(); r++) {
-                byte[] got = download((CudaBuffer) cache.buffer(), cache.regionOffset(blocks[i], r),
-                        (int) LAYOUT.regionBytes());
-                if (!java.util.Arrays.equals(pattern(salt, i, r), got)) {
-                    return false;
-                }
-            }
-        }
-        return true;
-    }
-
-    static int[] tokens(int n, int salt) {
-        int[] t = new int[n];
-        for (int i = 0; i < n; i++) {
-            t[i] = salt * 1000 + i;
-        }
-        return t;
-    }
-
-    static int[] scattered(int n, int seed) {
-        java.util.List<Integer> all = new java.util.ArrayList<>();
-        for (int i = 0; i < BLOCKS; i++) {
-            all.add(i);
-        }
-        java.util.Collections.shuffle(all, new java.util.Random(seed));
-        return all.subList(0, n).stream().mapToInt(Integer::intValue).toArray();
-    }
-
     private static void check(int err) {
         if (err != cudaSuccess) {
-            throw new IllegalStateException("cudaMemcpy failed: " + CudaRuntime.errorString(err));
+            throw new IllegalStateException("CUDA call failed: " + CudaRuntime.errorString(err));
         }
-    }
-
-    @Override
-    public void close() {
-        market.close();
-        device.close();
     }
 }

@@ -1,37 +1,29 @@
 package io.kvmarket.examples.server;
 
-import java.io.BufferedReader;
+import io.kvmarket.testkit.ChildJvm;
+
 import java.io.IOException;
-import java.io.InputStreamReader;
 import java.net.URI;
 import java.net.http.HttpClient;
 import java.net.http.HttpRequest;
 import java.net.http.HttpResponse;
-import java.nio.charset.StandardCharsets;
-import java.nio.file.Path;
-import java.util.ArrayList;
-import java.util.List;
-import java.util.concurrent.TimeUnit;
+import java.time.Duration;
 
 /** An {@link InferenceServer} in a child JVM, for tests that need a second process on the node. */
 final class ChildServer implements AutoCloseable {
 
-    private final Process process;
+    private final ChildJvm child;
     private final int port;
     private final HttpClient http = HttpClient.newHttpClient();
 
-    ChildServer(String... args) throws IOException {
-        List<String> command = new ArrayList<>(List.of(Path.of(System.getProperty("java.home"), "bin", "java").toString(),
-                "-cp", System.getProperty("java.class.path"), InferenceServer.class.getName()));
-        command.addAll(List.of(args));
-        process = new ProcessBuilder(command).redirectError(ProcessBuilder.Redirect.INHERIT).start();
-        BufferedReader out = new BufferedReader(new InputStreamReader(process.getInputStream(), StandardCharsets.UTF_8));
-        String line = out.readLine();
-        if (line == null || !line.startsWith("LISTENING ")) {
-            process.destroyForcibly();
-            throw new IOException("child server did not start: " + line);
+    ChildServer(String... args) {
+        child = ChildJvm.start(InferenceServer.class, args);
+        try {
+            port = Integer.parseInt(child.awaitLine("LISTENING ", Duration.ofSeconds(60)).substring("LISTENING ".length()));
+        } catch (RuntimeException e) {
+            child.close();
+            throw e;
         }
-        port = Integer.parseInt(line.substring("LISTENING ".length()));
     }
 
     GenerationResult generate(String prompt, int maxNewTokens) throws IOException, InterruptedException {
@@ -47,15 +39,11 @@ final class ChildServer implements AutoCloseable {
 
     /** Closes the child's stdin, which stops it, and returns its exit status. */
     int stop() throws IOException, InterruptedException {
-        process.getOutputStream().close();
-        if (!process.waitFor(30, TimeUnit.SECONDS)) {
-            throw new IOException("child server did not stop at end of stdin");
-        }
-        return process.exitValue();
+        return child.stop(Duration.ofSeconds(30));
     }
 
     @Override
     public void close() {
-        process.destroyForcibly();
+        child.close();
     }
 }

@@ -6,6 +6,7 @@ import io.kvmarket.device.host.HostDevice;
 import io.kvmarket.registry.InProcessRegistry;
 import io.kvmarket.registry.OfferRegistry;
 import io.kvmarket.registry.shm.NodeLocalRegistry;
+import io.kvmarket.testkit.KvFixture;
 import org.junit.jupiter.api.Timeout;
 import org.junit.jupiter.api.io.TempDir;
 import org.junit.jupiter.params.ParameterizedTest;
@@ -21,8 +22,8 @@ import java.util.concurrent.TimeUnit;
 import java.util.concurrent.atomic.AtomicBoolean;
 import java.util.concurrent.atomic.AtomicLong;
 
-import static io.kvmarket.publicapi.Rig.range;
-import static io.kvmarket.publicapi.Rig.tokens;
+import static io.kvmarket.testkit.KvPattern.range;
+import static io.kvmarket.testkit.KvPattern.tokens;
 import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
@@ -40,11 +41,11 @@ class ConcurrentUseTest {
         int markets = 3;
         int workers = 4;
         List<HostDevice> devices = new ArrayList<>();
-        List<Rig> rigs = new ArrayList<>();
+        List<KvFixture> rigs = new ArrayList<>();
         for (int i = 0; i < markets; i++) {
             HostDevice d = new HostDevice(dir);
             devices.add(d);
-            rigs.add(new Rig(d, registry, 1 + i % 2, 1, null));
+            rigs.add(Rig.engine(d, registry, 1 + i % 2, 1, t -> t));
         }
         ConcurrentLinkedQueue<String> problems = new ConcurrentLinkedQueue<>();
         AtomicLong hits = new AtomicLong();
@@ -52,7 +53,7 @@ class ConcurrentUseTest {
         CountDownLatch done = new CountDownLatch(markets * workers);
         AtomicBoolean stop = new AtomicBoolean();
         for (int mi = 0; mi < markets; mi++) {
-            Rig rig = rigs.get(mi);
+            KvFixture rig = rigs.get(mi);
             for (int w = 0; w < workers; w++) {
                 int[] exportBlocks = range(w * 16, 4);
                 int[] importBlocks = range(w * 16 + 8, 4);
@@ -102,7 +103,7 @@ class ConcurrentUseTest {
         }
         Thread.sleep(2_000);
         List<Thread> closers = new ArrayList<>();
-        for (Rig rig : rigs) {
+        for (KvFixture rig : rigs) {
             for (int k = 0; k < 2; k++) {
                 Thread c = new Thread(rig.market::close);
                 c.start();

@@ -3,27 +3,25 @@ package io.kvmarket;
 import io.kvmarket.device.host.HostDevice;
 import io.kvmarket.registry.Offer;
 import io.kvmarket.registry.PublishOutcome;
-import io.kvmarket.registry.RegistryContractTest;
+import io.kvmarket.testkit.ChildJvm;
+import io.kvmarket.testkit.RegistryContractTest;
 import io.kvmarket.registry.shm.NodeLocalRegistry;
+import io.kvmarket.testkit.KvFixture;
 import org.junit.jupiter.api.AfterEach;
 import org.junit.jupiter.api.BeforeEach;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.Timeout;
 import org.junit.jupiter.api.io.TempDir;
 
-import java.io.BufferedReader;
-import java.io.InputStreamReader;
-import java.nio.charset.StandardCharsets;
 import java.nio.file.Files;
 import java.nio.file.Path;
+import java.time.Duration;
 import java.util.Arrays;
 
-import static io.kvmarket.KvFixture.scattered;
-import static io.kvmarket.KvFixture.tokens;
+import static io.kvmarket.testkit.KvFixture.scattered;
+import static io.kvmarket.testkit.KvFixture.tokens;
 import static org.junit.jupiter.api.Assertions.assertArrayEquals;
 import static org.junit.jupiter.api.Assertions.assertEquals;
-import static org.junit.jupiter.api.Assertions.assertNotNull;
-import static org.junit.jupiter.api.Assertions.assertTrue;
 
 /** Two real processes on one node registry; the exporter dies by SIGKILL. */
 class CrossProcessTest {
@@ -32,7 +30,7 @@ class CrossProcessTest {
     Path dir;
     NodeLocalRegistry registry;
     KvFixture importer;
-    Process child;
+    ChildJvm child;
 
     @BeforeEach
     void open() {
@@ -43,30 +41,19 @@ class CrossProcessTest {
     @AfterEach
     void close() {
         if (child != null) {
-            child.destroyForcibly();
+            child.close();
         }
         importer.close();
         registry.close();
     }
 
-    private String start(String... args) throws Exception {
-        String[] cmd = new String[args.length + 4];
-        cmd[0] = Path.of(System.getProperty("java.home"), "bin", "java").toString();
-        cmd[1] = "-cp";
-        cmd[2] = System.getProperty("java.class.path");
-        cmd[3] = ExporterProcess.class.getName();
-        System.arraycopy(args, 0, cmd, 4, args.length);
-        child = new ProcessBuilder(cmd).redirectError(ProcessBuilder.Redirect.INHERIT).start();
-        BufferedReader out = new BufferedReader(new InputStreamReader(child.getInputStream(), StandardCharsets.UTF_8));
-        String line = out.readLine();
-        assertNotNull(line, "child exited before it was ready");
-        assertTrue(line.startsWith("READY"), line);
-        return line;
+    private String start(String... args) {
+        child = ChildJvm.start(ExporterProcess.class, args);
+        return child.awaitLine("READY", Duration.ofSeconds(30));
     }
 
     private void sigkill() throws Exception {
-        child.destroyForcibly(); // SIGKILL on Linux: no shutdown hooks, no close()
-        child.waitFor();
+        child.kill(); // SIGKILL on Linux: no shutdown hooks, no close()
     }
 
     /** What the exporter's KV looks like, computed here with the same pattern. */

@@ -5,6 +5,7 @@ import io.kvmarket.node.NodeId;
 import io.kvmarket.node.ProcessIdentity;
 import io.kvmarket.registry.Offer;
 import io.kvmarket.registry.shm.NodeLocalRegistry;
+import io.kvmarket.testkit.KvFixture;
 
 import java.nio.file.Path;
 

@@ -1,5 +1,6 @@
 package io.kvmarket.registry;
 
+import io.kvmarket.testkit.RegistryContractTest;
 class InProcessRegistryTest extends RegistryContractTest {
 
     @Override

@@ -7,6 +7,7 @@ import io.kvmarket.device.host.HostDevice;
 import io.kvmarket.kv.PagedKvCache;
 import io.kvmarket.registry.shm.NodeLocalRegistry;
 import io.kvmarket.transfer.DeviceIpcTransport;
+import io.kvmarket.testkit.KvFixture;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.io.TempDir;
 
@@ -15,10 +16,10 @@ import java.util.List;
 import java.util.concurrent.CompletableFuture;
 import java.util.concurrent.CopyOnWriteArrayList;
 
-import static io.kvmarket.KvFixture.LAYOUT;
-import static io.kvmarket.KvFixture.NS;
-import static io.kvmarket.KvFixture.scattered;
-import static io.kvmarket.KvFixture.tokens;
+import static io.kvmarket.testkit.KvFixture.LAYOUT;
+import static io.kvmarket.testkit.KvFixture.NS;
+import static io.kvmarket.testkit.KvFixture.scattered;
+import static io.kvmarket.testkit.KvFixture.tokens;
 import static org.junit.jupiter.api.Assertions.assertArrayEquals;
 import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertTrue;

@@ -8,6 +8,8 @@ import io.kvmarket.registry.InProcessRegistry;
 import io.kvmarket.registry.OfferRegistry;
 import io.kvmarket.registry.shm.NodeLocalRegistry;
 import io.kvmarket.transfer.DeviceIpcTransport;
+import io.kvmarket.testkit.KvFixture;
+import io.kvmarket.testkit.FaultyTransport;
 import org.junit.jupiter.api.io.TempDir;
 import org.junit.jupiter.params.ParameterizedTest;
 import org.junit.jupiter.params.provider.ValueSource;
@@ -16,11 +18,11 @@ import java.nio.ByteBuffer;
 import java.nio.file.Path;
 import java.util.List;
 
-import static io.kvmarket.KvFixture.BLOCKS;
-import static io.kvmarket.KvFixture.CHUNK;
-import static io.kvmarket.KvFixture.LAYOUT;
-import static io.kvmarket.KvFixture.NS;
-import static io.kvmarket.KvFixture.tokens;
+import static io.kvmarket.testkit.KvFixture.BLOCKS;
+import static io.kvmarket.testkit.KvFixture.CHUNK;
+import static io.kvmarket.testkit.KvFixture.LAYOUT;
+import static io.kvmarket.testkit.KvFixture.NS;
+import static io.kvmarket.testkit.KvFixture.tokens;
 import static org.junit.jupiter.api.Assertions.assertArrayEquals;
 import static org.junit.jupiter.api.Assertions.assertEquals;
 

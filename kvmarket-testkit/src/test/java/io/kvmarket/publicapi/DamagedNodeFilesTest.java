@@ -9,6 +9,7 @@ import io.kvmarket.node.ProcessIdentity;
 import io.kvmarket.registry.Offer;
 import io.kvmarket.registry.PublishOutcome;
 import io.kvmarket.registry.shm.NodeLocalRegistry;
+import io.kvmarket.testkit.KvFixture;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.Timeout;
 import org.junit.jupiter.api.io.TempDir;
@@ -30,8 +31,8 @@ import java.util.Set;
 import java.util.concurrent.CompletableFuture;
 import java.util.concurrent.TimeUnit;
 
-import static io.kvmarket.publicapi.Rig.range;
-import static io.kvmarket.publicapi.Rig.tokens;
+import static io.kvmarket.testkit.KvPattern.range;
+import static io.kvmarket.testkit.KvPattern.tokens;
 import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertNotNull;
 import static org.junit.jupiter.api.Assertions.assertNull;
@@ -147,10 +148,10 @@ class DamagedNodeFilesTest {
         io.kvmarket.registry.InProcessRegistry registry = new io.kvmarket.registry.InProcessRegistry();
         try (HostDevice exporterDevice = new HostDevice(dir); HostDevice importerDevice = new HostDevice(dir)) {
             Set<Path> before = Rig.memoryFiles(dir);
-            Rig exporter = new Rig(exporterDevice, registry, 4);
+            KvFixture exporter = Rig.engine(exporterDevice, registry, 4);
             Set<Path> files = new HashSet<>(Rig.memoryFiles(dir));
             files.removeAll(before);
-            Rig importer = new Rig(importerDevice, registry, 4);
+            KvFixture importer = Rig.engine(importerDevice, registry, 4);
             int[] p = tokens(64, 1);
             exporter.fill(range(0, 4), 4, 1);
             assertEquals(2, exporter.market.export(p, 64, range(0, 4)).chunksPublished());

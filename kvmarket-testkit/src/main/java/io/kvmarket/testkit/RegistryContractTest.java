@@ -1,7 +1,11 @@
-package io.kvmarket.registry;
+package io.kvmarket.testkit;
 
 import io.kvmarket.key.ChunkKey;
 import io.kvmarket.node.ProcessIdentity;
+import io.kvmarket.registry.Offer;
+import io.kvmarket.registry.OfferRegistry;
+import io.kvmarket.registry.PublishOutcome;
+import io.kvmarket.registry.Withdrawal;
 import org.junit.jupiter.api.AfterEach;
 import org.junit.jupiter.api.BeforeEach;
 import org.junit.jupiter.api.Test;
@@ -16,7 +20,10 @@ import static org.junit.jupiter.api.Assertions.assertNull;
 import static org.junit.jupiter.api.Assertions.assertThrows;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
-/** Behaviour every {@link OfferRegistry} must have; each implementation's test extends this. */
+/**
+ * Behaviour every {@link OfferRegistry} must have; each implementation's test extends this and supplies
+ * {@link #create()}, a fresh registry whose clock is {@link #clock}.
+ */
 public abstract class RegistryContractTest {
 
     protected final AtomicLong clock = new AtomicLong(1_000_000);
@@ -47,7 +54,7 @@ public abstract class RegistryContractTest {
         return offer(key(i), ProcessIdentity.current(), generation, clock.get() + 10_000);
     }
 
-    static ChunkKey[] keys(int n) {
+    public static ChunkKey[] keys(int n) {
         ChunkKey[] k = new ChunkKey[n];
         for (int i = 0; i < n; i++) {
             k[i] = key(i);

@@ -1,6 +1,7 @@
 package io.kvmarket;
 
 import io.kvmarket.registry.shm.NodeLocalRegistry;
+import io.kvmarket.testkit.KvFixture;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.Timeout;
 import org.junit.jupiter.api.io.TempDir;
@@ -11,8 +12,8 @@ import java.util.concurrent.atomic.AtomicBoolean;
 import java.util.concurrent.atomic.AtomicInteger;
 import java.util.concurrent.atomic.AtomicReference;
 
-import static io.kvmarket.KvFixture.scattered;
-import static io.kvmarket.KvFixture.tokens;
+import static io.kvmarket.testkit.KvFixture.scattered;
+import static io.kvmarket.testkit.KvFixture.tokens;
 import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertNull;
 import static org.junit.jupiter.api.Assertions.assertTrue;

@@ -3,13 +3,14 @@ package io.kvmarket;
 import io.kvmarket.device.host.HostDevice;
 import io.kvmarket.kv.PagedKvCache;
 import io.kvmarket.registry.shm.NodeLocalRegistry;
+import io.kvmarket.testkit.KvFixture;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.io.TempDir;
 
 import java.nio.file.Path;
 
-import static io.kvmarket.KvFixture.LAYOUT;
-import static io.kvmarket.KvFixture.NS;
+import static io.kvmarket.testkit.KvFixture.LAYOUT;
+import static io.kvmarket.testkit.KvFixture.NS;
 import static org.junit.jupiter.api.Assertions.assertEquals;
 
 class LeaseRenewalTest {

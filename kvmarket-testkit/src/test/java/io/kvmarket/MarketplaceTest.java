@@ -15,6 +15,8 @@ import io.kvmarket.transfer.Transport;
 import org.junit.jupiter.api.AfterEach;
 import org.junit.jupiter.api.BeforeEach;
 import io.kvmarket.registry.Withdrawal;
+import io.kvmarket.testkit.KvFixture;
+import io.kvmarket.testkit.FaultyTransport;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.io.TempDir;
 
@@ -23,10 +25,10 @@ import java.nio.ByteBuffer;
 import java.nio.file.Path;
 import java.util.List;
 
-import static io.kvmarket.KvFixture.CHUNK;
-import static io.kvmarket.KvFixture.NS;
-import static io.kvmarket.KvFixture.scattered;
-import static io.kvmarket.KvFixture.tokens;
+import static io.kvmarket.testkit.KvFixture.CHUNK;
+import static io.kvmarket.testkit.KvFixture.NS;
+import static io.kvmarket.testkit.KvFixture.scattered;
+import static io.kvmarket.testkit.KvFixture.tokens;
 import static org.junit.jupiter.api.Assertions.assertArrayEquals;
 import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertNotEquals;

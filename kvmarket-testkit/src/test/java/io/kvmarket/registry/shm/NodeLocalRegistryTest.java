@@ -4,7 +4,7 @@ import io.kvmarket.key.ChunkKey;
 import io.kvmarket.registry.Offer;
 import io.kvmarket.registry.OfferRegistry;
 import io.kvmarket.registry.PublishOutcome;
-import io.kvmarket.registry.RegistryContractTest;
+import io.kvmarket.testkit.RegistryContractTest;
 import io.kvmarket.registry.RegistryException;
 import io.kvmarket.registry.Withdrawal;
 import org.junit.jupiter.api.Test;

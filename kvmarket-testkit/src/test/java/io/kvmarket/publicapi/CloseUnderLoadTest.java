@@ -11,6 +11,8 @@ import io.kvmarket.registry.InProcessRegistry;
 import io.kvmarket.registry.shm.NodeLocalRegistry;
 import io.kvmarket.transfer.DeviceIpcTransport;
 import io.kvmarket.transfer.Transport;
+import io.kvmarket.testkit.FaultyTransport;
+import io.kvmarket.testkit.KvFixture;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.Timeout;
 import org.junit.jupiter.api.io.TempDir;
@@ -22,12 +24,12 @@ import java.util.Set;
 import java.util.concurrent.CompletableFuture;
 import java.util.concurrent.CountDownLatch;
 import java.util.concurrent.TimeUnit;
+import java.util.concurrent.atomic.AtomicBoolean;
 import java.util.concurrent.atomic.AtomicLong;
 import java.util.concurrent.atomic.AtomicReference;
 
-import static io.kvmarket.publicapi.Rig.CHUNK;
-import static io.kvmarket.publicapi.Rig.range;
-import static io.kvmarket.publicapi.Rig.tokens;
+import static io.kvmarket.testkit.KvPattern.range;
+import static io.kvmarket.testkit.KvPattern.tokens;
 import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertNull;
 import static org.junit.jupiter.api.Assertions.assertTrue;
@@ -44,10 +46,17 @@ class CloseUnderLoadTest {
      */
     @Test
     void aSecondCloseReturnsOnlyWhenTheFirstHas() throws Exception {
-        try (NodeLocalRegistry registry = NodeLocalRegistry.open(dir, 1024); HostDevice device = Rig.device(dir)) {
-            HoldingTransport[] hold = new HoldingTransport[1];
-            Rig other = new Rig(device, registry, 4);
-            Rig e = new Rig(device, registry, 4, 10_000, t -> hold[0] = new HoldingTransport(t));
+        try (NodeLocalRegistry registry = NodeLocalRegistry.open(dir, 1024); HostDevice device = new HostDevice(dir)) {
+            CountDownLatch fetching = new CountDownLatch(1);
+            CountDownLatch proceed = new CountDownLatch(1);
+            AtomicBoolean copied = new AtomicBoolean();
+            KvFixture other = Rig.engine(device, registry, 4);
+            KvFixture e = Rig.engine(device, registry, 4, 10_000, t -> {
+                FaultyTransport held = new FaultyTransport(t);
+                held.holdFetches(fetching, proceed);
+                held.afterFetch = o -> copied.set(true);
+                return held;
+            });
             int[] p = tokens(64, 1);
             int[] q = tokens(64, 2);
             e.fill(range(0, 4), 4, 1);
@@ -56,23 +65,22 @@ class CloseUnderLoadTest {
             assertEquals(2, other.market.export(q, 64, range(0, 4)).chunksPublished());
             Match m = e.market.match(q, 64);
             assertEquals(64, m.tokens());
-            hold[0].proceed = new CountDownLatch(1);
             CompletableFuture<LoadResult> load = CompletableFuture.supplyAsync(
                     () -> e.market.load(m, range(8, 4)).join());
-            assertTrue(hold[0].fetching.await(10, TimeUnit.SECONDS));
+            assertTrue(fetching.await(10, TimeUnit.SECONDS));
             CompletableFuture<Void> first = CompletableFuture.runAsync(e.market::close);
             Thread.sleep(200); // the first close is now waiting for the load
             CompletableFuture<Boolean> second = CompletableFuture.supplyAsync(() -> {
                 e.market.close();
-                return load.isDone();
+                return copied.get();
             });
             Thread.sleep(200);
             ChunkKey[] keys = e.market.hasher().keys(p, 64);
             assertNull(registry.lookup(keys[0]), "offers are withdrawn as soon as close begins");
             assertTrue(!second.isDone(), "the second close returned while the first still waited for a load");
-            hold[0].proceed.countDown();
+            proceed.countDown();
             first.get(20, TimeUnit.SECONDS);
-            assertTrue(second.get(20, TimeUnit.SECONDS), "the second close returned before the load ended");
+            assertTrue(second.get(20, TimeUnit.SECONDS), "the second close returned before the load's copy ended");
             assertEquals(64, load.get(20, TimeUnit.SECONDS).tokensImported());
             other.market.close();
         }
@@ -86,11 +94,11 @@ class CloseUnderLoadTest {
     @Test
     void closeFromALoadCallbackWhileAnExportRunsNeitherStallsNorLeaksThePool() throws Exception {
         InProcessRegistry registry = new InProcessRegistry();
-        try (HostDevice device = Rig.device(dir)) {
-            Rig exporter = new Rig(device, registry, 4);
+        try (HostDevice device = new HostDevice(dir)) {
+            KvFixture exporter = Rig.engine(device, registry, 4);
             HostDevice importerDevice = new HostDevice(dir);
             Set<Path> before = Rig.memoryFiles(dir);
-            Rig importer = new Rig(importerDevice, registry, 4);
+            KvFixture importer = Rig.engine(importerDevice, registry, 4);
             Set<Path> importerFiles = new HashSet<>(Rig.memoryFiles(dir));
             importerFiles.removeAll(before);
             int[] p = tokens(64, 3);
@@ -157,10 +165,10 @@ class CloseUnderLoadTest {
     void closeOnAnInterruptedThreadStillFreesAnIdlePool() throws Exception {
         InProcessRegistry registry = new InProcessRegistry();
         int leaks = 0;
-        try (HostDevice device = Rig.device(dir)) {
+        try (HostDevice device = new HostDevice(dir)) {
             for (int attempt = 0; attempt < 10; attempt++) {
                 Set<Path> before = Rig.memoryFiles(dir);
-                Rig r = new Rig(device, registry, 4);
+                KvFixture r = Rig.engine(device, registry, 4);
                 Set<Path> mine = new HashSet<>(Rig.memoryFiles(dir));
                 mine.removeAll(before); // the KV cache and the export pool
                 assertEquals(2, mine.size());
@@ -187,11 +195,11 @@ class CloseUnderLoadTest {
     @Test
     void closingOneMarketplaceLeavesATransportItSharesWithAnotherWorking() throws Exception {
         InProcessRegistry registry = new InProcessRegistry();
-        try (HostDevice device = Rig.device(dir)) {
+        try (HostDevice device = new HostDevice(dir)) {
             DeviceIpcTransport shared = new DeviceIpcTransport(device);
-            Rig exporter = new Rig(device, registry, 4);
-            Rig a = new Rig(device, registry, 4, 10_000, t -> shared);
-            Rig b = new Rig(device, registry, 4, 10_000, t -> shared);
+            KvFixture exporter = Rig.engine(device, registry, 4);
+            KvFixture a = Rig.engine(device, registry, 4, 10_000, t -> shared);
+            KvFixture b = Rig.engine(device, registry, 4, 10_000, t -> shared);
             int[] p = tokens(64, 6);
             exporter.fill(range(0, 4), 4, 6);
             exporter.market.export(p, 64, range(0, 4));

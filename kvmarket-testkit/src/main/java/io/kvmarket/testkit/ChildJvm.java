@@ -1,0 +1,113 @@
+package io.kvmarket.testkit;
+
+import java.io.BufferedReader;
+import java.io.IOException;
+import java.io.InputStreamReader;
+import java.io.UncheckedIOException;
+import java.nio.charset.StandardCharsets;
+import java.nio.file.Path;
+import java.time.Duration;
+import java.util.ArrayList;
+import java.util.List;
+import java.util.concurrent.CompletableFuture;
+import java.util.concurrent.ExecutionException;
+import java.util.concurrent.TimeUnit;
+import java.util.concurrent.TimeoutException;
+
+/**
+ * Another process on the node: {@code main} run by this JVM's java with this JVM's class path, its stderr
+ * joined to ours. The child says it is ready by printing a line; closing its stdin is how tests ask it to stop,
+ * and {@link #kill} is SIGKILL (no shutdown hooks, no close()).
+ */
+public final class ChildJvm implements AutoCloseable {
+
+    private final Process process;
+    private final BufferedReader out;
+
+    private ChildJvm(Process process) {
+        this.process = process;
+        this.out = new BufferedReader(new InputStreamReader(process.getInputStream(), StandardCharsets.UTF_8));
+    }
+
+    /** Starts {@code main} with {@code jvmArgs} (for example {@code -Dkvmarket.dir=...}) and {@code args}. */
+    public static ChildJvm start(Class<?> main, List<String> jvmArgs, String... args) {
+        List<String> command = new ArrayList<>();
+        command.add(Path.of(System.getProperty("java.home"), "bin", "java").toString());
+        command.addAll(jvmArgs);
+        command.add("-cp");
+        command.add(System.getProperty("java.class.path"));
+        command.add(main.getName());
+        command.addAll(List.of(args));
+        try {
+            return new ChildJvm(new ProcessBuilder(command).redirectError(ProcessBuilder.Redirect.INHERIT).start());
+        } catch (IOException e) {
+            throw new UncheckedIOException("cannot start " + main.getName(), e);
+        }
+    }
+
+    public static ChildJvm start(Class<?> main, String... args) {
+        return start(main, List.of(), args);
+    }
+
+    /**
+     * The child's next line of stdout that starts with {@code prefix}, skipping others.
+     *
+     * @throws IllegalStateException when the child exits, or {@code timeout} passes, first
+     */
+    public String awaitLine(String prefix, Duration timeout) {
+        CompletableFuture<String> line = CompletableFuture.supplyAsync(() -> {
+            try {
+                for (String l = out.readLine(); l != null; l = out.readLine()) {
+                    if (l.startsWith(prefix)) {
+                        return l;
+                    }
+                }
+                return null;
+            } catch (IOException e) {
+                throw new UncheckedIOException(e);
+            }
+        });
+        try {
+            String l = line.get(timeout.toMillis(), TimeUnit.MILLISECONDS);
+            if (l == null) {
+                throw new IllegalStateException("child exited before printing " + prefix);
+            }
+            return l;
+        } catch (TimeoutException e) {
+            throw new IllegalStateException("child printed no line starting with " + prefix + " within " + timeout);
+        } catch (ExecutionException e) {
+            throw new IllegalStateException("reading the child's output: " + e.getCause(), e.getCause());
+        } catch (InterruptedException e) {
+            Thread.currentThread().interrupt();
+            throw new IllegalStateException("interrupted waiting for the child", e);
+        }
+    }
+
+    public Process process() {
+        return process;
+    }
+
+    public long pid() {
+        return process.pid();
+    }
+
+    /** Closes the child's stdin, which asks it to stop, and waits up to {@code timeout} for its exit status. */
+    public int stop(Duration timeout) throws IOException, InterruptedException {
+        process.getOutputStream().close();
+        if (!process.waitFor(timeout.toMillis(), TimeUnit.MILLISECONDS)) {
+            throw new IOException("child did not stop within " + timeout + " of the end of its stdin");
+        }
+        return process.exitValue();
+    }
+
+    /** SIGKILL, then waits for the child to be gone. */
+    public void kill() throws InterruptedException {
+        process.destroyForcibly();
+        process.waitFor();
+    }
+
+    @Override
+    public void close() {
+        process.destroyForcibly();
+    }
+}

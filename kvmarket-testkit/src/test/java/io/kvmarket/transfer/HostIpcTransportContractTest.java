@@ -1,0 +1,75 @@
+package io.kvmarket.transfer;
+
+import io.kvmarket.device.Device;
+import io.kvmarket.device.DeviceBuffer;
+import io.kvmarket.device.host.HostDevice;
+import io.kvmarket.node.NodeId;
+import io.kvmarket.registry.Offer;
+import io.kvmarket.testkit.DeviceBytes;
+import io.kvmarket.testkit.TransportContractTest;
+import org.junit.jupiter.api.Nested;
+import org.junit.jupiter.api.io.TempDir;
+
+import java.nio.file.Path;
+
+/**
+ * The transport contract for {@link DeviceIpcTransport} over the host device's shared memory: from another device
+ * (as from another process: the exporter's memory is mapped from its file), and from the importer's own device (an
+ * engine importing from its own pool).
+ */
+class HostIpcTransportContractTest {
+
+    abstract static class OverHostDevice extends TransportContractTest {
+        @TempDir
+        Path dir;
+        HostDevice exporter;
+        HostDevice importer;
+
+        @Override
+        protected Device exporterDevice() {
+            exporter = new HostDevice(dir);
+            return exporter;
+        }
+
+        @Override
+        protected DeviceBytes bytes() {
+            return DeviceBytes.HOST;
+        }
+
+        @Override
+        protected Transport transport(Device importer) {
+            return new DeviceIpcTransport(importer);
+        }
+
+        @Override
+        protected Offer offer(Device exporter, DeviceBuffer source, long offset, long length) {
+            return offerWithHandle(exporter.exportHandle(source), NodeId.local(), offset, length);
+        }
+
+        @Override
+        protected void closeDevices() {
+            importer.close();
+            if (exporter != importer) {
+                exporter.close();
+            }
+        }
+    }
+
+    @Nested
+    class FromAnotherDevice extends OverHostDevice {
+        @Override
+        protected Device importerDevice() {
+            importer = new HostDevice(dir);
+            return importer;
+        }
+    }
+
+    @Nested
+    class FromItsOwnDevice extends OverHostDevice {
+        @Override
+        protected Device importerDevice() {
+            importer = exporter;
+            return importer;
+        }
+    }
+}
