@@ -17,9 +17,9 @@ public final class Match {
     private final MissReason reason;
     final AtomicBoolean released = new AtomicBoolean();
     /** The marketplace that pinned the offers: only it may load or release them. */
-    final KvMarketplace issuer;
+    final Object issuer;
 
-    Match(KvMarketplace issuer, List<Offer> offers, int chunkTokens, MissReason reason) {
+    Match(Object issuer, List<Offer> offers, int chunkTokens, MissReason reason) {
         this.issuer = issuer;
         this.offers = List.copyOf(offers);
         this.tokens = offers.size() * chunkTokens;

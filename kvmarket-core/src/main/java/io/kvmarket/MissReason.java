@@ -1,5 +1,7 @@
 package io.kvmarket;
 
+import io.kvmarket.transfer.TransferFailure;
+
 /** Why a match or load delivered fewer tokens than the prompt's full chunks. The engine recomputes the rest. */
 public enum MissReason {
     /** Nothing was missing: every requested chunk was delivered. */
@@ -12,7 +14,7 @@ public enum MissReason {
     REGISTRY_UNAVAILABLE,
     /** The offer's layout fingerprint differs from this engine's layout. */
     LAYOUT_MISMATCH,
-    /** The offer's handle or span is malformed or does not fit the source memory. */
+    /** The offer's endpoint or span is malformed or does not fit the source memory. */
     MALFORMED_OFFER,
     /** No transport reaches the node or device that holds the chunk. */
     NO_TRANSPORT,
@@ -23,5 +25,15 @@ public enum MissReason {
     /** The copy itself failed. */
     TRANSFER_FAILED,
     /** The source chunk was withdrawn or replaced during the copy (generation check); its bytes are discarded. */
-    SOURCE_CHANGED
+    SOURCE_CHANGED;
+
+    /** The miss a transport's failure is reported as: the one place transfer failures become miss reasons. */
+    public static MissReason of(TransferFailure failure) {
+        return switch (failure) {
+            case UNREACHABLE -> NO_TRANSPORT;
+            case SOURCE_GONE -> PEER_GONE;
+            case MALFORMED -> MALFORMED_OFFER;
+            case FAILED -> TRANSFER_FAILED;
+        };
+    }
 }

@@ -1,5 +1,6 @@
 package io.kvmarket;
 
+import io.kvmarket.testkit.RegistryContractTest;
 import io.kvmarket.key.ChunkKey;
 import io.kvmarket.node.NodeId;
 import io.kvmarket.node.ProcessIdentity;
@@ -36,8 +37,8 @@ public final class ExporterProcess {
                 System.out.flush();
                 for (long g = 1; ; g++) {
                     ChunkKey key = new ChunkKey(g, g * 0x9e3779b97f4a7c15L);
-                    Offer o = new Offer(key, NodeId.local(), ProcessIdentity.current(), new byte[] {1}, 0, 64, 1, g,
-                            System.currentTimeMillis() + 60_000);
+                    Offer o = Offer.of(key, NodeId.local(), ProcessIdentity.current(), RegistryContractTest.ipc(1), 0,
+                            64, 1, g, System.currentTimeMillis() + 60_000);
                     registry.publish(o);
                     if (g % 3 != 0) {
                         registry.withdraw(o);

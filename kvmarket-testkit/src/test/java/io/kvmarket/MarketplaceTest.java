@@ -1,5 +1,6 @@
 package io.kvmarket;
 
+import io.kvmarket.registry.Endpoint;
 import io.kvmarket.device.host.HostBuffer;
 import io.kvmarket.key.ChunkKey;
 import io.kvmarket.key.PrefixHasher;
@@ -280,9 +281,9 @@ class MarketplaceTest {
     }
 
     /** Publishes a forged offer for the first chunk of {@code t}, as a misconfigured or malicious peer would. */
-    Offer forge(int[] t, byte[] handle, long offset, long length, long fingerprint) {
+    Offer forge(int[] t, Endpoint endpoint, long offset, long length, long fingerprint) {
         ChunkKey key = b.market.hasher().keys(t, CHUNK)[0];
-        Offer o = new Offer(key, NodeId.local(), ProcessIdentity.current(), handle, offset, length, fingerprint, 1,
+        Offer o = Offer.of(key, NodeId.local(), ProcessIdentity.current(), endpoint, offset, length, fingerprint, 1,
                 System.currentTimeMillis() + 60_000);
         assertEquals(PublishOutcome.PUBLISHED, registry.publish(o));
         return o;
@@ -299,7 +300,7 @@ class MarketplaceTest {
     @Test
     void layoutMismatchIsAMissWithReason() {
         int[] t = tokens(32, 16);
-        forge(t, a.market.pool().handle(), 0, chunkBytes(), fingerprint() ^ 1);
+        forge(t, a.poolEndpoint(), 0, chunkBytes(), fingerprint() ^ 1);
         Match m = b.market.match(t, 32);
         assertEquals(0, m.tokens());
         assertEquals(MissReason.LAYOUT_MISMATCH, m.reason());
@@ -308,14 +309,14 @@ class MarketplaceTest {
     @Test
     void offerOfTheWrongSizeIsAMissWithReason() {
         int[] t = tokens(32, 17);
-        forge(t, a.market.pool().handle(), 0, chunkBytes() - 4, fingerprint());
+        forge(t, a.poolEndpoint(), 0, chunkBytes() - 4, fingerprint());
         assertEquals(MissReason.MALFORMED_OFFER, b.market.match(t, 32).reason());
     }
 
     @Test
     void offerWhoseSpanOverflowsIsAMissAndHoldsNoPin() {
         int[] t = tokens(32, 27);
-        Offer forged = forge(t, a.market.pool().handle(), Long.MAX_VALUE - 100, chunkBytes(), fingerprint());
+        Offer forged = forge(t, a.poolEndpoint(), Long.MAX_VALUE - 100, chunkBytes(), fingerprint());
         Match m = b.market.match(t, 32);
         assertEquals(0, m.tokens());
         assertEquals(MissReason.MALFORMED_OFFER, m.reason());
@@ -342,7 +343,9 @@ class MarketplaceTest {
             ExportResult r = market.export(tokens(64, 28), 64, new int[] {0, 1, 2, 3});
             assertEquals(0, r.chunksPublished());
             assertTrue(r.skipReason().contains("device lost"), r.skipReason());
-            assertEquals(2, market.pool().reserve(2).length, "both slots came back");
+            try (var reserved = market.pool().reserve(2)) {
+                assertEquals(2, reserved.size(), "both slots came back");
+            }
         }
     }
 
@@ -351,7 +354,7 @@ class MarketplaceTest {
         int[] t = tokens(32, 18);
         byte[] junk = new byte[44];
         junk[0] = 1;
-        forge(t, junk, 0, chunkBytes(), fingerprint());
+        forge(t, new Endpoint(Endpoint.DEVICE_IPC, junk), 0, chunkBytes(), fingerprint());
         Match m = b.market.match(t, 32);
         assertEquals(32, m.tokens());
         LoadResult r = b.market.load(m, scattered(2, 1)).join();
@@ -362,7 +365,7 @@ class MarketplaceTest {
     @Test
     void offerSpanOutsideItsSourceBufferIsAMiss() {
         int[] t = tokens(32, 19);
-        forge(t, a.market.pool().handle(), a.market.pool().buffer().size() - 8, chunkBytes(), fingerprint());
+        forge(t, a.poolEndpoint(), a.market.pool().buffer().size() - 8, chunkBytes(), fingerprint());
         LoadResult r = b.market.load(b.market.match(t, 32), scattered(2, 1)).join();
         assertEquals(0, r.tokensImported());
         assertEquals(MissReason.MALFORMED_OFFER, r.reason());
@@ -374,7 +377,7 @@ class MarketplaceTest {
         var gone = a.device.allocate(chunkBytes());
         byte[] handle = a.device.exportHandle(gone);
         a.device.free(gone);
-        forge(t, handle, 0, chunkBytes(), fingerprint());
+        forge(t, new Endpoint(Endpoint.DEVICE_IPC, handle), 0, chunkBytes(), fingerprint());
         LoadResult r = b.market.load(b.market.match(t, 32), scattered(2, 1)).join();
         assertEquals(0, r.tokensImported());
         assertEquals(MissReason.PEER_GONE, r.reason());
@@ -406,7 +409,7 @@ class MarketplaceTest {
         int[] t = tokens(64, 22);
         exportFromA(t, 64, 22);
         bTransport.beforeFetch = o -> {
-            throw new io.kvmarket.transfer.TransferException(MissReason.PEER_GONE, "injected");
+            throw new io.kvmarket.transfer.TransferException(io.kvmarket.transfer.TransferFailure.SOURCE_GONE, "injected");
         };
         LoadResult r = b.market.load(b.market.match(t, 64), scattered(4, 1)).join();
         assertEquals(new LoadResult(0, 64, MissReason.PEER_GONE, "injected"), r);
@@ -532,9 +535,15 @@ class MarketplaceTest {
         int[] t = tokens(32, 26);
         exportFromA(t, 32, 26);
         Transport nowhere = (Transport) Proxy.newProxyInstance(getClass().getClassLoader(),
-                new Class<?>[] {Transport.class}, (proxy, method, args) -> method.getName().equals("reaches") ? false : null);
+                new Class<?>[] {Transport.class}, (proxy, method, args) -> switch (method.getName()) {
+                    case "route", "advertise" -> java.util.Optional.empty();
+                    case "endpointKind" -> Endpoint.TCP;
+                    default -> null;
+                });
         try (KvFixture isolated = new KvFixture(dir, registry, 2, NS, x -> nowhere)) {
             assertEquals(MissReason.NO_TRANSPORT, isolated.market.match(t, 32).reason());
+            ExportResult e = isolated.market.export(tokens(32, 27), 32, scattered(2, 27));
+            assertEquals(new ExportResult(0, 0, 1, "no transport advertises the export pool"), e);
         }
     }
 }

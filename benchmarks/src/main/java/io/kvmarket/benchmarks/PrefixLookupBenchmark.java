@@ -5,6 +5,7 @@ import io.kvmarket.key.PrefixHasher;
 import io.kvmarket.node.NodeId;
 import io.kvmarket.node.ProcessIdentity;
 import io.kvmarket.registry.InProcessRegistry;
+import io.kvmarket.registry.Endpoint;
 import io.kvmarket.registry.Offer;
 import io.kvmarket.registry.OfferRegistry;
 import io.kvmarket.registry.PublishOutcome;
@@ -61,12 +62,13 @@ public class PrefixLookupBenchmark {
         for (int i = 0; i < handle.length; i++) {
             handle[i] = (byte) (31 * i + 7);
         }
+        Endpoint endpoint = new Endpoint(Endpoint.DEVICE_IPC, handle);
         inProcess = new InProcessRegistry();
         nodeLocalDir = Workloads.freshShmDir("kvmarket-bench-lookup-");
         nodeLocal = NodeLocalRegistry.open(nodeLocalDir, NodeLocalRegistry.DEFAULT_CAPACITY);
         hashMap = new HashMap<>();
         for (int i = 0; i < keys.length; i++) {
-            Offer offer = new Offer(keys[i], NodeId.local(), ProcessIdentity.current(), handle, i * chunkBytes,
+            Offer offer = Offer.of(keys[i], NodeId.local(), ProcessIdentity.current(), endpoint, i * chunkBytes,
                     chunkBytes, fingerprint, i + 1, expiry);
             publish(inProcess, offer);
             publish(nodeLocal, offer);

@@ -47,7 +47,6 @@ public final class ExportPool implements AutoCloseable {
     private final long chunkBytes;
     private final int slots;
     private final DeviceBuffer buffer;
-    private final byte[] handle;
     private final ArrayDeque<Integer> free = new ArrayDeque<>();
     /** Published slots in least-recently-used order. */
     private final LinkedHashMap<Integer, Offer> published = new LinkedHashMap<>(16, 0.75f, true);
@@ -75,7 +74,6 @@ public final class ExportPool implements AutoCloseable {
         this.slots = (int) count;
         this.lastUsedMs = new long[slots];
         this.buffer = device.allocate(count * chunkBytes);
-        this.handle = device.exportHandle(buffer);
         for (int i = 0; i < slots; i++) {
             free.add(i);
         }
@@ -83,11 +81,6 @@ public final class ExportPool implements AutoCloseable {
 
     public DeviceBuffer buffer() {
         return buffer;
-    }
-
-    /** IPC handle of the pool buffer; every offer of this pool carries it. */
-    public byte[] handle() {
-        return handle.clone();
     }
 
     public long chunkBytes() {
@@ -98,20 +91,21 @@ public final class ExportPool implements AutoCloseable {
         return slots;
     }
 
-    public long offsetOf(int slot) {
-        return slot * chunkBytes;
-    }
-
     /** A generation no other publication of this process has had or will have. */
     public static long nextGeneration() {
         return GENERATIONS.incrementAndGet();
     }
 
     /**
-     * Reserves up to {@code wanted} slots for filling, evicting unpinned published chunks as needed (offer
-     * withdrawn first). Returns fewer when the rest are pinned or being filled.
+     * Reserves up to {@code wanted} chunks of the pool for filling, evicting unpinned published chunks as needed
+     * (offer withdrawn first). Holds fewer when the rest are pinned or being filled. Close the reservation when
+     * done: what was not {@linkplain Reservation#published published} returns to the pool.
      */
-    public int[] reserve(int wanted) {
+    public Reservation reserve(int wanted) {
+        return new Reservation(reserveSlots(wanted));
+    }
+
+    private int[] reserveSlots(int wanted) {
         return locked(() -> {
             int[] got = new int[wanted];
             int n = 0;
@@ -163,18 +157,57 @@ public final class ExportPool implements AutoCloseable {
         evictions++;
     }
 
-    /** Records that {@code slot} now holds the published {@code offer}. */
-    public void published(int slot, Offer offer) {
-        locked(() -> {
-            lastUsedMs[slot] = registry.clockMillis();
-            published.put(slot, offer);
-            return slotOfKey.put(offer.key(), slot);
-        });
-    }
+    /**
+     * Chunks of the pool reserved for one export. Each is filled, then either {@linkplain #published published}
+     * or returned to the pool when the reservation closes. Not thread-safe: one export uses it.
+     */
+    public final class Reservation implements AutoCloseable {
 
-    /** Returns a reserved slot that was not published. */
-    public void unreserve(int slot) {
-        locked(() -> free.add(slot));
+        private final int[] slots;
+        private final boolean[] settled;
+
+        private Reservation(int[] slots) {
+            this.slots = slots;
+            this.settled = new boolean[slots.length];
+        }
+
+        /** Chunks held: at most the number wanted. */
+        public int size() {
+            return slots.length;
+        }
+
+        /** Byte offset of reserved chunk {@code i} in the pool's buffer. */
+        public long offset(int i) {
+            return slots[i] * chunkBytes;
+        }
+
+        /** Records that reserved chunk {@code i} now holds the published {@code offer}, as the most recently used. */
+        public void published(int i, Offer offer) {
+            if (settled[i]) {
+                throw new IllegalStateException("reserved chunk " + i + " was already published");
+            }
+            settled[i] = true;
+            int slot = slots[i];
+            locked(() -> {
+                lastUsedMs[slot] = registry.clockMillis();
+                published.put(slot, offer);
+                return slotOfKey.put(offer.key(), slot);
+            });
+        }
+
+        /** Returns every reserved chunk that was not published. */
+        @Override
+        public void close() {
+            locked(() -> {
+                for (int i = 0; i < slots.length; i++) {
+                    if (!settled[i]) {
+                        settled[i] = true;
+                        free.add(slots[i]);
+                    }
+                }
+                return null;
+            });
+        }
     }
 
     /**

@@ -3,7 +3,10 @@ package io.kvmarket.registry;
 import io.kvmarket.key.ChunkKey;
 import io.kvmarket.node.ProcessIdentity;
 
-import java.util.Arrays;
+import java.util.HashSet;
+import java.util.List;
+import java.util.Optional;
+import java.util.Set;
 
 /**
  * A registry entry: where the KV of one chunk lives and how to reach it.
@@ -11,7 +14,8 @@ import java.util.Arrays;
  * @param key               the chunk key
  * @param nodeId            node that holds the chunk ({@link io.kvmarket.node.NodeId})
  * @param owner             process that exported it
- * @param handle            device IPC handle of the owner's export-pool buffer (opaque; at most 128 bytes)
+ * @param endpoints         one per transport that reaches the owner's pool buffer, kinds distinct; encoded, at
+ *                          most {@value #MAX_ENDPOINT_BYTES} bytes together
  * @param offset            byte offset of the chunk inside that buffer
  * @param length            bytes of the chunk
  * @param layoutFingerprint fingerprint of the KV layout the bytes are in
@@ -19,36 +23,60 @@ import java.util.Arrays;
  *                          runs; changes whenever the memory is reused
  * @param leaseExpiryMs     epoch milliseconds after which the offer is no longer served unless renewed
  */
-public record Offer(ChunkKey key, long nodeId, ProcessIdentity owner, byte[] handle, long offset, long length,
-                    long layoutFingerprint, long generation, long leaseExpiryMs) {
+public record Offer(ChunkKey key, long nodeId, ProcessIdentity owner, List<Endpoint> endpoints, long offset,
+                    long length, long layoutFingerprint, long generation, long leaseExpiryMs) {
 
-    public static final int MAX_HANDLE_BYTES = 128;
+    /** Room for a framed CUDA IPC handle (124 bytes), a network address and an RDMA key with their headers. */
+    public static final int MAX_ENDPOINT_BYTES = 384;
 
     public Offer {
-        if (key == null || owner == null || handle == null) {
-            throw new IllegalArgumentException("key, owner and handle are required");
+        if (key == null || owner == null || endpoints == null) {
+            throw new IllegalArgumentException("key, owner and endpoints are required");
         }
-        if (handle.length == 0 || handle.length > MAX_HANDLE_BYTES) {
-            throw new IllegalArgumentException("handle of " + handle.length + " bytes outside [1, " + MAX_HANDLE_BYTES + "]");
+        endpoints = List.copyOf(endpoints);
+        if (endpoints.isEmpty()) {
+            throw new IllegalArgumentException("an offer needs at least one endpoint");
+        }
+        Set<Integer> kinds = new HashSet<>();
+        int size = 0;
+        for (Endpoint e : endpoints) {
+            if (!kinds.add(e.kind())) {
+                throw new IllegalArgumentException("two endpoints of kind " + e.kind());
+            }
+            size += e.encodedSize();
+        }
+        if (size > MAX_ENDPOINT_BYTES) {
+            throw new IllegalArgumentException("endpoints take " + size + " bytes, more than " + MAX_ENDPOINT_BYTES);
         }
         if (offset < 0 || length <= 0) {
             throw new IllegalArgumentException("bad chunk span: offset " + offset + ", length " + length);
         }
-        handle = handle.clone();
     }
 
-    @Override
-    public byte[] handle() {
-        return handle.clone();
+    /** The offer with a single endpoint. */
+    public static Offer of(ChunkKey key, long nodeId, ProcessIdentity owner, Endpoint endpoint, long offset,
+                           long length, long layoutFingerprint, long generation, long leaseExpiryMs) {
+        return new Offer(key, nodeId, owner, List.of(endpoint), offset, length, layoutFingerprint, generation,
+                leaseExpiryMs);
+    }
+
+    /** The endpoint of {@code kind}, if a transport of that kind reaches this offer. */
+    public Optional<Endpoint> endpoint(int kind) {
+        for (Endpoint e : endpoints) {
+            if (e.kind() == kind) {
+                return Optional.of(e);
+            }
+        }
+        return Optional.empty();
     }
 
     /**
-     * Same publication: same key, owner and generation, at the same place (node, buffer handle, offset). The place
+     * Same publication: same key, owner and generation, at the same place (node, endpoints, offset). The place
      * is part of the identity so that memory reused for something else can never pass for a republication.
      */
     public boolean samePublication(Offer other) {
         return key.equals(other.key) && owner.equals(other.owner) && generation == other.generation
-                && nodeId == other.nodeId && offset == other.offset && Arrays.equals(handle, other.handle);
+                && nodeId == other.nodeId && offset == other.offset && endpoints.equals(other.endpoints);
     }
 
     @Override

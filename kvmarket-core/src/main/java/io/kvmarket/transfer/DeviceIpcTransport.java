@@ -1,6 +1,5 @@
 package io.kvmarket.transfer;
 
-import io.kvmarket.MissReason;
 import io.kvmarket.device.CopyBatch;
 import io.kvmarket.device.Device;
 import io.kvmarket.device.DeviceBuffer;
@@ -8,12 +7,14 @@ import io.kvmarket.device.DeviceException;
 import io.kvmarket.device.DeviceUnreachableException;
 import io.kvmarket.node.NodeId;
 import io.kvmarket.node.ProcessIdentity;
+import io.kvmarket.registry.Endpoint;
 import io.kvmarket.registry.Offer;
 import org.slf4j.Logger;
 import org.slf4j.LoggerFactory;
 
 import java.nio.ByteBuffer;
 import java.util.Map;
+import java.util.Optional;
 import java.util.concurrent.CompletableFuture;
 import java.util.concurrent.ConcurrentHashMap;
 import java.util.concurrent.TimeUnit;
@@ -70,23 +71,47 @@ public final class DeviceIpcTransport implements Transport {
     }
 
     @Override
-    public boolean reaches(Offer offer) {
-        return offer.nodeId() == nodeId;
+    public int endpointKind() {
+        return Endpoint.DEVICE_IPC;
+    }
+
+    /** The device's IPC handle of the pool: other processes of this node map it. */
+    @Override
+    public Optional<Endpoint> advertise(DeviceBuffer poolBuffer) {
+        return Optional.of(new Endpoint(Endpoint.DEVICE_IPC, device.exportHandle(poolBuffer)));
+    }
+
+    /**
+     * Offers of this node with an IPC handle. The figures rank this route against others of its locality, they
+     * are not measurements: a device-to-device copy after a one-time mapping beats any other way on one node.
+     */
+    @Override
+    public Optional<Route> route(Offer offer) {
+        if (offer.nodeId() != nodeId || offer.endpoint(Endpoint.DEVICE_IPC).isEmpty()) {
+            return Optional.empty();
+        }
+        Locality locality = offer.owner().equals(ProcessIdentity.current()) ? Locality.SAME_PROCESS : Locality.SAME_NODE;
+        return Optional.of(new Route(locality, 10_000, 100.0));
     }
 
     @Override
     public CompletableFuture<Void> fetch(Offer source, DeviceBuffer dst, CopyBatch batch) {
+        Optional<Endpoint> endpoint = source.endpoint(Endpoint.DEVICE_IPC);
+        if (endpoint.isEmpty()) {
+            return CompletableFuture.failedFuture(new TransferException(TransferFailure.UNREACHABLE,
+                    source + " has no device IPC endpoint"));
+        }
         Mapping m;
         try {
-            m = acquire(source);
+            m = acquire(source, endpoint.get().bytes());
         } catch (IllegalArgumentException e) {
-            return CompletableFuture.failedFuture(new TransferException(MissReason.MALFORMED_OFFER,
+            return CompletableFuture.failedFuture(new TransferException(TransferFailure.MALFORMED,
                     "malformed handle in " + source + ": " + e.getMessage(), e));
         } catch (DeviceUnreachableException e) {
-            return CompletableFuture.failedFuture(new TransferException(MissReason.NO_TRANSPORT,
+            return CompletableFuture.failedFuture(new TransferException(TransferFailure.UNREACHABLE,
                     "cannot reach " + source + ": " + e.getMessage(), e));
         } catch (DeviceException e) {
-            return CompletableFuture.failedFuture(new TransferException(MissReason.PEER_GONE,
+            return CompletableFuture.failedFuture(new TransferException(TransferFailure.SOURCE_GONE,
                     "cannot map " + source + ": " + e.getMessage(), e));
         }
         CompletableFuture<Void> copy;
@@ -95,11 +120,11 @@ public final class DeviceIpcTransport implements Transport {
         } catch (RuntimeException e) {
             release(m);
             if (e instanceof IllegalArgumentException) {
-                return CompletableFuture.failedFuture(new TransferException(MissReason.MALFORMED_OFFER,
+                return CompletableFuture.failedFuture(new TransferException(TransferFailure.MALFORMED,
                         "offer span does not fit its source buffer: " + e.getMessage(), e));
             }
             if (e instanceof DeviceException) {
-                return CompletableFuture.failedFuture(new TransferException(MissReason.TRANSFER_FAILED,
+                return CompletableFuture.failedFuture(new TransferException(TransferFailure.FAILED,
                         "copy from " + source + " could not start: " + e.getMessage(), e));
             }
             throw e;
@@ -107,19 +132,19 @@ public final class DeviceIpcTransport implements Transport {
         return copy.handle((ok, error) -> {
             release(m);
             if (error != null) {
-                throw new TransferException(MissReason.TRANSFER_FAILED, "copy from " + source + " failed", error);
+                throw new TransferException(TransferFailure.FAILED, "copy from " + source + " failed", error);
             }
             return null;
         });
     }
 
-    /** The cached mapping of the offer's buffer, opened on first use, held until {@link #release}. */
-    private Mapping acquire(Offer source) {
-        ByteBuffer key = ByteBuffer.wrap(source.handle());
+    /** The cached mapping of the buffer {@code handle} names, opened on first use, held until {@link #release}. */
+    private Mapping acquire(Offer source, byte[] handle) {
+        ByteBuffer key = ByteBuffer.wrap(handle);
         while (true) {
             Mapping m = mappings.get(key);
             if (m == null) {
-                m = open(key, source);
+                m = open(key, handle, source);
             }
             if (m.acquire()) {
                 return m;
@@ -129,14 +154,14 @@ public final class DeviceIpcTransport implements Transport {
     }
 
     /** Opens one mapping per key; serialized with {@link #close} so none is opened behind it and leaked. */
-    private synchronized Mapping open(ByteBuffer key, Offer source) {
+    private synchronized Mapping open(ByteBuffer key, byte[] handle, Offer source) {
         if (closed) {
             throw new IllegalStateException("transport is closed");
         }
         Mapping m = mappings.get(key);
         if (m == null) {
             long start = nanoClock.getAsLong();
-            m = new Mapping(device.openHandle(source.handle()), source.owner(), start);
+            m = new Mapping(device.openHandle(handle), source.owner(), start);
             mappings.put(key, m);
             LOG.debug("mapped peer buffer of pid {} in {} us", source.owner().pid(),
                     (nanoClock.getAsLong() - start) / 1000);

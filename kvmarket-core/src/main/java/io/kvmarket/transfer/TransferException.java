@@ -1,23 +1,21 @@
 package io.kvmarket.transfer;
 
-import io.kvmarket.MissReason;
-
-/** A transport could not move a source's chunks; carries the miss reason the import reports. */
+/** A transport could not move a source's chunks; says why in the transfer taxonomy. */
 public class TransferException extends RuntimeException {
 
-    private final MissReason reason;
+    private final TransferFailure failure;
 
-    public TransferException(MissReason reason, String message) {
+    public TransferException(TransferFailure failure, String message) {
         super(message);
-        this.reason = reason;
+        this.failure = failure;
     }
 
-    public TransferException(MissReason reason, String message, Throwable cause) {
+    public TransferException(TransferFailure failure, String message, Throwable cause) {
         super(message, cause);
-        this.reason = reason;
+        this.failure = failure;
     }
 
-    public MissReason reason() {
-        return reason;
+    public TransferFailure failure() {
+        return failure;
     }
 }

@@ -1,6 +1,5 @@
 package io.kvmarket.transfer;
 
-import io.kvmarket.MissReason;
 import io.kvmarket.device.CopyBatch;
 import io.kvmarket.device.Device;
 import io.kvmarket.device.DeviceBuffer;
@@ -8,6 +7,7 @@ import io.kvmarket.device.DeviceException;
 import io.kvmarket.device.DeviceUnreachableException;
 import io.kvmarket.key.ChunkKey;
 import io.kvmarket.node.ProcessIdentity;
+import io.kvmarket.registry.Endpoint;
 import io.kvmarket.registry.Offer;
 import org.junit.jupiter.api.Test;
 
@@ -61,8 +61,8 @@ class DeviceIpcTransportTest {
                 default -> null;
             });
 
-    final Offer offer = new Offer(new ChunkKey(1, 2), 9, ProcessIdentity.current(), new byte[] {7}, 0, 4096, 1, 1,
-            Long.MAX_VALUE);
+    final Offer offer = Offer.of(new ChunkKey(1, 2), 9, ProcessIdentity.current(),
+            new Endpoint(Endpoint.DEVICE_IPC, new byte[] {7}), 0, 4096, 1, 1, Long.MAX_VALUE);
     final CopyBatch batch = CopyBatch.builder().add(0, 0, 4096).build();
 
     @Test
@@ -170,8 +170,9 @@ class DeviceIpcTransportTest {
 
     @Test
     void mappingOfDeadPeerIsUnmapped() {
-        Offer ofDead = new Offer(new ChunkKey(1, 2), 9, new ProcessIdentity(ProcessIdentity.current().pid(),
-                ProcessIdentity.current().startTime() + 1), new byte[] {8}, 0, 4096, 1, 1, Long.MAX_VALUE);
+        Offer ofDead = Offer.of(new ChunkKey(1, 2), 9, new ProcessIdentity(ProcessIdentity.current().pid(),
+                ProcessIdentity.current().startTime() + 1), new Endpoint(Endpoint.DEVICE_IPC, new byte[] {8}), 0, 4096, 1,
+                1, Long.MAX_VALUE);
         DeviceIpcTransport t = new DeviceIpcTransport(device, 9, 1_000);
         pendingCopy.complete(null);
         t.fetch(ofDead, mapped, batch).join();
@@ -185,23 +186,30 @@ class DeviceIpcTransportTest {
     void unmappableBuffersBecomeMissesWithTheirReason() {
         DeviceIpcTransport t = new DeviceIpcTransport(device, 9, 1_000);
         openFailure = new DeviceUnreachableException("GPU 0000:1b:00.0 has no peer path to this GPU");
-        assertEquals(MissReason.NO_TRANSPORT, missReason(t.fetch(offer, mapped, batch)));
+        assertEquals(TransferFailure.UNREACHABLE, failure(t.fetch(offer, mapped, batch)));
         openFailure = new DeviceException("allocation freed");
-        assertEquals(MissReason.PEER_GONE, missReason(t.fetch(offer, mapped, batch)));
+        assertEquals(TransferFailure.SOURCE_GONE, failure(t.fetch(offer, mapped, batch)));
         openFailure = new IllegalArgumentException("bad magic");
-        assertEquals(MissReason.MALFORMED_OFFER, missReason(t.fetch(offer, mapped, batch)));
+        assertEquals(TransferFailure.MALFORMED, failure(t.fetch(offer, mapped, batch)));
         assertEquals(0, t.cachedMappings());
     }
 
-    private static MissReason missReason(CompletableFuture<Void> fetch) {
+    private static TransferFailure failure(CompletableFuture<Void> fetch) {
         CompletionException e = assertThrows(CompletionException.class, fetch::join);
-        return ((TransferException) e.getCause()).reason();
+        return ((TransferException) e.getCause()).failure();
     }
 
     @Test
-    void offersOfOtherNodesAreNotReached() {
+    void routesOnlyToOffersOfItsNodeThatCarryAnIpcHandle() {
         DeviceIpcTransport t = new DeviceIpcTransport(device, 9, 1_000);
-        assertEquals(true, t.reaches(offer));
-        assertEquals(false, new DeviceIpcTransport(device, 10, 1_000).reaches(offer));
+        assertEquals(Locality.SAME_PROCESS, t.route(offer).orElseThrow().locality());
+        Offer ofPeer = Offer.of(offer.key(), 9, new ProcessIdentity(1, 1), offer.endpoints().get(0), 0, 4096, 1, 1,
+                Long.MAX_VALUE);
+        assertEquals(Locality.SAME_NODE, t.route(ofPeer).orElseThrow().locality());
+        assertTrue(new DeviceIpcTransport(device, 10, 1_000).route(offer).isEmpty(), "another node");
+        Offer tcpOnly = Offer.of(offer.key(), 9, ProcessIdentity.current(), new Endpoint(Endpoint.TCP, new byte[] {1}),
+                0, 4096, 1, 1, Long.MAX_VALUE);
+        assertTrue(t.route(tcpOnly).isEmpty(), "no IPC endpoint");
+        assertEquals(TransferFailure.UNREACHABLE, failure(t.fetch(tcpOnly, mapped, batch)));
     }
 }

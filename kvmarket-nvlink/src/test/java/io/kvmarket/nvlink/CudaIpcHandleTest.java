@@ -34,7 +34,7 @@ class CudaIpcHandleTest {
 
     @Test
     void fitsInARegistrySlot() {
-        assertEquals(true, CudaIpcHandle.BYTES <= io.kvmarket.registry.Offer.MAX_HANDLE_BYTES);
+        assertEquals(true, CudaIpcHandle.BYTES <= io.kvmarket.registry.Endpoint.MAX_BYTES);
     }
 
     @Test

@@ -2,9 +2,12 @@ package io.kvmarket.testkit;
 
 import io.kvmarket.device.CopyBatch;
 import io.kvmarket.device.DeviceBuffer;
+import io.kvmarket.registry.Endpoint;
 import io.kvmarket.registry.Offer;
+import io.kvmarket.transfer.Route;
 import io.kvmarket.transfer.Transport;
 
+import java.util.Optional;
 import java.util.concurrent.CompletableFuture;
 import java.util.concurrent.CountDownLatch;
 import java.util.concurrent.TimeUnit;
@@ -19,6 +22,8 @@ public final class FaultyTransport implements Transport {
     private final Transport delegate;
     /** Runs in the loading thread before the fetch starts; may throw a TransferException to fail it. */
     public volatile Consumer<Offer> beforeFetch = o -> { };
+    /** Runs before every route the importer asks for; may throw, as a broken transport would. */
+    public volatile Consumer<Offer> beforeRoute = o -> { };
     /** Runs once the fetch's copy has completed. */
     public volatile Consumer<Offer> afterFetch = o -> { };
 
@@ -46,8 +51,19 @@ public final class FaultyTransport implements Transport {
     }
 
     @Override
-    public boolean reaches(Offer offer) {
-        return delegate.reaches(offer);
+    public int endpointKind() {
+        return delegate.endpointKind();
+    }
+
+    @Override
+    public Optional<Endpoint> advertise(DeviceBuffer poolBuffer) {
+        return delegate.advertise(poolBuffer);
+    }
+
+    @Override
+    public Optional<Route> route(Offer offer) {
+        beforeRoute.accept(offer);
+        return delegate.route(offer);
     }
 
     @Override

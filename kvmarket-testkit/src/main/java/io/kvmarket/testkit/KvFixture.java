@@ -1,5 +1,6 @@
 package io.kvmarket.testkit;
 
+import io.kvmarket.registry.Endpoint;
 import io.kvmarket.KvMarketplace;
 import io.kvmarket.device.Device;
 import io.kvmarket.device.host.HostDevice;
@@ -63,6 +64,11 @@ public final class KvFixture implements AutoCloseable {
                 .registry(registry).chunkTokens(CHUNK).transports(List.of(wrap.apply(transport)));
         configure.accept(builder);
         this.market = builder.build();
+    }
+
+    /** The device IPC endpoint of this engine's export pool, as its offers carry it. */
+    public Endpoint poolEndpoint() {
+        return new Endpoint(Endpoint.DEVICE_IPC, device.exportHandle(market.pool().buffer()));
     }
 
     /** Bytes of one chunk of {@code chunkTokens} tokens in {@code layout}. */

@@ -1,5 +1,6 @@
 package io.kvmarket.testkit;
 
+import io.kvmarket.registry.Endpoint;
 import io.kvmarket.key.ChunkKey;
 import io.kvmarket.node.ProcessIdentity;
 import io.kvmarket.registry.Offer;
@@ -46,7 +47,7 @@ public abstract class RegistryContractTest {
     }
 
     public static Offer offer(ChunkKey key, ProcessIdentity owner, long generation, long expiry) {
-        return new Offer(key, 7, owner, new byte[] {1, 2, 3, (byte) generation}, 4096 * generation, 4096, 42,
+        return Offer.of(key, 7, owner, ipc(1, 2, 3, (int) generation), 4096 * generation, 4096, 42,
                 generation, expiry);
     }
 
@@ -60,6 +61,15 @@ public abstract class RegistryContractTest {
             k[i] = key(i);
         }
         return k;
+    }
+
+    /** A device IPC endpoint of the given bytes. */
+    public static Endpoint ipc(int... bytes) {
+        byte[] b = new byte[bytes.length];
+        for (int i = 0; i < b.length; i++) {
+            b[i] = (byte) bytes[i];
+        }
+        return new Endpoint(Endpoint.DEVICE_IPC, b);
     }
 
     public static ProcessIdentity deadProcess() throws Exception {
@@ -88,20 +98,28 @@ public abstract class RegistryContractTest {
         Offer back = registry.lookup(key(5));
         assertEquals(o, back);
         assertEquals(o.owner(), back.owner());
-        assertEquals(4, back.handle().length);
+        assertEquals(o.endpoints(), back.endpoints());
     }
 
     @Test
-    void handlesUpToTheirLimitRoundTripAndLongerOnesAreRejected() {
-        byte[] handle = new byte[Offer.MAX_HANDLE_BYTES];
-        for (int i = 0; i < handle.length; i++) {
-            handle[i] = (byte) (i * 7 + 1);
+    void endpointsUpToTheirLimitRoundTripAndLongerOnesAreRejected() {
+        byte[] big = new byte[Endpoint.MAX_BYTES];
+        for (int i = 0; i < big.length; i++) {
+            big[i] = (byte) (i * 7 + 1);
         }
-        Offer o = new Offer(key(9), 7, ProcessIdentity.current(), handle, 0, 4096, 42, 1, clock.get() + 1000);
+        byte[] rest = new byte[Offer.MAX_ENDPOINT_BYTES - (3 + big.length) - 3];
+        java.util.Arrays.fill(rest, (byte) 9);
+        List<Endpoint> endpoints = List.of(new Endpoint(Endpoint.DEVICE_IPC, big), new Endpoint(Endpoint.TCP, rest));
+        Offer o = new Offer(key(9), 7, ProcessIdentity.current(), endpoints, 0, 4096, 42, 1, clock.get() + 1000);
         registry.publish(o);
-        assertArrayEquals(handle, registry.lookup(key(9)).handle());
+        assertEquals(endpoints, registry.lookup(key(9)).endpoints());
+        assertTrue(registry.isCurrent(o));
+        List<Endpoint> tooMany = List.of(new Endpoint(Endpoint.DEVICE_IPC, big), new Endpoint(Endpoint.TCP, big));
+        assertThrows(IllegalArgumentException.class, () -> new Offer(key(9), 7, ProcessIdentity.current(), tooMany,
+                0, 4096, 42, 1, clock.get() + 1000));
+        assertThrows(IllegalArgumentException.class, () -> new Endpoint(Endpoint.RDMA, new byte[Endpoint.MAX_BYTES + 1]));
         assertThrows(IllegalArgumentException.class, () -> new Offer(key(9), 7, ProcessIdentity.current(),
-                new byte[Offer.MAX_HANDLE_BYTES + 1], 0, 4096, 42, 1, clock.get() + 1000));
+                List.of(ipc(1), ipc(2)), 0, 4096, 42, 1, clock.get() + 1000), "two endpoints of one kind");
     }
 
     @Test
@@ -221,12 +239,12 @@ public abstract class RegistryContractTest {
 
     @Test
     void theSameKeyOwnerAndGenerationAtAnotherPlaceIsAnotherPublication() {
-        Offer old = new Offer(key(0), 7, ProcessIdentity.current(), new byte[] {1}, 0, 4096, 42, 5, clock.get() + 1000);
+        Offer old = Offer.of(key(0), 7, ProcessIdentity.current(), ipc(1), 0, 4096, 42, 5, clock.get() + 1000);
         registry.publish(old);
         registry.withdraw(old);
-        Offer elsewhere = new Offer(key(0), 7, ProcessIdentity.current(), new byte[] {2}, 0, 4096, 42, 5,
+        Offer elsewhere = Offer.of(key(0), 7, ProcessIdentity.current(), ipc(2), 0, 4096, 42, 5,
                 clock.get() + 1000);
-        Offer sameBufferOtherSlot = new Offer(key(0), 7, ProcessIdentity.current(), new byte[] {1}, 8192, 4096, 42, 5,
+        Offer sameBufferOtherSlot = Offer.of(key(0), 7, ProcessIdentity.current(), ipc(1), 8192, 4096, 42, 5,
                 clock.get() + 1000);
         registry.publish(elsewhere);
         assertFalse(registry.isCurrent(old), "memory that was reused must never pass the check after a copy");

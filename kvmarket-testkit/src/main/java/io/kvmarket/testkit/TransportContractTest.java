@@ -1,13 +1,15 @@
 package io.kvmarket.testkit;
 
-import io.kvmarket.MissReason;
 import io.kvmarket.device.CopyBatch;
 import io.kvmarket.device.Device;
 import io.kvmarket.device.DeviceBuffer;
 import io.kvmarket.key.ChunkKey;
+import io.kvmarket.node.NodeId;
 import io.kvmarket.node.ProcessIdentity;
+import io.kvmarket.registry.Endpoint;
 import io.kvmarket.registry.Offer;
 import io.kvmarket.transfer.TransferException;
+import io.kvmarket.transfer.TransferFailure;
 import io.kvmarket.transfer.Transport;
 import org.junit.jupiter.api.AfterEach;
 import org.junit.jupiter.api.BeforeEach;
@@ -27,10 +29,11 @@ import static org.junit.jupiter.api.Assertions.assertThrows;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
 /**
- * Behaviour every {@link Transport} must have, importer side: it moves exactly the bytes of every segment from
- * where an offer points into the importer's buffer, and every runtime failure completes the fetch exceptionally
- * with a {@link TransferException} whose reason says what went wrong, never with wrong bytes. Each
- * implementation's test extends this and supplies an exporter (the memory an offer points at) and an importer.
+ * Behaviour every {@link Transport} must have, both sides: the exporter's transport advertises an endpoint for
+ * its memory; through it, the importer's transport routes to an offer and moves exactly the bytes of every
+ * segment into the importer's buffer, and every runtime failure completes the fetch exceptionally with a
+ * {@link TransferException} whose failure says what went wrong, never with wrong bytes. Each implementation's
+ * test extends this and supplies the two devices and the two transports.
  */
 @Timeout(60)
 public abstract class TransportContractTest {
@@ -39,6 +42,7 @@ public abstract class TransportContractTest {
 
     private Device exporter;
     private Device importer;
+    private Transport exporterSide;
     private Transport transport;
     private DeviceBuffer source;
     private DeviceBuffer destination;
@@ -53,17 +57,23 @@ public abstract class TransportContractTest {
     /** Host access to both devices' memory. */
     protected abstract DeviceBytes bytes();
 
-    /** The transport under test, importing into {@link #importerDevice()}. */
-    protected abstract Transport transport(Device importer);
+    /** The transport under test on the exporter's side, advertising memory of {@code exporter}. */
+    protected abstract Transport exporterTransport(Device exporter);
 
-    /** An offer of {@code length} bytes at {@code offset} of {@code source}, as the exporter would publish it. */
-    protected abstract Offer offer(Device exporter, DeviceBuffer source, long offset, long length);
+    /** The transport under test on the importer's side, importing into {@code importer}. */
+    protected abstract Transport importerTransport(Device importer);
+
+    /** The node the exporter's offers name. */
+    protected long exporterNodeId() {
+        return NodeId.local();
+    }
 
     @BeforeEach
     void setUp() {
         exporter = exporterDevice();
         importer = importerDevice();
-        transport = transport(importer);
+        exporterSide = exporterTransport(exporter);
+        transport = importerTransport(importer);
         source = exporter.allocate(SOURCE_BYTES);
         destination = importer.allocate(SOURCE_BYTES);
         sourceBytes = new byte[SOURCE_BYTES];
@@ -79,6 +89,7 @@ public abstract class TransportContractTest {
     @AfterEach
     void tearDown() {
         transport.close();
+        exporterSide.close();
         importer.free(destination);
         if (source != null) {
             exporter.free(source);
@@ -86,15 +97,31 @@ public abstract class TransportContractTest {
         closeDevices();
     }
 
-    protected static Offer offerWithHandle(byte[] handle, long nodeId, long offset, long length) {
-        return new Offer(new ChunkKey(17, 71), nodeId, ProcessIdentity.current(), handle, offset, length, 1, 1,
-                Long.MAX_VALUE);
+    /** An offer of {@code length} bytes at {@code offset} of the source, as the exporter would publish it. */
+    private Offer offer(long offset, long length) {
+        Endpoint endpoint = exporterSide.advertise(source).orElseThrow(
+                () -> new AssertionError(exporterSide.name() + " advertises no endpoint for a buffer of its device"));
+        return offerAt(endpoint, offset, length);
+    }
+
+    private Offer offerAt(Endpoint endpoint, long offset, long length) {
+        return Offer.of(new ChunkKey(17, 71), exporterNodeId(), ProcessIdentity.current(), endpoint, offset, length,
+                1, 1, Long.MAX_VALUE);
+    }
+
+    @Test
+    void theExportersEndpointHasTheTransportsKindAndRoutesTheImporter() {
+        Offer o = offer(0, 4096);
+        assertEquals(exporterSide.endpointKind(), o.endpoints().get(0).kind());
+        assertTrue(transport.route(o).isPresent(), "the importer reaches what the exporter advertised");
+        Offer elsewhere = offerAt(new Endpoint(transport.endpointKind() == Endpoint.RDMA ? Endpoint.TCP : Endpoint.RDMA,
+                new byte[] {1}), 0, 4096);
+        assertTrue(transport.route(elsewhere).isEmpty(), "an offer without this transport's endpoint");
     }
 
     @Test
     void scatteredSegmentsArriveExactly() {
-        Offer o = offer(exporter, source, 4096, SOURCE_BYTES - 4096);
-        assertTrue(transport.reaches(o));
+        Offer o = offer(4096, SOURCE_BYTES - 4096);
         Random rnd = new Random(7);
         CopyBatch.Builder batch = CopyBatch.builder();
         List<long[]> segments = new ArrayList<>();
@@ -114,7 +141,7 @@ public abstract class TransportContractTest {
 
     @Test
     void concurrentFetchesFromOneSourceAreAllExact() {
-        Offer o = offer(exporter, source, 0, SOURCE_BYTES);
+        Offer o = offer(0, SOURCE_BYTES);
         List<CompletableFuture<Void>> fetches = new ArrayList<>();
         for (int i = 0; i < 16; i++) {
             long from = (long) i * 65536;
@@ -126,35 +153,35 @@ public abstract class TransportContractTest {
 
     @Test
     void aSpanOutsideTheSourceBufferIsAMalformedOfferMiss() {
-        Offer o = offer(exporter, source, SOURCE_BYTES - 4096, 8192);
+        Offer o = offer(SOURCE_BYTES - 4096, 8192);
         CopyBatch batch = CopyBatch.builder().add(SOURCE_BYTES - 4096, 0, 8192).build();
-        assertEquals(MissReason.MALFORMED_OFFER, failure(transport.fetch(o, destination, batch)).reason());
+        assertEquals(TransferFailure.MALFORMED, failure(transport.fetch(o, destination, batch)).failure());
     }
 
     @Test
     void aMalformedEndpointIsAMalformedOfferMiss() {
-        Offer good = offer(exporter, source, 0, 4096);
-        byte[] junk = good.handle();
+        Endpoint good = offer(0, 4096).endpoints().get(0);
+        byte[] junk = good.bytes();
         junk[junk.length - 1] ^= 0x5a;
-        Offer o = offerWithHandle(junk, good.nodeId(), 0, 4096);
+        Offer o = offerAt(new Endpoint(good.kind(), junk), 0, 4096);
         CopyBatch batch = CopyBatch.builder().add(0, 0, 4096).build();
-        assertEquals(MissReason.MALFORMED_OFFER, failure(transport.fetch(o, destination, batch)).reason());
+        assertEquals(TransferFailure.MALFORMED, failure(transport.fetch(o, destination, batch)).failure());
     }
 
     @Test
     void freedSourceMemoryIsAPeerGoneMissAndDeliversNothing() {
-        Offer o = offer(exporter, source, 0, 4096);
+        Offer o = offer(0, 4096);
         exporter.free(source);
         source = null;
         bytes().write(destination, 0, new byte[4096]);
         CopyBatch batch = CopyBatch.builder().add(0, 0, 4096).build();
-        assertEquals(MissReason.PEER_GONE, failure(transport.fetch(o, destination, batch)).reason());
+        assertEquals(TransferFailure.SOURCE_GONE, failure(transport.fetch(o, destination, batch)).failure());
         assertArrayEquals(new byte[4096], bytes().read(destination, 0, 4096));
     }
 
     @Test
     void aClosedTransportRefusesToFetch() {
-        Offer o = offer(exporter, source, 0, 4096);
+        Offer o = offer(0, 4096);
         transport.close();
         CopyBatch batch = CopyBatch.builder().add(0, 0, 4096).build();
         assertThrows(IllegalStateException.class, () -> transport.fetch(o, destination, batch).join());

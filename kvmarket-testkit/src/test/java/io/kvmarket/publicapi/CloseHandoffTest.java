@@ -12,6 +12,7 @@ import io.kvmarket.device.host.HostDevice;
 import io.kvmarket.registry.InProcessRegistry;
 import io.kvmarket.registry.Offer;
 import io.kvmarket.transfer.Transport;
+import io.kvmarket.testkit.FaultyTransport;
 import io.kvmarket.testkit.KvFixture;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.Timeout;
@@ -231,27 +232,6 @@ class CloseHandoffTest {
         }
     }
 
-    /** A user transport whose fetch throws an Error (an assertion in user code). */
-    static final class ErrorTransport implements Transport {
-        final Transport delegate;
-        final AtomicBoolean throwError = new AtomicBoolean(true);
-
-        ErrorTransport(Transport delegate) {
-            this.delegate = delegate;
-        }
-
-        public String name() { return "error"; }
-        public boolean reaches(Offer offer) { return delegate.reaches(offer); }
-        public CompletableFuture<Void> fetch(Offer source, DeviceBuffer dst, CopyBatch batch) {
-            if (throwError.get()) {
-                throw new AssertionError("user transport assertion");
-            }
-            return delegate.fetch(source, dst, batch);
-        }
-        public void evictStale() { delegate.evictStale(); }
-        public void close() { delegate.close(); }
-    }
-
     /** After a load whose transport threw an Error, close() neither waits 10 s nor keeps the pool's memory. */
     @Test
     void anErrorFromAUserTransportDoesNotLeaveTheMarketplaceForeverBusy() throws Exception {
@@ -259,7 +239,13 @@ class CloseHandoffTest {
         try (HostDevice device = new HostDevice(dir)) {
             KvFixture exporter = Rig.engine(device, registry, 4);
             Set<Path> before = Rig.memoryFiles(dir);
-            KvFixture importer = Rig.engine(device, registry, 4, 10_000, ErrorTransport::new);
+            KvFixture importer = Rig.engine(device, registry, 4, 10_000, t -> {
+                FaultyTransport failing = new FaultyTransport(t);
+                failing.beforeFetch = o -> {
+                    throw new AssertionError("user transport assertion");
+                };
+                return failing;
+            });
             Set<Path> mine = new HashSet<>(Rig.memoryFiles(dir));
             mine.removeAll(before);
             int[] p = tokens(64, 15);
@@ -280,26 +266,23 @@ class CloseHandoffTest {
     }
 
     /**
-     * A transport whose reaches() throws during match: the pins match already took must not stay held for the
+     * A transport whose route() throws during match: the pins match already took must not stay held for the
      * pin lease (the exporter cannot evict them meanwhile).
      */
     @Test
-    void aThrowingReachesDuringMatchDoesNotLeakPins() throws Exception {
+    void aThrowingRouteDuringMatchDoesNotLeakPins() throws Exception {
         InProcessRegistry registry = new InProcessRegistry();
         try (HostDevice device = new HostDevice(dir)) {
             KvFixture exporter = Rig.engine(device, registry, 2);
             AtomicInteger calls = new AtomicInteger();
-            KvFixture importer = Rig.engine(device, registry, 4, 60_000, t -> new Transport() {
-                public String name() { return "flaky"; }
-                public boolean reaches(Offer o) {
+            KvFixture importer = Rig.engine(device, registry, 4, 60_000, t -> {
+                FaultyTransport flaky = new FaultyTransport(t);
+                flaky.beforeRoute = o -> {
                     if (calls.incrementAndGet() == 2) {
                         throw new IllegalStateException("link down");
                     }
-                    return t.reaches(o);
-                }
-                public CompletableFuture<Void> fetch(Offer s, DeviceBuffer d, CopyBatch b) { return t.fetch(s, d, b); }
-                public void evictStale() { t.evictStale(); }
-                public void close() { t.close(); }
+                };
+                return flaky;
             });
             int[] p = tokens(64, 16);
             exporter.fill(range(0, 4), 4, 16);

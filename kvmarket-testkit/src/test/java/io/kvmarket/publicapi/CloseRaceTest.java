@@ -6,6 +6,7 @@ import io.kvmarket.Match;
 import io.kvmarket.device.host.HostDevice;
 import io.kvmarket.key.ChunkKey;
 import io.kvmarket.kv.PagedKvCache;
+import io.kvmarket.registry.Endpoint;
 import io.kvmarket.registry.Offer;
 import io.kvmarket.registry.OfferRegistry;
 import io.kvmarket.registry.InProcessRegistry;
@@ -65,7 +66,7 @@ class CloseRaceTest {
             ConcurrentLinkedQueue<String> problems = new ConcurrentLinkedQueue<>();
             AtomicLong exactHits = new AtomicLong();
             AtomicBoolean stop = new AtomicBoolean();
-            byte[] ePool = e.market.pool().handle();
+            Endpoint ePool = e.poolEndpoint();
             List<Thread> threads = new ArrayList<>();
             CountDownLatch start = new CountDownLatch(1);
             // exporters on E: salts 100..115, thread w owns blocks [w*4, w*4+4)
@@ -150,7 +151,7 @@ class CloseRaceTest {
             for (int salt = 100; salt < 116; salt++) {
                 for (ChunkKey k : e.market.hasher().keys(tokens(64, salt), 64)) {
                     Offer o = registry.lookup(k);
-                    if (o != null && Arrays.equals(o.handle(), ePool)) {
+                    if (o != null && o.endpoints().contains(ePool)) {
                         problems.add("offer of closed E still served: " + o);
                     }
                 }

@@ -1,5 +1,6 @@
 package io.kvmarket.publicapi;
 
+import io.kvmarket.registry.Endpoint;
 import io.kvmarket.LoadResult;
 import io.kvmarket.Match;
 import io.kvmarket.device.host.HostDevice;
@@ -44,8 +45,8 @@ import static org.junit.jupiter.api.Assertions.assertTrue;
 class DamagedNodeFilesTest {
 
     private static final int HEADER = 128;
-    private static final int SLOT = 256;
-    private static final int HANDLE_LENGTH = 96;
+    private static final int SLOT = 512;
+    private static final int ENDPOINTS_LENGTH = 120;
 
     @TempDir
     Path dir;
@@ -53,8 +54,8 @@ class DamagedNodeFilesTest {
     private static Offer offer(long slot, long generation) {
         byte[] handle = new byte[44];
         Arrays.fill(handle, (byte) 7);
-        return new Offer(new ChunkKey(slot * 1_000_003L, slot), NodeId.local(), ProcessIdentity.current(), handle,
-                0, 64, 1, generation, System.currentTimeMillis() + 60_000);
+        return Offer.of(new ChunkKey(slot * 1_000_003L, slot), NodeId.local(), ProcessIdentity.current(),
+                new Endpoint(Endpoint.DEVICE_IPC, handle), 0, 64, 1, generation, System.currentTimeMillis() + 60_000);
     }
 
     private static void writeLong(Path file, long position, long value) throws Exception {
@@ -84,7 +85,7 @@ class DamagedNodeFilesTest {
                 assertEquals(PublishOutcome.PUBLISHED, registry.publish(o));
                 toWithdraw.add(o);
             }
-            writeLong(registry.file(), HEADER + 8L * SLOT + HANDLE_LENGTH, 0); // another process's stray write
+            writeLong(registry.file(), HEADER + 8L * SLOT + ENDPOINTS_LENGTH, 0); // another process's stray write
             assertNull(registry.lookup(damaged.key()), "a damaged slot is not served");
             RuntimeException thrown = null;
             for (Offer o : toWithdraw) {

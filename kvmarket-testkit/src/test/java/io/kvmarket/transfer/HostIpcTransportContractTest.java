@@ -1,10 +1,7 @@
 package io.kvmarket.transfer;
 
 import io.kvmarket.device.Device;
-import io.kvmarket.device.DeviceBuffer;
 import io.kvmarket.device.host.HostDevice;
-import io.kvmarket.node.NodeId;
-import io.kvmarket.registry.Offer;
 import io.kvmarket.testkit.DeviceBytes;
 import io.kvmarket.testkit.TransportContractTest;
 import org.junit.jupiter.api.Nested;
@@ -37,13 +34,13 @@ class HostIpcTransportContractTest {
         }
 
         @Override
-        protected Transport transport(Device importer) {
-            return new DeviceIpcTransport(importer);
+        protected Transport exporterTransport(Device exporter) {
+            return new DeviceIpcTransport(exporter);
         }
 
         @Override
-        protected Offer offer(Device exporter, DeviceBuffer source, long offset, long length) {
-            return offerWithHandle(exporter.exportHandle(source), NodeId.local(), offset, length);
+        protected Transport importerTransport(Device importer) {
+            return new DeviceIpcTransport(importer);
         }
 
         @Override

@@ -1,13 +1,15 @@
 package io.kvmarket.registry.shm;
 
+import io.kvmarket.registry.Offer;
+
 /**
- * Layout of the node-local registry file: a fixed header and an open-addressing hash table of fixed-size slots,
- * all little-endian, shared by memory mapping between every process of one user on the node.
+ * Layout of the node-local registry file, version 4: a fixed header and an open-addressing hash table of
+ * fixed-size slots, all little-endian, shared by memory mapping between every process of one user on the node.
  *
  * <pre>
  * Header (128 bytes)
  *   0  +---------------------------------------------------------------+
- *      | magic "KVMREG03" (8)                                          |
+ *      | magic "KVMREG04" (8)                                          |
  *   8  | version (4)                   | slot bytes (4)                |
  *  16  | capacity: slots, a power of two (8)                           |
  *  24  | live slots (8)                 maintained under the file lock |
@@ -17,7 +19,7 @@ package io.kvmarket.registry.shm;
  * 128  +---------------------------------------------------------------+
  *      | slot 0 | slot 1 | ... | slot capacity-1                       |
  *
- * Slot (256 bytes)
+ * Slot (512 bytes)
  *   0  | seq (8): even = stable, odd = a writer is changing the slot   |
  *   8  | state (8): 0 empty, 1 live, 2 tombstone                       |
  *  16  | key hi (8)                    | 24 key lo (8)                 |
@@ -25,23 +27,26 @@ package io.kvmarket.registry.shm;
  *  48  | node id (8)                   | 56 generation (8)             |
  *  64  | lease expiry ms (8)           | 72 chunk offset (8)           |
  *  80  | chunk length (8)              | 88 layout fingerprint (8)     |
- *  96  | handle length (8)                                             |
- * 104  | pin count (8)      CAS by importers without the lock          |
- * 112  | pin expiry ms (8)  CAS-max by importers without the lock      |
- * 120  | handle bytes (128): a CUDA IPC handle (64) and its framing fit  |
- * 248  | last pin ms (8)    CAS-max by importers without the lock      |
- * 256  +---------------------------------------------------------------+
+ *  96  | pin count (8)      CAS by importers without the lock          |
+ * 104  | pin expiry ms (8)  CAS-max by importers without the lock      |
+ * 112  | last pin ms (8)    CAS-max by importers without the lock      |
+ * 120  | endpoints length (8)                                          |
+ * 128  | endpoints (384): per endpoint kind (1), length (2), bytes,    |
+ *      | as {@link io.kvmarket.registry.Endpoint#encode} writes them   |
+ * 512  +---------------------------------------------------------------+
  * </pre>
  *
- * Writers (publish, withdraw, renew, sweep) take an fcntl lock on the file, which the kernel drops when its
- * holder dies, and record the slot they change in "dirty slot" first: the next writer turns a slot left
- * half-written by a killed process into a tombstone. Readers take no lock: a slot is read between two equal,
+ * Version 4 replaced v3's single 128-byte device handle by a list of tagged endpoints, one per transport that
+ * reaches the chunk, so the slot doubled; a v3 file is refused as incompatible (delete it with every process of
+ * the node stopped). Writers (publish, withdraw, renew, sweep) take an fcntl lock on the file, which the kernel
+ * drops when its holder dies, and record the slot they change in "dirty slot" first: the next writer turns a slot
+ * left half-written by a killed process into a tombstone. Readers take no lock: a slot is read between two equal,
  * even reads of its seq, and a key is always compared inside that consistent read.
  */
 final class RegistryFileDescriptor {
 
-    static final long MAGIC = 0x33304745524d564bL; // "KVMREG03" little-endian
-    static final int VERSION = 3;
+    static final long MAGIC = 0x34304745524d564bL; // "KVMREG04" little-endian
+    static final int VERSION = 4;
 
     static final int HEADER_BYTES = 128;
     static final int MAGIC_OFFSET = 0;
@@ -52,7 +57,7 @@ final class RegistryFileDescriptor {
     static final int TOMBSTONES_OFFSET = 32;
     static final int DIRTY_SLOT_OFFSET = 40;
 
-    static final int SLOT_BYTES = 256;
+    static final int SLOT_BYTES = 512;
     static final int SEQ = 0;
     static final int STATE = 8;
     static final int KEY_HI = 16;
@@ -65,13 +70,13 @@ final class RegistryFileDescriptor {
     static final int CHUNK_OFFSET = 72;
     static final int CHUNK_LENGTH = 80;
     static final int LAYOUT_FINGERPRINT = 88;
-    static final int HANDLE_LENGTH = 96;
-    static final int PIN_COUNT = 104;
-    static final int PIN_EXPIRY = 112;
-    static final int HANDLE = 120;
-    static final int LAST_PIN = 248;
-    /** Offers hold at most this many handle bytes, so every publishable handle fits its slot. */
-    static final int HANDLE_CAPACITY = io.kvmarket.registry.Offer.MAX_HANDLE_BYTES;
+    static final int PIN_COUNT = 96;
+    static final int PIN_EXPIRY = 104;
+    static final int LAST_PIN = 112;
+    static final int ENDPOINTS_LENGTH = 120;
+    static final int ENDPOINTS = 128;
+    /** Every offer's encoded endpoints fit their slot. */
+    static final int ENDPOINTS_CAPACITY = Offer.MAX_ENDPOINT_BYTES;
 
     static final long STATE_EMPTY = 0;
     static final long STATE_LIVE = 1;

@@ -1,0 +1,261 @@
+package io.kvmarket;
+
+import io.kvmarket.device.CopyBatch;
+import io.kvmarket.key.ChunkKey;
+import io.kvmarket.kv.ChunkFormat;
+import io.kvmarket.kv.PagedKvCache;
+import io.kvmarket.pool.ExportPool;
+import io.kvmarket.registry.Endpoint;
+import io.kvmarket.registry.Offer;
+import io.kvmarket.registry.OfferRegistry;
+import io.kvmarket.transfer.Route;
+import io.kvmarket.transfer.TransferException;
+import io.kvmarket.transfer.TransferFailure;
+import io.kvmarket.transfer.Transport;
+import org.slf4j.Logger;
+import org.slf4j.LoggerFactory;
+
+import java.util.ArrayList;
+import java.util.LinkedHashMap;
+import java.util.List;
+import java.util.Map;
+import java.util.concurrent.CompletableFuture;
+import java.util.concurrent.CompletionException;
+
+/**
+ * The import side: {@link #match} finds and pins the longest offered prefix; {@link #load} copies it into the
+ * engine's blocks, one batch per source through the closest, then cheapest, transport that reaches it, and checks
+ * every chunk's publication after the copy, cutting the import at the first that changed. Runtime failures are
+ * misses with a reason.
+ */
+final class Importer {
+
+    private static final Logger LOG = LoggerFactory.getLogger(Importer.class);
+
+    private final MarketplaceContext ctx;
+    private final OfferRegistry registry;
+    private final ChunkFormat format;
+    private final PagedKvCache kvCache;
+    private final MarketplaceMetrics metrics;
+    private final ExportPool ownPool;
+
+    /** @param ownPool this marketplace's pool: chunks imported from it count as its own use */
+    Importer(MarketplaceContext ctx, ExportPool ownPool) {
+        this.ctx = ctx;
+        this.registry = ctx.registry();
+        this.format = ctx.format();
+        this.kvCache = ctx.kvCache();
+        this.metrics = ctx.metrics();
+        this.ownPool = ownPool;
+    }
+
+    Match match(Object issuer, ChunkKey[] keys) {
+        metrics.matches.increment();
+        if (keys.length == 0) {
+            return new Match(issuer, List.of(), format.chunkTokens(), MissReason.PROMPT_TOO_SHORT);
+        }
+        List<Offer> found;
+        try {
+            found = registry.lookupPrefix(keys, keys.length);
+        } catch (RuntimeException e) { // a registry failure of any kind is a miss
+            return miss(issuer, List.of(), MissReason.REGISTRY_UNAVAILABLE, e.toString());
+        }
+        List<Offer> usable = new ArrayList<>(found.size());
+        MissReason reason = found.size() == keys.length ? MissReason.NONE : MissReason.NO_OFFER;
+        String detail = "";
+        try {
+            for (Offer o : found) {
+                MissReason bad = check(o);
+                if (bad == MissReason.NONE && !pin(o)) {
+                    bad = MissReason.PIN_FAILED;
+                }
+                if (bad != MissReason.NONE) {
+                    reason = bad;
+                    detail = o.toString();
+                    break;
+                }
+                usable.add(o);
+            }
+        } catch (RuntimeException | Error e) { // a transport's route() failed: a bug, but no pin may outlive it
+            unpinAll(usable);
+            throw e;
+        }
+        if (reason != MissReason.NONE && reason != MissReason.NO_OFFER) {
+            return miss(issuer, usable, reason, detail);
+        }
+        // Deepest chunk first, so a prefix's root ends up the most recently used and eviction takes tails first:
+        // imports are prefix-closed, and a chunk whose predecessor was evicted can never be imported again.
+        for (int i = usable.size() - 1; i >= 0; i--) {
+            if (usable.get(i).owner().equals(ctx.self())) {
+                ownPool.touch(usable.get(i).key());
+            }
+        }
+        return new Match(issuer, usable, format.chunkTokens(), reason);
+    }
+
+    private boolean pin(Offer o) {
+        try {
+            return registry.pin(o, ctx.pinLeaseMs());
+        } catch (RuntimeException e) { // a registry failure of any kind is a miss
+            return false;
+        }
+    }
+
+    private Match miss(Object issuer, List<Offer> pinned, MissReason reason, String detail) {
+        metrics.miss(reason);
+        LOG.info("match stopped after {} chunks: {} {}", pinned.size(), reason, detail);
+        return new Match(issuer, pinned, format.chunkTokens(), reason);
+    }
+
+    private MissReason check(Offer o) {
+        if (o.layoutFingerprint() != ctx.layoutFingerprint()) {
+            return MissReason.LAYOUT_MISMATCH;
+        }
+        if (o.length() != format.chunkBytes() || o.offset() > Long.MAX_VALUE - o.length()) {
+            return MissReason.MALFORMED_OFFER;
+        }
+        return transportFor(o) == null ? MissReason.NO_TRANSPORT : MissReason.NONE;
+    }
+
+    /** The transport with the closest, then cheapest, route to the offer; null when none reaches it. */
+    private Transport transportFor(Offer o) {
+        Transport best = null;
+        Route bestRoute = null;
+        for (Transport t : ctx.transports()) {
+            Route r = t.route(o).orElse(null);
+            if (r != null && (bestRoute == null || r.locality().compareTo(bestRoute.locality()) < 0
+                    || r.locality() == bestRoute.locality()
+                    && r.estimateNanos(o.length()) < bestRoute.estimateNanos(o.length()))) {
+                best = t;
+                bestRoute = r;
+            }
+        }
+        return best;
+    }
+
+    /**
+     * Copies the match's pinned chunks into {@code blockIds} (checked by the caller) and releases the pins.
+     * Completes with the tokens imported, never exceptionally for runtime failures.
+     */
+    CompletableFuture<LoadResult> load(Match match, int[] blockIds) {
+        metrics.loads.increment();
+        List<Offer> offers = match.offers();
+        if (offers.isEmpty()) {
+            return CompletableFuture.completedFuture(new LoadResult(0, 0, match.reason(), ""));
+        }
+        List<CompletableFuture<SourceOutcome>> copies = new ArrayList<>();
+        for (SourcePlan plan : plan(offers, blockIds)) {
+            CompletableFuture<Void> copy;
+            try {
+                copy = plan.transport == null
+                        ? CompletableFuture.failedFuture(new TransferException(TransferFailure.UNREACHABLE,
+                                "no transport reaches " + plan.representative + " any more"))
+                        : plan.transport.fetch(plan.representative, kvCache.buffer(), plan.batch.build());
+            } catch (RuntimeException e) {
+                copy = CompletableFuture.failedFuture(e);
+            }
+            copies.add(copy.handle((ok, error) -> error == null ? SourceOutcome.DELIVERED
+                    : SourceOutcome.failed(plan.firstChunk, error)));
+        }
+        return CompletableFuture.allOf(copies.toArray(new CompletableFuture<?>[0]))
+                .thenApply(ignored -> settle(match, offers, copies));
+    }
+
+    /** One batch per source: chunks of the same exporter's pool travel in one submission of one transport. */
+    private List<SourcePlan> plan(List<Offer> offers, int[] blockIds) {
+        Map<SourceKey, SourcePlan> plans = new LinkedHashMap<>();
+        for (int i = 0; i < offers.size(); i++) {
+            Offer o = offers.get(i);
+            Transport t = transportFor(o);
+            if (t == null) { // a user transport's route changed since match(): a prefix-closed miss from here
+                plans.put(new SourceKey(null, List.of()), new SourcePlan(o, null, i));
+                break;
+            }
+            int index = i;
+            SourcePlan plan = plans.computeIfAbsent(new SourceKey(t, o.endpoints()), k -> new SourcePlan(o, t, index));
+            // Cannot throw: the caller checked the block table, and match() admitted only offers whose span fits.
+            format.addChunk(plan.batch, kvCache, blockIds, i, o.offset(), true);
+        }
+        return new ArrayList<>(plans.values());
+    }
+
+    /** After every copy: the first chunk not delivered or changed since match() ends the import. */
+    private LoadResult settle(Match match, List<Offer> offers, List<CompletableFuture<SourceOutcome>> copies) {
+        int delivered = offers.size();
+        MissReason reason = match.reason();
+        String detail = "";
+        for (CompletableFuture<SourceOutcome> c : copies) {
+            SourceOutcome outcome = c.join();
+            if (outcome.firstBadChunk < delivered) {
+                delivered = outcome.firstBadChunk;
+                reason = outcome.reason;
+                detail = outcome.detail;
+            }
+        }
+        // Generation check after the copy: a chunk withdrawn or replaced meanwhile may have been overwritten.
+        for (int i = 0; i < delivered; i++) {
+            if (!isCurrent(offers.get(i))) {
+                delivered = i;
+                reason = MissReason.SOURCE_CHANGED;
+                detail = offers.get(i).toString();
+                break;
+            }
+        }
+        unpinAll(offers);
+        int tokens = delivered * format.chunkTokens();
+        metrics.tokensImported.add(tokens);
+        metrics.bytesImported.add(delivered * format.chunkBytes());
+        if (delivered < offers.size()) {
+            metrics.miss(reason);
+            LOG.info("load delivered {} of {} chunks: {} {}", delivered, offers.size(), reason, detail);
+        }
+        return new LoadResult(tokens, match.tokens(), reason, detail);
+    }
+
+    private boolean isCurrent(Offer o) {
+        try {
+            return registry.isCurrent(o);
+        } catch (RuntimeException e) { // cannot prove the bytes unchanged: a miss
+            return false;
+        }
+    }
+
+    void unpinAll(List<Offer> offers) {
+        for (Offer o : offers) {
+            try {
+                registry.unpin(o);
+            } catch (RuntimeException e) {
+                LOG.debug("unpin of {} failed; the pin lapses with its lease: {}", o, e.getMessage());
+            }
+        }
+    }
+
+    /** A source: one transport reading one exporter's pool, which its endpoints name. */
+    private record SourceKey(Transport transport, List<Endpoint> endpoints) {
+    }
+
+    private static final class SourcePlan {
+        final Offer representative;
+        final Transport transport;
+        final int firstChunk;
+        final CopyBatch.Builder batch = CopyBatch.builder();
+
+        SourcePlan(Offer representative, Transport transport, int firstChunk) {
+            this.representative = representative;
+            this.transport = transport;
+            this.firstChunk = firstChunk;
+        }
+    }
+
+    /** How one source's copy ended: every chunk delivered, or the first chunk it could not deliver and why. */
+    private record SourceOutcome(int firstBadChunk, MissReason reason, String detail) {
+        static final SourceOutcome DELIVERED = new SourceOutcome(Integer.MAX_VALUE, MissReason.NONE, "");
+
+        static SourceOutcome failed(int firstChunk, Throwable error) {
+            Throwable cause = error instanceof CompletionException && error.getCause() != null ? error.getCause() : error;
+            MissReason reason = cause instanceof TransferException te ? MissReason.of(te.failure())
+                    : MissReason.TRANSFER_FAILED;
+            return new SourceOutcome(firstChunk, reason, String.valueOf(cause.getMessage()));
+        }
+    }
+}

@@ -1,0 +1,84 @@
+package io.kvmarket;
+
+import io.kvmarket.pool.ExportPool;
+import io.kvmarket.registry.Offer;
+import io.kvmarket.registry.OfferRegistry;
+import io.kvmarket.registry.RegistryException;
+import io.kvmarket.transfer.Transport;
+import org.slf4j.Logger;
+import org.slf4j.LoggerFactory;
+
+import java.util.List;
+import java.util.concurrent.Executors;
+import java.util.concurrent.ScheduledExecutorService;
+import java.util.concurrent.TimeUnit;
+
+/**
+ * Keeps this marketplace's offers alive: every third of the offer lease it renews them, forgets the ones the
+ * registry no longer holds, and lets the transports drop mappings of dead or idle peers.
+ */
+final class LeaseKeeper {
+
+    private static final Logger LOG = LoggerFactory.getLogger(LeaseKeeper.class);
+
+    private final OfferRegistry registry;
+    private final ExportPool pool;
+    private final List<Transport> transports;
+    private final long offerLeaseMs;
+    private final ScheduledExecutorService scheduler;
+
+    LeaseKeeper(MarketplaceContext ctx, ExportPool pool) {
+        this.registry = ctx.registry();
+        this.pool = pool;
+        this.transports = ctx.transports();
+        this.offerLeaseMs = ctx.offerLeaseMs();
+        this.scheduler = Executors.newSingleThreadScheduledExecutor(r -> {
+            Thread t = new Thread(r, "kvmarket-lease-keeper");
+            t.setDaemon(true);
+            return t;
+        });
+        long period = Math.max(10, offerLeaseMs / 3);
+        scheduler.scheduleWithFixedDelay(this::renew, period, period, TimeUnit.MILLISECONDS);
+    }
+
+    /** One round: renews every offer of the pool and evicts stale transport mappings. */
+    void renew() {
+        long expiry = OfferRegistry.expiry(registry.clockMillis(), offerLeaseMs);
+        for (Offer o : pool.publishedOffers()) {
+            try {
+                if (!registry.renew(o, expiry)) {
+                    pool.lost(o);
+                }
+            } catch (RegistryException e) {
+                LOG.warn("cannot renew {}: {}", o, e.getMessage());
+            }
+        }
+        transports.forEach(Transport::evictStale);
+    }
+
+    /** Schedules no further round. */
+    void stop() {
+        scheduler.shutdown();
+    }
+
+    /** Waits for a round in flight to finish: interrupting it would only abort its registry write. */
+    void awaitStopped() {
+        boolean interrupted = Thread.interrupted();
+        try {
+            while (true) {
+                try {
+                    if (!scheduler.awaitTermination(10, TimeUnit.SECONDS)) {
+                        LOG.warn("lease renewal still running after 10 s at close");
+                    }
+                    return;
+                } catch (InterruptedException e) {
+                    interrupted = true;
+                }
+            }
+        } finally {
+            if (interrupted) {
+                Thread.currentThread().interrupt();
+            }
+        }
+    }
+}
