@@ -9,9 +9,9 @@ import io.kvmarket.kv.PagedKvCache;
 import io.kvmarket.node.NodeId;
 import io.kvmarket.pool.ExportPool;
 import io.kvmarket.registry.OfferRegistry;
-import io.kvmarket.registry.shm.NodeLocalRegistry;
-import io.kvmarket.transfer.DeviceIpcTransport;
+import io.kvmarket.registry.Registries;
 import io.kvmarket.transfer.Transport;
+import io.kvmarket.transfer.Transports;
 import org.slf4j.Logger;
 import org.slf4j.LoggerFactory;
 
@@ -56,9 +56,9 @@ public final class KvMarketplace implements AutoCloseable {
         long budget = b.poolBytes > 0 ? b.poolBytes
                 : Math.max(format.chunkBytes(), Math.min(DEFAULT_POOL_CHUNKS * format.chunkBytes(), DEFAULT_POOL_CAP_BYTES));
         // Opened last of what can fail on bad arguments, and closed again if the pool cannot be allocated.
-        OfferRegistry registry = b.registry != null ? b.registry : NodeLocalRegistry.openDefault();
+        OfferRegistry registry = b.registry != null ? b.registry : Registries.open();
         List<Transport> transports = b.transports != null ? List.copyOf(b.transports)
-                : List.of(new DeviceIpcTransport(b.device, NodeId.local(), b.offerLeaseMs));
+                : Transports.openAvailable(b.device, NodeId.local(), b.offerLeaseMs);
         this.ctx = new MarketplaceContext(b.namespace, b.kvCache, b.device, registry, transports, hasher, format,
                 PrefixHasher.layoutFingerprint(b.namespace.layout()), b.pinLeaseMs, b.offerLeaseMs,
                 new MarketplaceMetrics());
@@ -284,16 +284,21 @@ public final class KvMarketplace implements AutoCloseable {
             return this;
         }
 
-        /** Default: the {@link NodeLocalRegistry} in the node directory. */
+        /**
+         * Default: the available registry of the widest scope on the class path ({@link Registries}): the
+         * node-local one in the node directory unless a cluster registry is configured. A registry given here stays
+         * the caller's to close.
+         */
         public Builder registry(OfferRegistry registry) {
             this.registry = registry;
             return this;
         }
 
         /**
-         * Transports tried in order; default: one {@link DeviceIpcTransport} over the device that unmaps a peer
-         * buffer unused for one offer lease. Transports given here stay the caller's to close, as a given registry
-         * does; the default one closes with the marketplace.
+         * Transports, closest route first; default: one of every available
+         * {@link io.kvmarket.transfer.TransportProvider} on the class path ({@link Transports}), at least the device
+         * IPC transport, each dropping what a peer left unused for one offer lease. Transports given here stay the caller's to close, as a given registry does;
+         * the default ones close with the marketplace.
          */
         public Builder transports(List<Transport> transports) {
             this.transports = transports;

@@ -15,6 +15,8 @@ import org.slf4j.LoggerFactory;
 public final class CudaRuntime {
 
     private static final Logger LOG = LoggerFactory.getLogger(CudaRuntime.class);
+    /** {@code -Dkvmarket.cuda=false} forces the fallback to the host device even where CUDA works. */
+    public static final String ENABLED_PROPERTY = "kvmarket.cuda";
     private static final Throwable UNAVAILABILITY_CAUSE = probe();
     /** kvmarket-native's probe counted the devices already; available implies it is available. */
     private static final int DEVICE_COUNT = UNAVAILABILITY_CAUSE == null ? NativeCopy.deviceCount() : 0;
@@ -49,6 +51,11 @@ public final class CudaRuntime {
     }
 
     private static Throwable probe() {
+        if ("false".equalsIgnoreCase(System.getProperty(ENABLED_PROPERTY, "true").trim())) {
+            // Like Netty's noNative: CUDA is not even loaded, and the host device is used.
+            LOG.info("CUDA device disabled by -D{}=false", ENABLED_PROPERTY);
+            return new IllegalStateException("disabled by -D" + ENABLED_PROPERTY + "=false");
+        }
         Throwable cause;
         try {
             Loader.load(cudart.class);

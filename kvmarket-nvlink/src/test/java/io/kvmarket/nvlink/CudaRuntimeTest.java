@@ -3,7 +3,11 @@ package io.kvmarket.nvlink;
 import io.kvmarket.device.Device;
 import io.kvmarket.device.Devices;
 import io.kvmarket.device.host.HostDevice;
+import io.kvmarket.testkit.ChildJvm;
 import org.junit.jupiter.api.Test;
+
+import java.time.Duration;
+import java.util.List;
 
 import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertInstanceOf;
@@ -42,5 +46,14 @@ class CudaRuntimeTest {
         CudaDeviceProvider p = new CudaDeviceProvider();
         assertEquals("cuda", p.name());
         assertEquals(CudaRuntime.unavailabilityCause(), p.unavailabilityCause().orElse(null));
+    }
+
+    @Test
+    void theSwitchForcesTheHostDeviceWithoutLoadingCuda() {
+        try (ChildJvm child = ChildJvm.start(DeviceChoiceProcess.class,
+                List.of("-D" + CudaRuntime.ENABLED_PROPERTY + "=false"))) {
+            String line = child.awaitLine("DEVICE ", Duration.ofSeconds(60));
+            assertEquals("DEVICE host CAUSE java.lang.IllegalStateException: disabled by -Dkvmarket.cuda=false", line);
+        }
     }
 }
