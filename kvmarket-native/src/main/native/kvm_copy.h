@@ -61,26 +61,6 @@ int kvm_stream_synchronize(uint64_t stream);
  */
 int kvm_stream_release(uint64_t stream);
 
-/* ---- Test support: small synchronous helpers so tests can run without other CUDA bindings. ---- */
-
-/* cudaStreamCreateWithFlags(cudaStreamNonBlocking); the handle goes to *out. */
-int kvm_stream_create(uint64_t *out);
-
-/* kvm_stream_release(stream), then cudaStreamDestroy(stream). */
-int kvm_stream_destroy(uint64_t stream);
-
-/* cudaMalloc(bytes); the device address goes to *out. */
-int kvm_device_alloc(int64_t bytes, uint64_t *out);
-
-/* cudaFree(ptr). */
-int kvm_device_free(uint64_t ptr);
-
-/* Synchronous cudaMemcpy host -> device. */
-int kvm_memcpy_htod(uint64_t dst, const void *src, int64_t bytes);
-
-/* Synchronous cudaMemcpy device -> host. */
-int kvm_memcpy_dtoh(void *dst, uint64_t src, int64_t bytes);
-
 #ifdef __cplusplus
 }
 #endif

@@ -7,7 +7,7 @@ import org.bytedeco.javacpp.annotation.Platform;
 
 /**
  * JavaCPP binding of {@code src/main/native/kvm_copy.h}; see that header for each function's contract.
- * Raw and unchecked: only {@link NativeCopy} (and tests) call it, after loading it with
+ * Raw and unchecked: only {@link NativeCopy} (and its tests) call it, after loading it with
  * {@code Loader.load(KvmCopyLib.class)}. Every function returns 0 (or a count) or a negative code that
  * {@link Errors} turns into an exception.
  *
@@ -60,18 +60,4 @@ final class KvmCopyLib {
     static native int kvm_stream_synchronize(@Cast("uint64_t") long stream);
 
     static native int kvm_stream_release(@Cast("uint64_t") long stream);
-
-    // Test support (synchronous helpers), see kvm_copy.h.
-
-    static native int kvm_stream_create(@Cast("uint64_t*") long[] out);
-
-    static native int kvm_stream_destroy(@Cast("uint64_t") long stream);
-
-    static native int kvm_device_alloc(@Cast("int64_t") long bytes, @Cast("uint64_t*") long[] out);
-
-    static native int kvm_device_free(@Cast("uint64_t") long ptr);
-
-    static native int kvm_memcpy_htod(@Cast("uint64_t") long dst, @Cast("const void*") byte[] src, @Cast("int64_t") long bytes);
-
-    static native int kvm_memcpy_dtoh(@Cast("void*") byte[] dst, @Cast("uint64_t") long src, @Cast("int64_t") long bytes);
 }

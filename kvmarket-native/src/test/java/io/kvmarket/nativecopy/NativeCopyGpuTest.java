@@ -1,10 +1,23 @@
 package io.kvmarket.nativecopy;
 
+import static org.bytedeco.cuda.global.cudart.cudaDeviceSynchronize;
+import static org.bytedeco.cuda.global.cudart.cudaFree;
+import static org.bytedeco.cuda.global.cudart.cudaMalloc;
+import static org.bytedeco.cuda.global.cudart.cudaMemcpy;
+import static org.bytedeco.cuda.global.cudart.cudaMemcpyDeviceToHost;
+import static org.bytedeco.cuda.global.cudart.cudaMemcpyHostToDevice;
+import static org.bytedeco.cuda.global.cudart.cudaStreamCreateWithFlags;
+import static org.bytedeco.cuda.global.cudart.cudaStreamDestroy;
+import static org.bytedeco.cuda.global.cudart.cudaStreamNonBlocking;
 import static org.junit.jupiter.api.Assertions.assertArrayEquals;
 import static org.junit.jupiter.api.Assumptions.assumeTrue;
 
 import java.util.Arrays;
 import java.util.Random;
+import org.bytedeco.cuda.cudart.CUstream_st;
+import org.bytedeco.javacpp.BytePointer;
+import org.bytedeco.javacpp.Pointer;
+import org.bytedeco.javacpp.PointerPointer;
 import org.junit.jupiter.api.AfterEach;
 import org.junit.jupiter.api.BeforeEach;
 import org.junit.jupiter.api.Test;
@@ -12,14 +25,17 @@ import org.junit.jupiter.api.Test;
 /**
  * Copies scattered segments between two real device allocations with each method and checks every byte
  * of the destination, inside and outside the segments. Runs only where {@link NativeCopy#isAvailable()}.
+ * Allocations, host transfers and streams go through JavaCPP's CUDA presets, so the library's C ABI holds only
+ * what production calls.
  */
 class NativeCopyGpuTest {
     private static final int SIZE = 1 << 20;
     private static final byte FILL = (byte) 0xEE;
 
     private final byte[] source = new byte[SIZE];
-    private long src;
-    private long dst;
+    private Pointer src;
+    private Pointer dst;
+    private CUstream_st created;
     private long stream;
 
     @BeforeEach
@@ -28,22 +44,23 @@ class NativeCopyGpuTest {
         new Random(42).nextBytes(source);
         src = alloc(SIZE);
         dst = alloc(SIZE);
-        ok("htod", KvmCopyLib.kvm_memcpy_htod(src, source, SIZE));
-        long[] out = new long[1];
-        ok("kvm_stream_create", KvmCopyLib.kvm_stream_create(out));
-        stream = out[0];
+        upload(src, source);
+        created = new CUstream_st();
+        ok("cudaStreamCreateWithFlags", cudaStreamCreateWithFlags(created, cudaStreamNonBlocking));
+        stream = created.address();
     }
 
     @AfterEach
     void free() {
         if (stream != 0) {
-            ok("kvm_stream_destroy", KvmCopyLib.kvm_stream_destroy(stream));
+            NativeCopy.releaseStream(stream);
+            ok("cudaStreamDestroy", cudaStreamDestroy(created));
         }
-        if (src != 0) {
-            ok("free", KvmCopyLib.kvm_device_free(src));
+        if (src != null) {
+            ok("cudaFree", cudaFree(src));
         }
-        if (dst != 0) {
-            ok("free", KvmCopyLib.kvm_device_free(dst));
+        if (dst != null) {
+            ok("cudaFree", cudaFree(dst));
         }
     }
 
@@ -106,7 +123,7 @@ class NativeCopyGpuTest {
     private void copyAndCheck(CopyMethod method, long[][] segments, long onStream) {
         byte[] fill = new byte[SIZE];
         Arrays.fill(fill, FILL);
-        ok("htod", KvmCopyLib.kvm_memcpy_htod(dst, fill, SIZE));
+        upload(dst, fill);
         int n = segments.length;
         long[] so = new long[n];
         long[] dOff = new long[n];
@@ -118,17 +135,28 @@ class NativeCopyGpuTest {
             len[i] = segments[i][2];
             System.arraycopy(source, (int) so[i], expected, (int) dOff[i], (int) len[i]);
         }
-        NativeCopy.copyBatch(method, src, dst, so, dOff, len, n, onStream);
+        NativeCopy.copyBatch(method, src.address(), dst.address(), so, dOff, len, n, onStream);
         NativeCopy.synchronize(onStream);
         byte[] actual = new byte[SIZE];
-        ok("dtoh", KvmCopyLib.kvm_memcpy_dtoh(actual, dst, SIZE));
+        BytePointer host = new BytePointer(SIZE);
+        ok("cudaMemcpy", cudaMemcpy(host, dst, SIZE, cudaMemcpyDeviceToHost));
+        host.get(actual);
         assertArrayEquals(expected, actual, method + " with " + n + " segments on stream " + onStream);
     }
 
-    private static long alloc(long bytes) {
-        long[] out = new long[1];
-        ok("kvm_device_alloc", KvmCopyLib.kvm_device_alloc(bytes, out));
-        return out[0];
+    /**
+     * From pageable memory cudaMemcpy returns once the bytes are staged, before the DMA lands: a copy on a
+     * non-blocking stream must not start before the device has synchronized.
+     */
+    private static void upload(Pointer to, byte[] bytes) {
+        ok("cudaMemcpy", cudaMemcpy(to, new BytePointer(bytes), bytes.length, cudaMemcpyHostToDevice));
+        ok("cudaDeviceSynchronize", cudaDeviceSynchronize());
+    }
+
+    private static Pointer alloc(long bytes) {
+        PointerPointer<Pointer> out = new PointerPointer<>(1);
+        ok("cudaMalloc", cudaMalloc(out, bytes));
+        return out.get(0);
     }
 
     private static void ok(String op, int code) {
