@@ -88,9 +88,16 @@ public abstract class TransportContractTest {
 
     @AfterEach
     void tearDown() {
-        transport.close();
-        exporterSide.close();
-        importer.free(destination);
+        // Null-safe: a subclass may skip (an assumption) before everything was set up.
+        if (transport != null) {
+            transport.close();
+        }
+        if (exporterSide != null) {
+            exporterSide.close();
+        }
+        if (destination != null) {
+            importer.free(destination);
+        }
         if (source != null) {
             exporter.free(source);
         }
