@@ -3,10 +3,8 @@ package io.kvmarket.registry;
 import io.kvmarket.key.ChunkKey;
 import io.kvmarket.node.ProcessIdentity;
 
-import java.util.HashSet;
 import java.util.List;
 import java.util.Optional;
-import java.util.Set;
 
 /**
  * A registry entry: where the KV of one chunk lives and how to reach it.
@@ -37,13 +35,14 @@ public record Offer(ChunkKey key, long nodeId, ProcessIdentity owner, List<Endpo
         if (endpoints.isEmpty()) {
             throw new IllegalArgumentException("an offer needs at least one endpoint");
         }
-        Set<Integer> kinds = new HashSet<>();
         int size = 0;
-        for (Endpoint e : endpoints) {
-            if (!kinds.add(e.kind())) {
-                throw new IllegalArgumentException("two endpoints of kind " + e.kind());
+        for (int i = 0; i < endpoints.size(); i++) {
+            size += endpoints.get(i).encodedSize();
+            for (int j = 0; j < i; j++) { // a handful at most: no set needed on the lookup path
+                if (endpoints.get(j).kind() == endpoints.get(i).kind()) {
+                    throw new IllegalArgumentException("two endpoints of kind " + endpoints.get(i).kind());
+                }
             }
-            size += e.encodedSize();
         }
         if (size > MAX_ENDPOINT_BYTES) {
             throw new IllegalArgumentException("endpoints take " + size + " bytes, more than " + MAX_ENDPOINT_BYTES);

@@ -7,6 +7,8 @@ import io.kvmarket.registry.Offer;
 
 import java.lang.invoke.VarHandle;
 import java.nio.MappedByteBuffer;
+import java.util.Arrays;
+import java.util.List;
 
 import static io.kvmarket.registry.shm.RegistryFile.LONGS;
 import static io.kvmarket.registry.shm.RegistryFileDescriptor.*;
@@ -44,6 +46,8 @@ final class SlotCodec {
         long rawEndpointsLength;
         int endpointsLength;
         final byte[] endpoints = new byte[ENDPOINTS_CAPACITY];
+        private byte[] lastEncoded;
+        private List<Endpoint> lastEndpoints;
 
         boolean hasKey(ChunkKey key) {
             return keyHi == key.hi() && keyLo == key.lo();
@@ -92,8 +96,20 @@ final class SlotCodec {
         /** @throws IllegalArgumentException when the slot holds what no offer can be (check {@link #wellFormed}) */
         Offer toOffer() {
             return new Offer(new ChunkKey(keyHi, keyLo), nodeId, new ProcessIdentity(ownerPid, ownerStart),
-                    Endpoint.decode(endpoints, 0, endpointsLength), chunkOffset, chunkLength, layoutFingerprint,
-                    generation, leaseExpiry);
+                    endpointList(), chunkOffset, chunkLength, layoutFingerprint, generation, leaseExpiry);
+        }
+
+        /**
+         * The decoded endpoints, reused while consecutive slots carry the same ones: every chunk of a pool does,
+         * and a prefix lookup reads a pool's chunks one after another.
+         */
+        private List<Endpoint> endpointList() {
+            if (lastEndpoints == null || !Arrays.equals(endpoints, 0, endpointsLength, lastEncoded, 0,
+                    lastEncoded.length)) {
+                lastEndpoints = List.copyOf(Endpoint.decode(endpoints, 0, endpointsLength));
+                lastEncoded = Arrays.copyOf(endpoints, endpointsLength);
+            }
+            return lastEndpoints;
         }
     }
 
