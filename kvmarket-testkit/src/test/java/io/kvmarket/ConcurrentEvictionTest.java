@@ -1,6 +1,8 @@
 package io.kvmarket;
 
 import io.kvmarket.registry.shm.NodeLocalRegistry;
+import io.kvmarket.device.host.HostDevice;
+import io.kvmarket.testkit.DeviceBytes;
 import io.kvmarket.testkit.KvFixture;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.Timeout;
@@ -33,7 +35,10 @@ class ConcurrentEvictionTest {
         int prompts = 6;
         try (NodeLocalRegistry registry = NodeLocalRegistry.open(dir, 1024);
              KvFixture exporter = new KvFixture(dir, registry, 3);
-             KvFixture importer = new KvFixture(dir, registry, 2)) {
+             // 1 ms pins lapse during most copies: only the generation check keeps reused memory out of a hit.
+             KvFixture importer = new KvFixture(new HostDevice(dir), DeviceBytes.HOST, true, registry, KvFixture.NS,
+                     t -> t, b -> b.poolBytes(2 * KvFixture.chunkBytes(KvFixture.LAYOUT, KvFixture.CHUNK))
+                             .pinLeaseMillis(1))) {
             byte[][] expected = new byte[prompts][];
             int[] scratch = scattered(4, 77);
             for (int s = 0; s < prompts; s++) {
