@@ -20,7 +20,8 @@ fi
 
 rm -rf .device/lib .device/test-classes .device/junit
 mkdir -p .device/lib .device/test-classes .device/junit
-mvn -q -B -DskipTests package test-compile
+mvn -q -B -DskipTests package
+mvn -q -B -DskipTests test-compile
 mvn -q -B dependency:copy-dependencies -DincludeScope=runtime -DoutputDirectory="$repo/.device/lib"
 find . -path ./.device -prune -o -path '*/target/*.jar' -print | grep -v -E 'sources|javadoc|original-' \
   | xargs -r -I{} cp {} .device/lib/
