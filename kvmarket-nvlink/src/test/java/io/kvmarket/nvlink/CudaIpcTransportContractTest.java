@@ -2,17 +2,15 @@ package io.kvmarket.nvlink;
 
 import io.kvmarket.device.Device;
 import io.kvmarket.testkit.DeviceBytes;
-import io.kvmarket.testkit.TransportContractTest;
-import io.kvmarket.transfer.DeviceIpcTransport;
-import io.kvmarket.transfer.Transport;
+import io.kvmarket.testkit.DeviceIpcTransportContractTest;
 
 import static org.junit.jupiter.api.Assumptions.assumeTrue;
 
 /**
- * The transport contract for {@link DeviceIpcTransport} over CUDA devices on GPU 0; runs only where CUDA is usable.
+ * The transport contract for {@code DeviceIpcTransport} over CUDA devices on GPU 0; runs only where CUDA is usable.
  * Two JVMs through CUDA IPC are {@link CudaIpcImportTest}'s subject.
  */
-class CudaIpcTransportContractTest extends TransportContractTest {
+class CudaIpcTransportContractTest extends DeviceIpcTransportContractTest {
 
     private CudaDevice exporter;
     private CudaDevice importer;
@@ -33,16 +31,6 @@ class CudaIpcTransportContractTest extends TransportContractTest {
     @Override
     protected DeviceBytes bytes() {
         return GpuKv.CUDA;
-    }
-
-    @Override
-    protected Transport exporterTransport(Device exporter) {
-        return new DeviceIpcTransport(exporter);
-    }
-
-    @Override
-    protected Transport importerTransport(Device importer) {
-        return new DeviceIpcTransport(importer);
     }
 
     @Override

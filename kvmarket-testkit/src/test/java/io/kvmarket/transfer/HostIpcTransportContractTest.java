@@ -3,20 +3,20 @@ package io.kvmarket.transfer;
 import io.kvmarket.device.Device;
 import io.kvmarket.device.host.HostDevice;
 import io.kvmarket.testkit.DeviceBytes;
-import io.kvmarket.testkit.TransportContractTest;
+import io.kvmarket.testkit.DeviceIpcTransportContractTest;
 import org.junit.jupiter.api.Nested;
 import org.junit.jupiter.api.io.TempDir;
 
 import java.nio.file.Path;
 
 /**
- * The transport contract for {@link DeviceIpcTransport} over the host device's shared memory: from another device
+ * The transport contract for {@code DeviceIpcTransport} over the host device's shared memory: from another device
  * (as from another process: the exporter's memory is mapped from its file), and from the importer's own device (an
  * engine importing from its own pool).
  */
 class HostIpcTransportContractTest {
 
-    abstract static class OverHostDevice extends TransportContractTest {
+    abstract static class OverHostDevice extends DeviceIpcTransportContractTest {
         @TempDir
         Path dir;
         HostDevice exporter;
@@ -31,16 +31,6 @@ class HostIpcTransportContractTest {
         @Override
         protected DeviceBytes bytes() {
             return DeviceBytes.HOST;
-        }
-
-        @Override
-        protected Transport exporterTransport(Device exporter) {
-            return new DeviceIpcTransport(exporter);
-        }
-
-        @Override
-        protected Transport importerTransport(Device importer) {
-            return new DeviceIpcTransport(importer);
         }
 
         @Override
