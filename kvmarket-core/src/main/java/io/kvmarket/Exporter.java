@@ -52,12 +52,25 @@ final class Exporter {
         this.endpoints = advertise(ctx.transports(), pool);
     }
 
-    /** One endpoint per kind, from the first transport of that kind that serves pools. */
+    /**
+     * One endpoint per kind, from the first transport of that kind that serves pools.
+     *
+     * @throws IllegalArgumentException when the endpoints cannot fit one offer: no export could ever publish
+     */
     private static List<Endpoint> advertise(List<Transport> transports, ExportPool pool) {
         List<Endpoint> out = new ArrayList<>();
         Set<Integer> kinds = new HashSet<>();
+        int bytes = 0;
         for (Transport t : transports) {
-            t.advertise(pool.buffer()).filter(e -> kinds.add(e.kind())).ifPresent(out::add);
+            Endpoint e = t.advertise(pool.buffer()).filter(x -> kinds.add(x.kind())).orElse(null);
+            if (e != null) {
+                out.add(e);
+                bytes += e.encodedSize();
+            }
+        }
+        if (bytes > Offer.MAX_ENDPOINT_BYTES) {
+            throw new IllegalArgumentException("the transports advertise " + bytes + " bytes of endpoints, more than "
+                    + "the " + Offer.MAX_ENDPOINT_BYTES + " an offer holds: " + out);
         }
         if (out.isEmpty()) {
             LOG.warn("no transport advertises the export pool: exports will be skipped");

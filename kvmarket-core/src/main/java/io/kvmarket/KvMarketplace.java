@@ -55,35 +55,39 @@ public final class KvMarketplace implements AutoCloseable {
         PrefixHasher hasher = new PrefixHasher(b.namespace, b.chunkTokens);
         long budget = b.poolBytes > 0 ? b.poolBytes
                 : Math.max(format.chunkBytes(), Math.min(DEFAULT_POOL_CHUNKS * format.chunkBytes(), DEFAULT_POOL_CAP_BYTES));
-        // Opened last of what can fail on bad arguments, and closed again if the pool cannot be allocated.
+        // Opened last of what can fail on bad arguments; whatever was opened is closed again if the rest fails.
+        List<AutoCloseable> owned = new ArrayList<>();
         OfferRegistry registry = b.registry != null ? b.registry : Registries.open();
-        List<Transport> transports = b.transports != null ? List.copyOf(b.transports)
-                : Transports.openAvailable(b.device, NodeId.local(), b.offerLeaseMs);
-        this.ctx = new MarketplaceContext(b.namespace, b.kvCache, b.device, registry, transports, hasher, format,
-                PrefixHasher.layoutFingerprint(b.namespace.layout()), b.pinLeaseMs, b.offerLeaseMs,
-                new MarketplaceMetrics());
+        if (b.registry == null) {
+            owned.add(registry);
+        }
         try {
+            List<Transport> transports = b.transports != null ? List.copyOf(b.transports)
+                    : Transports.openAvailable(b.device, NodeId.local(), b.offerLeaseMs);
+            if (b.transports == null) {
+                owned.addAll(0, transports);
+            }
+            this.ctx = new MarketplaceContext(b.namespace, b.kvCache, b.device, registry, transports, hasher, format,
+                    PrefixHasher.layoutFingerprint(b.namespace.layout()), b.pinLeaseMs, b.offerLeaseMs,
+                    new MarketplaceMetrics());
             this.pool = new ExportPool(b.device, registry, budget, format.chunkBytes());
-        } catch (RuntimeException e) {
-            if (b.registry == null) {
-                registry.close();
+            owned.add(0, pool); // freed first, before what the builder opened
+            this.exporter = new Exporter(ctx, pool, gate::isClosed);
+        } catch (RuntimeException | Error e) {
+            for (AutoCloseable c : owned) {
+                try {
+                    c.close();
+                } catch (Exception suppressed) {
+                    e.addSuppressed(suppressed);
+                }
             }
             throw e;
         }
         this.importer = new Importer(ctx, pool);
-        this.exporter = new Exporter(ctx, pool, gate::isClosed);
         this.leaseKeeper = new LeaseKeeper(ctx, pool);
-        List<AutoCloseable> owned = new ArrayList<>();
-        owned.add(pool);
-        if (b.transports == null) {
-            owned.addAll(transports);
-        }
-        if (b.registry == null) {
-            owned.add(registry);
-        }
         this.shutdown = new Shutdown(gate, leaseKeeper, exporter, owned);
         LOG.info("kvmarket ready: device {}, registry {}, pool {} chunks of {} bytes, chunk {} tokens",
-                b.device.name(), registry.getClass().getSimpleName(), pool.capacityChunks(), format.chunkBytes(),
+                b.device.name(), ctx.registry().getClass().getSimpleName(), pool.capacityChunks(), format.chunkBytes(),
                 b.chunkTokens);
     }
 

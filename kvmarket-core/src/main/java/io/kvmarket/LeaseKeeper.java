@@ -3,7 +3,6 @@ package io.kvmarket;
 import io.kvmarket.pool.ExportPool;
 import io.kvmarket.registry.Offer;
 import io.kvmarket.registry.OfferRegistry;
-import io.kvmarket.registry.RegistryException;
 import io.kvmarket.transfer.Transport;
 import org.slf4j.Logger;
 import org.slf4j.LoggerFactory;
@@ -41,19 +40,32 @@ final class LeaseKeeper {
         scheduler.scheduleWithFixedDelay(this::renew, period, period, TimeUnit.MILLISECONDS);
     }
 
-    /** One round: renews every offer of the pool and evicts stale transport mappings. */
+    /**
+     * One round: renews every offer of the pool and evicts stale transport mappings. Nothing escapes it: an
+     * exception out of a scheduled task would cancel every later round, and the offers would silently expire.
+     */
     void renew() {
-        long expiry = OfferRegistry.expiry(registry.clockMillis(), offerLeaseMs);
-        for (Offer o : pool.publishedOffers()) {
-            try {
-                if (!registry.renew(o, expiry)) {
-                    pool.lost(o);
+        try {
+            long expiry = OfferRegistry.expiry(registry.clockMillis(), offerLeaseMs);
+            for (Offer o : pool.publishedOffers()) {
+                try {
+                    if (!registry.renew(o, expiry)) {
+                        pool.lost(o);
+                    }
+                } catch (RuntimeException e) {
+                    LOG.warn("cannot renew {}: {}", o, e.toString());
                 }
-            } catch (RegistryException e) {
-                LOG.warn("cannot renew {}: {}", o, e.getMessage());
             }
+            for (Transport t : transports) {
+                try {
+                    t.evictStale();
+                } catch (RuntimeException e) {
+                    LOG.warn("transport {} failed to evict stale peers: {}", t.name(), e.toString());
+                }
+            }
+        } catch (RuntimeException e) {
+            LOG.warn("lease renewal round failed; the next one retries: {}", e.toString());
         }
-        transports.forEach(Transport::evictStale);
     }
 
     /** Schedules no further round. */

@@ -102,11 +102,17 @@ public final class ExportPool implements AutoCloseable {
      * done: what was not {@linkplain Reservation#published published} returns to the pool.
      */
     public Reservation reserve(int wanted) {
+        if (wanted < 0) {
+            throw new IllegalArgumentException("cannot reserve " + wanted + " chunks");
+        }
         return new Reservation(reserveSlots(wanted));
     }
 
     private int[] reserveSlots(int wanted) {
         return locked(() -> {
+            if (closed) {
+                throw new IllegalStateException("export pool is closed: its memory is freed");
+            }
             int[] got = new int[wanted];
             int n = 0;
             while (n < wanted && !free.isEmpty()) {
@@ -181,10 +187,14 @@ public final class ExportPool implements AutoCloseable {
             return slots[i] * chunkBytes;
         }
 
-        /** Records that reserved chunk {@code i} now holds the published {@code offer}, as the most recently used. */
+        /**
+         * Records that reserved chunk {@code i} now holds the published {@code offer}, as the most recently used.
+         *
+         * @throws IllegalStateException when chunk {@code i} was published already, or the reservation is closed
+         */
         public void published(int i, Offer offer) {
             if (settled[i]) {
-                throw new IllegalStateException("reserved chunk " + i + " was already published");
+                throw new IllegalStateException("reserved chunk " + i + " was already published or returned");
             }
             settled[i] = true;
             int slot = slots[i];

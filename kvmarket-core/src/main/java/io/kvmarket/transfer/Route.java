@@ -17,7 +17,9 @@ public record Route(Locality locality, long latencyNanos, double bytesPerNano) {
         }
     }
 
+    /** Saturates at {@link Long#MAX_VALUE}, so an absurdly slow route ranks last rather than wrapping to first. */
     public long estimateNanos(long bytes) {
-        return latencyNanos + (long) (bytes / bytesPerNano);
+        double nanos = latencyNanos + bytes / bytesPerNano;
+        return nanos >= Long.MAX_VALUE ? Long.MAX_VALUE : (long) nanos;
     }
 }

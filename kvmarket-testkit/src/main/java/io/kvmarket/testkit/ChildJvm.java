@@ -9,10 +9,9 @@ import java.nio.file.Path;
 import java.time.Duration;
 import java.util.ArrayList;
 import java.util.List;
-import java.util.concurrent.CompletableFuture;
-import java.util.concurrent.ExecutionException;
+import java.util.concurrent.BlockingQueue;
+import java.util.concurrent.LinkedBlockingQueue;
 import java.util.concurrent.TimeUnit;
-import java.util.concurrent.TimeoutException;
 
 /**
  * Another process on the node: {@code main} run by this JVM's java with this JVM's class path, its stderr
@@ -21,12 +20,29 @@ import java.util.concurrent.TimeoutException;
  */
 public final class ChildJvm implements AutoCloseable {
 
+    /** Marks the end of the child's output in {@link #lines}. */
+    private static final String END = new String("end of output");
+
     private final Process process;
-    private final BufferedReader out;
+    /** Every line the child prints, read by one daemon thread, so no wait that times out loses a line. */
+    private final BlockingQueue<String> lines = new LinkedBlockingQueue<>();
 
     private ChildJvm(Process process) {
         this.process = process;
-        this.out = new BufferedReader(new InputStreamReader(process.getInputStream(), StandardCharsets.UTF_8));
+        Thread reader = new Thread(() -> {
+            try (BufferedReader out = new BufferedReader(new InputStreamReader(process.getInputStream(),
+                    StandardCharsets.UTF_8))) {
+                for (String l = out.readLine(); l != null; l = out.readLine()) {
+                    lines.add(l);
+                }
+            } catch (IOException e) {
+                // the child is gone; its end is marked below
+            } finally {
+                lines.add(END);
+            }
+        }, "child-jvm-" + process.pid() + "-stdout");
+        reader.setDaemon(true);
+        reader.start();
     }
 
     /** Starts {@code main} with {@code jvmArgs} (for example {@code -Dkvmarket.dir=...}) and {@code args}. */
@@ -55,28 +71,22 @@ public final class ChildJvm implements AutoCloseable {
      * @throws IllegalStateException when the child exits, or {@code timeout} passes, first
      */
     public String awaitLine(String prefix, Duration timeout) {
-        CompletableFuture<String> line = CompletableFuture.supplyAsync(() -> {
-            try {
-                for (String l = out.readLine(); l != null; l = out.readLine()) {
-                    if (l.startsWith(prefix)) {
-                        return l;
-                    }
-                }
-                return null;
-            } catch (IOException e) {
-                throw new UncheckedIOException(e);
-            }
-        });
+        long deadline = System.nanoTime() + timeout.toNanos();
         try {
-            String l = line.get(timeout.toMillis(), TimeUnit.MILLISECONDS);
-            if (l == null) {
-                throw new IllegalStateException("child exited before printing " + prefix);
+            while (true) {
+                String l = lines.poll(Math.max(0, deadline - System.nanoTime()), TimeUnit.NANOSECONDS);
+                if (l == null) {
+                    throw new IllegalStateException("child printed no line starting with " + prefix + " within "
+                            + timeout);
+                }
+                if (l == END) {
+                    lines.add(END); // later waits see the end too
+                    throw new IllegalStateException("child exited before printing " + prefix);
+                }
+                if (l.startsWith(prefix)) {
+                    return l;
+                }
             }
-            return l;
-        } catch (TimeoutException e) {
-            throw new IllegalStateException("child printed no line starting with " + prefix + " within " + timeout);
-        } catch (ExecutionException e) {
-            throw new IllegalStateException("reading the child's output: " + e.getCause(), e.getCause());
         } catch (InterruptedException e) {
             Thread.currentThread().interrupt();
             throw new IllegalStateException("interrupted waiting for the child", e);

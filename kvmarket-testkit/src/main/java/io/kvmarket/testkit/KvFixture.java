@@ -3,6 +3,7 @@ package io.kvmarket.testkit;
 import io.kvmarket.registry.Endpoint;
 import io.kvmarket.KvMarketplace;
 import io.kvmarket.device.Device;
+import io.kvmarket.device.DeviceBuffer;
 import io.kvmarket.device.host.HostDevice;
 import io.kvmarket.key.Namespace;
 import io.kvmarket.kv.DType;
@@ -57,13 +58,22 @@ public final class KvFixture implements AutoCloseable {
         this.device = device;
         this.bytes = bytes;
         this.ownsDevice = ownsDevice;
-        this.cache = new PagedKvCache(device.allocate(PagedKvCache.requiredBytes(ns.layout(), BLOCKS)), ns.layout(),
-                BLOCKS);
+        DeviceBuffer buffer = device.allocate(PagedKvCache.requiredBytes(ns.layout(), BLOCKS));
+        this.cache = new PagedKvCache(buffer, ns.layout(), BLOCKS);
         this.transport = new DeviceIpcTransport(device);
-        KvMarketplace.Builder builder = KvMarketplace.builder().namespace(ns).kvCache(cache).device(device)
-                .registry(registry).chunkTokens(CHUNK).transports(List.of(wrap.apply(transport)));
-        configure.accept(builder);
-        this.market = builder.build();
+        try {
+            KvMarketplace.Builder builder = KvMarketplace.builder().namespace(ns).kvCache(cache).device(device)
+                    .registry(registry).chunkTokens(CHUNK).transports(List.of(wrap.apply(transport)));
+            configure.accept(builder);
+            this.market = builder.build();
+        } catch (RuntimeException | Error e) {
+            transport.close();
+            device.free(buffer);
+            if (ownsDevice) {
+                device.close();
+            }
+            throw e;
+        }
     }
 
     /** The device IPC endpoint of this engine's export pool, as its offers carry it. */

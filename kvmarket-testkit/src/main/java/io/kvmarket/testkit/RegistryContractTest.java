@@ -10,6 +10,7 @@ import io.kvmarket.registry.Withdrawal;
 import org.junit.jupiter.api.AfterEach;
 import org.junit.jupiter.api.BeforeEach;
 import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.Timeout;
 
 import java.util.List;
 import java.util.concurrent.atomic.AtomicLong;
@@ -25,6 +26,7 @@ import static org.junit.jupiter.api.Assertions.assertTrue;
  * Behaviour every {@link OfferRegistry} must have; each implementation's test extends this and supplies
  * {@link #create()}, a fresh registry whose clock is {@link #clock}.
  */
+@Timeout(60)
 public abstract class RegistryContractTest {
 
     protected final AtomicLong clock = new AtomicLong(1_000_000);

@@ -168,9 +168,8 @@ public abstract class TransportContractTest {
     @Test
     void aMalformedEndpointIsAMalformedOfferMiss() {
         Endpoint good = offer(0, 4096).endpoints().get(0);
-        byte[] junk = good.bytes();
-        junk[junk.length - 1] ^= 0x5a;
-        Offer o = offerAt(new Endpoint(good.kind(), junk), 0, 4096);
+        // Cut to its first byte: malformed for any transport's format, checksummed or not.
+        Offer o = offerAt(new Endpoint(good.kind(), new byte[] {good.bytes()[0]}), 0, 4096);
         CopyBatch batch = CopyBatch.builder().add(0, 0, 4096).build();
         assertEquals(TransferFailure.MALFORMED, failure(transport.fetch(o, destination, batch)).failure());
     }

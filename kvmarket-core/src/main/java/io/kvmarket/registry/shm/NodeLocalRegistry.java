@@ -19,7 +19,6 @@ import java.util.List;
 import java.util.function.LongSupplier;
 import java.util.function.Supplier;
 
-import static io.kvmarket.registry.shm.RegistryFileDescriptor.fileBytes;
 
 /**
  * The embedded default registry for several processes on one node: a hash table in a memory-mapped file under
@@ -75,18 +74,23 @@ public final class NodeLocalRegistry implements OfferRegistry {
     }
 
     private NodeLocalRegistry(Path dir, int capacity, LongSupplier clockMs) {
-        if (capacity < 16 || Integer.bitCount(capacity) != 1 || fileBytes(capacity) > Integer.MAX_VALUE) {
-            throw new IllegalArgumentException("capacity must be a power of two in [16, 2^22], was " + capacity);
+        if (capacity < 16 || Integer.bitCount(capacity) != 1 || capacity > RegistryFileDescriptor.MAX_CAPACITY) {
+            throw new IllegalArgumentException("capacity must be a power of two in [16, 2^21], was " + capacity);
         }
         this.clockMs = clockMs;
         this.file = RegistryFile.open(dir, FILE_NAME, capacity);
         this.slots = new SlotCodec(file.map());
         this.table = new SlotTable(file, slots);
-        // Counters live in shared memory that any process of the user may have damaged: trust none at open.
-        locked(() -> {
-            table.recount();
-            return null;
-        });
+        try {
+            // Counters live in shared memory that any process of the user may have damaged: trust none at open.
+            locked(() -> {
+                table.recount();
+                return null;
+            });
+        } catch (RuntimeException e) {
+            file.close();
+            throw e;
+        }
     }
 
     public Path file() {
@@ -188,7 +192,7 @@ public final class NodeLocalRegistry implements OfferRegistry {
     @Override
     public Withdrawal withdrawIfUnused(Offer offer, long usedSinceMs) {
         return locked(() -> {
-            long slot = table.findPublication(offer, views.get());
+            long slot = table.findPublicationLocked(offer, views.get());
             if (slot < 0) {
                 return Withdrawal.WITHDRAWN;
             }
@@ -221,7 +225,7 @@ public final class NodeLocalRegistry implements OfferRegistry {
     @Override
     public void withdraw(Offer offer) {
         locked(() -> {
-            long slot = table.findPublication(offer, views.get());
+            long slot = table.findPublicationLocked(offer, views.get());
             if (slot >= 0) {
                 table.tombstone(slot);
             }
@@ -232,7 +236,7 @@ public final class NodeLocalRegistry implements OfferRegistry {
     @Override
     public boolean renew(Offer offer, long leaseExpiryMs) {
         return locked(() -> {
-            long slot = table.findPublication(offer, views.get());
+            long slot = table.findPublicationLocked(offer, views.get());
             if (slot < 0) {
                 return false;
             }

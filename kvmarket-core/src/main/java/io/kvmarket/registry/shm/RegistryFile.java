@@ -72,9 +72,10 @@ final class RegistryFile implements AutoCloseable {
                 MappedByteBuffer header = channel.map(FileChannel.MapMode.READ_ONLY, 0, HEADER_BYTES);
                 header.order(ByteOrder.LITTLE_ENDIAN);
                 long cap = header.getLong(CAPACITY_OFFSET);
+                // Capacity is bounded before fileBytes(cap), which a damaged capacity could overflow past the check.
                 if (header.getLong(MAGIC_OFFSET) != MAGIC || header.getInt(VERSION_OFFSET) != VERSION
-                        || header.getInt(SLOT_BYTES_OFFSET) != SLOT_BYTES || cap <= 0 || Long.bitCount(cap) != 1
-                        || fileBytes(cap) != size) {
+                        || header.getInt(SLOT_BYTES_OFFSET) != SLOT_BYTES || cap <= 0 || cap > MAX_CAPACITY
+                        || Long.bitCount(cap) != 1 || fileBytes(cap) != size) {
                     throw new RegistryException("registry file " + real + " has an incompatible or corrupted header"
                             + " (this version reads format " + VERSION + "; stop every process of the node and"
                             + " delete the file)");

@@ -49,6 +49,8 @@ final class RegistryFileDescriptor {
     static final int VERSION = 4;
 
     static final int HEADER_BYTES = 128;
+    /** 2^21 slots of 512 bytes: the file stays under 2 GiB, one mapping. */
+    static final long MAX_CAPACITY = 1L << 21;
     static final int MAGIC_OFFSET = 0;
     static final int VERSION_OFFSET = 8;
     static final int SLOT_BYTES_OFFSET = 12;

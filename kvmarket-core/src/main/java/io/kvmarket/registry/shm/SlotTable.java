@@ -71,6 +71,26 @@ final class SlotTable {
     // ---- under the file lock
 
     /**
+     * As {@link #findPublication}, for a writer holding the lock: a slot whose sequence is odd is then no writer at
+     * work but one that died or a damaged word, and it must be found and rewritten, not taken for absent (a
+     * withdrawal that missed it would report the memory free while the offer can come back).
+     */
+    long findPublicationLocked(Offer offer, SlotView v) {
+        long home = offer.key().lo() & mask;
+        for (long probe = 0; probe < capacity; probe++) {
+            long slot = (home + probe) & mask;
+            slots.readLocked(slot, v);
+            if (v.state == STATE_EMPTY) {
+                return -1;
+            }
+            if (v.state == STATE_LIVE && v.hasKey(offer.key())) {
+                return v.isPublication(offer) ? slot : -1;
+            }
+        }
+        return -1;
+    }
+
+    /**
      * Where {@code key} may be published: a free slot, {@link #TAKEN} when a served entry holds the key, or
      * {@link #FULL}. Unserved entries met on the way are tombstoned, so their slots are free.
      */
@@ -83,7 +103,8 @@ final class SlotTable {
             if (v.state == STATE_EMPTY) {
                 return free >= 0 ? free : slot;
             }
-            if (v.state == STATE_TOMBSTONE || !served.test(v, nowMs)) {
+            // Tombstones, unserved offers and slots in no known state (damaged) are all free to take.
+            if (v.state != STATE_LIVE || !served.test(v, nowMs)) {
                 if (v.state != STATE_TOMBSTONE) {
                     tombstone(slot);
                 }
@@ -137,11 +158,12 @@ final class SlotTable {
         }
     }
 
-    /** Tombstones every live entry {@code served} rejects. */
+    /** Tombstones every live entry {@code served} rejects, and every slot in no known state. */
     void sweep(long nowMs, Served served, SlotView v) {
         for (long slot = 0; slot < capacity; slot++) {
             slots.readLocked(slot, v);
-            if (v.state == STATE_LIVE && !served.test(v, nowMs)) {
+            boolean known = v.state == STATE_EMPTY || v.state == STATE_LIVE || v.state == STATE_TOMBSTONE;
+            if (!known || v.state == STATE_LIVE && !served.test(v, nowMs)) {
                 tombstone(slot);
             }
         }
