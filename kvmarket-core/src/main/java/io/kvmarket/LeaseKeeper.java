@@ -13,8 +13,9 @@ import java.util.concurrent.ScheduledExecutorService;
 import java.util.concurrent.TimeUnit;
 
 /**
- * Keeps this marketplace's offers alive: every third of the offer lease it renews them, forgets the ones the
- * registry no longer holds, and lets the transports drop mappings of dead or idle peers.
+ * Keeps this marketplace's offers alive: every third of the offer lease it renews them, offers again the ones the
+ * registry lost while the pool still holds them (a Redis restarted empty), and lets the transports drop mappings
+ * of dead or idle peers.
  */
 final class LeaseKeeper {
 
@@ -49,8 +50,9 @@ final class LeaseKeeper {
             long expiry = OfferRegistry.expiry(registry.clockMillis(), offerLeaseMs);
             for (Offer o : pool.publishedOffers()) {
                 try {
-                    if (!registry.renew(o, expiry)) {
-                        pool.lost(o);
+                    // Gone from the registry while the pool holds it (the registry lost it): offer it again.
+                    if (!registry.renew(o, expiry) && !pool.republish(o, expiry)) {
+                        LOG.debug("{} is no longer offered", o);
                     }
                 } catch (RuntimeException e) {
                     LOG.warn("cannot renew {}: {}", o, e.toString());

@@ -1,7 +1,10 @@
 package io.kvmarket;
 
 import io.kvmarket.device.host.HostDevice;
+import io.kvmarket.key.ChunkKey;
 import io.kvmarket.kv.PagedKvCache;
+import io.kvmarket.registry.InProcessRegistry;
+import io.kvmarket.registry.Offer;
 import io.kvmarket.registry.shm.NodeLocalRegistry;
 import io.kvmarket.testkit.KvFixture;
 import org.junit.jupiter.api.Test;
@@ -12,6 +15,9 @@ import java.nio.file.Path;
 import static io.kvmarket.testkit.KvFixture.LAYOUT;
 import static io.kvmarket.testkit.KvFixture.NS;
 import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertFalse;
+import static org.junit.jupiter.api.Assertions.assertNull;
+import static org.junit.jupiter.api.Assertions.assertTrue;
 
 class LeaseRenewalTest {
 
@@ -33,6 +39,59 @@ class LeaseRenewalTest {
                 market.release(m);
             }
             assertEquals(0, registry.liveSlots(), "close withdraws");
+        }
+    }
+
+    @Test
+    void anOfferTheRegistryLostIsOfferedAgainWhileThePoolHoldsIt() {
+        try (InProcessRegistry registry = new InProcessRegistry(); KvFixture a = new KvFixture(dir, registry, 2)) {
+            int[] t = KvFixture.tokens(64, 2);
+            int[] blocks = KvFixture.scattered(4, 2);
+            a.fill(blocks, 4, 2);
+            assertEquals(2, a.market.export(t, 64, blocks).chunksPublished());
+            ChunkKey[] keys = a.market.hasher().keys(t, 64);
+            Offer first = registry.lookup(keys[0]);
+            registry.withdraw(first); // lost behind the pool's back, as a Redis restarted empty loses everything
+            registry.withdraw(registry.lookup(keys[1]));
+            assertNull(registry.lookup(keys[0]));
+            a.market.housekeep();
+            Offer again = registry.lookup(keys[0]);
+            assertTrue(again != null && again.samePublication(first), "the same publication, offered again");
+            assertEquals(2, registry.lookupPrefix(keys, 2).size());
+        }
+    }
+
+    @Test
+    void aChunkTheRegistryLostAndAnotherProcessNowOffersIsForgottenAndItsSlotFreed() {
+        try (InProcessRegistry registry = new InProcessRegistry(); KvFixture a = new KvFixture(dir, registry, 2);
+             KvFixture b = new KvFixture(dir, registry, 2)) {
+            int[] t = KvFixture.tokens(32, 3);
+            int[] blocks = KvFixture.scattered(2, 3);
+            a.fill(blocks, 2, 3);
+            b.fill(blocks, 2, 3);
+            assertEquals(1, a.market.export(t, 32, blocks).chunksPublished());
+            registry.withdraw(registry.lookup(a.market.hasher().keys(t, 32)[0]));
+            assertEquals(1, b.market.export(t, 32, blocks).chunksPublished(), "b offers the key meanwhile");
+            a.market.housekeep();
+            assertEquals(0, a.market.pool().publishedChunks(), "a forgot its chunk");
+            try (var reserved = a.market.pool().reserve(2)) {
+                assertEquals(2, reserved.size(), "and its slot is free again");
+            }
+        }
+    }
+
+    @Test
+    void anEvictedChunkIsNeverOfferedAgain() {
+        try (InProcessRegistry registry = new InProcessRegistry(); KvFixture a = new KvFixture(dir, registry, 1)) {
+            int[] p1 = KvFixture.tokens(32, 4);
+            int[] blocks = KvFixture.scattered(2, 4);
+            a.fill(blocks, 2, 4);
+            a.market.export(p1, 32, blocks);
+            Offer evicted = registry.lookup(a.market.hasher().keys(p1, 32)[0]);
+            a.market.export(KvFixture.tokens(32, 5), 32, blocks); // the one-chunk pool evicts p1
+            assertFalse(a.market.pool().republish(evicted, registry.clockMillis() + 60_000),
+                    "a stale renewal must not offer memory that now holds another chunk");
+            assertNull(registry.lookup(evicted.key()));
         }
     }
 }

@@ -5,6 +5,7 @@ import io.kvmarket.device.DeviceBuffer;
 import io.kvmarket.key.ChunkKey;
 import io.kvmarket.registry.Offer;
 import io.kvmarket.registry.OfferRegistry;
+import io.kvmarket.registry.PublishOutcome;
 import io.kvmarket.registry.RegistryException;
 import io.kvmarket.registry.Withdrawal;
 import org.slf4j.Logger;
@@ -243,20 +244,32 @@ public final class ExportPool implements AutoCloseable {
         return locked(() -> new ArrayList<>(published.values()));
     }
 
-    /** Forgets a publication the registry no longer holds (its lease lapsed); frees the slot. */
-    public void lost(Offer offer) {
-        locked(() -> {
-            // Looked up by publication, not by key: the key may since have been published again from another slot.
-            for (Iterator<Map.Entry<Integer, Offer>> it = published.entrySet().iterator(); it.hasNext(); ) {
-                Map.Entry<Integer, Offer> e = it.next();
+    /**
+     * Offers again, with a new lease, a publication the registry no longer holds although this pool still does (the
+     * registry lost it: a Redis restarted empty). Under the pool's lock, so a chunk evicted meanwhile, whose memory
+     * may already hold another chunk, is never offered again.
+     *
+     * @return true when it is offered again; false when the pool no longer holds it, or another process offers the
+     *         key now (the pool then forgets it and frees the slot)
+     */
+    public boolean republish(Offer offer, long leaseExpiryMs) {
+        return locked(() -> {
+            for (Map.Entry<Integer, Offer> e : published.entrySet()) {
                 if (e.getValue().samePublication(offer)) {
-                    it.remove();
+                    Offer again = new Offer(offer.key(), offer.nodeId(), offer.owner(), offer.endpoints(),
+                            offer.offset(), offer.length(), offer.layoutFingerprint(), offer.generation(),
+                            leaseExpiryMs);
+                    if (registry.publish(again) == PublishOutcome.PUBLISHED) {
+                        e.setValue(again);
+                        return true;
+                    }
+                    published.remove(e.getKey());
                     slotOfKey.remove(offer.key(), e.getKey());
                     free.add(e.getKey());
-                    break;
+                    return false;
                 }
             }
-            return null;
+            return false;
         });
     }
 

@@ -185,6 +185,34 @@ class RedisFaultsTest {
     }
 
     @Test
+    void afterRedisRestartsEmptyLiveExportersOfferWhatTheyHoldAgain() throws Exception {
+        try (RedisRegistry ra = registry(Duration.ofMillis(500)); RedisRegistry rb = registry(Duration.ofMillis(500));
+             KvFixture a = new KvFixture(new io.kvmarket.device.host.HostDevice(dir), io.kvmarket.testkit.DeviceBytes.HOST,
+                     true, ra, KvFixture.NS, x -> x, c -> c.poolBytes(4 * KvFixture.chunkBytes(KvFixture.LAYOUT,
+                             KvFixture.CHUNK)).offerLeaseMillis(300));
+             KvFixture b = new KvFixture(dir, rb, 4)) {
+            int[] t = tokens(64, 12);
+            int[] src = scattered(4, 12);
+            a.fill(src, 4, 12);
+            assertEquals(2, a.market.export(t, 64, src).chunksPublished());
+            server.restart();
+            Match m = null;
+            long deadline = System.nanoTime() + Duration.ofSeconds(20).toNanos();
+            while ((m == null || m.tokens() < 64) && System.nanoTime() < deadline) {
+                if (m != null) {
+                    b.market.release(m);
+                }
+                Thread.sleep(100);
+                m = b.market.match(t, 64);
+            }
+            assertEquals(64, m.tokens(), "a's renewals found its offers gone and offered them again");
+            int[] dst = scattered(4, 13);
+            assertEquals(64, b.market.load(m, dst).join().tokensImported());
+            assertArrayEquals(a.kvBytes(src, 4), b.kvBytes(dst, 4));
+        }
+    }
+
+    @Test
     void theProviderIsUnavailableUntilRedisIsConfigured() {
         RedisRegistryProvider p = new RedisRegistryProvider();
         assertEquals(io.kvmarket.registry.RegistryScope.CLUSTER, p.scope());
