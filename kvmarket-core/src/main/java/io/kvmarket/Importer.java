@@ -63,22 +63,31 @@ final class Importer {
         List<Offer> usable = new ArrayList<>(found.size());
         MissReason reason = found.size() == keys.length ? MissReason.NONE : MissReason.NO_OFFER;
         String detail = "";
-        try {
-            for (Offer o : found) {
-                MissReason bad = check(o);
-                if (bad == MissReason.NONE && !pin(o)) {
-                    bad = MissReason.PIN_FAILED;
-                }
-                if (bad != MissReason.NONE) {
-                    reason = bad;
-                    detail = o.toString();
-                    break;
-                }
-                usable.add(o);
+        for (Offer o : found) { // before any pin, so a transport's failing route() leaves none behind
+            MissReason bad = check(o);
+            if (bad != MissReason.NONE) {
+                reason = bad;
+                detail = o.toString();
+                break;
             }
-        } catch (RuntimeException | Error e) { // a transport's route() failed: a bug, but no pin may outlive it
-            unpinAll(usable);
-            throw e;
+            usable.add(o);
+        }
+        // All pins in one call (one round trip to a remote registry); the prefix ends at the first that failed.
+        boolean[] pinned = pinAll(usable);
+        for (int i = 0; i < pinned.length; i++) {
+            if (!pinned[i]) {
+                reason = MissReason.PIN_FAILED;
+                detail = usable.get(i).toString();
+                List<Offer> beyond = new ArrayList<>();
+                for (int j = i + 1; j < pinned.length; j++) {
+                    if (pinned[j]) {
+                        beyond.add(usable.get(j));
+                    }
+                }
+                unpinAll(beyond);
+                usable = new ArrayList<>(usable.subList(0, i));
+                break;
+            }
         }
         if (reason != MissReason.NONE && reason != MissReason.NO_OFFER) {
             return miss(issuer, usable, reason, detail);
@@ -93,11 +102,12 @@ final class Importer {
         return new Match(issuer, usable, format.chunkTokens(), reason);
     }
 
-    private boolean pin(Offer o) {
+    private boolean[] pinAll(List<Offer> offers) {
         try {
-            return registry.pin(o, ctx.pinLeaseMs());
-        } catch (RuntimeException e) { // a registry failure of any kind is a miss
-            return false;
+            return registry.pinAll(offers, ctx.pinLeaseMs());
+        } catch (RuntimeException e) { // a registry failure of any kind is a miss; stray pins lapse with the lease
+            LOG.debug("pinning {} offers failed: {}", offers.size(), e.toString());
+            return new boolean[offers.size()];
         }
     }
 
@@ -193,8 +203,9 @@ final class Importer {
             }
         }
         // Generation check after the copy: a chunk withdrawn or replaced meanwhile may have been overwritten.
-        for (int i = 0; i < delivered; i++) {
-            if (!isCurrent(offers.get(i))) {
+        boolean[] current = areCurrent(offers.subList(0, delivered));
+        for (int i = 0; i < current.length; i++) {
+            if (!current[i]) {
                 delivered = i;
                 reason = MissReason.SOURCE_CHANGED;
                 detail = offers.get(i).toString();
@@ -212,21 +223,22 @@ final class Importer {
         return new LoadResult(tokens, match.tokens(), reason, detail);
     }
 
-    private boolean isCurrent(Offer o) {
+    private boolean[] areCurrent(List<Offer> offers) {
         try {
-            return registry.isCurrent(o);
+            return registry.areCurrent(offers);
         } catch (RuntimeException e) { // cannot prove the bytes unchanged: a miss
-            return false;
+            return new boolean[offers.size()];
         }
     }
 
     void unpinAll(List<Offer> offers) {
-        for (Offer o : offers) {
-            try {
-                registry.unpin(o);
-            } catch (RuntimeException e) {
-                LOG.debug("unpin of {} failed; the pin lapses with its lease: {}", o, e.getMessage());
-            }
+        if (offers.isEmpty()) {
+            return;
+        }
+        try {
+            registry.unpinAll(offers);
+        } catch (RuntimeException e) {
+            LOG.debug("unpinning {} offers failed; the pins lapse with their lease: {}", offers.size(), e.getMessage());
         }
     }
 

@@ -45,6 +45,36 @@ public interface OfferRegistry extends AutoCloseable {
     boolean isCurrent(Offer offer);
 
     /**
+     * {@link #pin} of each offer, in order, false where it failed (the registry's failure included); a registry
+     * across the network answers them in one round trip.
+     */
+    default boolean[] pinAll(List<Offer> offers, long leaseMs) {
+        boolean[] pinned = new boolean[offers.size()];
+        for (int i = 0; i < pinned.length; i++) {
+            try {
+                pinned[i] = pin(offers.get(i), leaseMs);
+            } catch (RegistryException e) {
+                pinned[i] = false;
+            }
+        }
+        return pinned;
+    }
+
+    /** {@link #unpin} of each offer; a registry across the network does it in one round trip. */
+    default void unpinAll(List<Offer> offers) {
+        offers.forEach(this::unpin);
+    }
+
+    /** {@link #isCurrent} of each offer, in order; a registry across the network answers in one round trip. */
+    default boolean[] areCurrent(List<Offer> offers) {
+        boolean[] current = new boolean[offers.size()];
+        for (int i = 0; i < current.length; i++) {
+            current[i] = isCurrent(offers.get(i));
+        }
+        return current;
+    }
+
+    /**
      * Withdraws this publication unless it is pinned, or an importer pinned it after {@code usedSinceMs} (on
      * {@link #clockMillis}). An exporter's pool passes the time it last used the chunk itself: imports by other
      * processes never reach its own recency order, and a chunk they keep importing should not be evicted as if

@@ -174,8 +174,7 @@ public final class RedisRegistry implements OfferRegistry {
         long now = clockMillis();
         List<Offer> found = new ArrayList<>(limit);
         for (int i = 0; i < limit; i++) {
-            int index = i;
-            Offer o = decode(keys[i], call(() -> reads.get(index).get(slowLogMs, TimeUnit.MILLISECONDS)));
+            Offer o = decode(keys[i], awaited(reads.get(i)));
             if (o == null || !served(o, now)) {
                 break;
             }
@@ -207,6 +206,77 @@ public final class RedisRegistry implements OfferRegistry {
     public boolean isCurrent(Offer offer) {
         byte[] stored = call(() -> commands().hget(OfferCodec.hashKey(prefix, offer.key()), "o"));
         return java.util.Arrays.equals(stored, OfferCodec.identity(offer));
+    }
+
+    /** Pipelined: one round trip for every pin of a match. */
+    @Override
+    public boolean[] pinAll(List<Offer> offers, long leaseMs) {
+        long now = clockMillis();
+        byte[] expiry = ascii(OfferRegistry.expiry(now, leaseMs));
+        byte[] at = ascii(now);
+        List<RedisFuture<Long>> pins = new ArrayList<>(offers.size());
+        String sha = sha(RedisScripts.PIN);
+        for (Offer o : offers) {
+            pins.add(connection.async().evalsha(sha, ScriptOutputType.INTEGER,
+                    new String[] {OfferCodec.hashKey(prefix, o.key())}, OfferCodec.identity(o), expiry, at));
+        }
+        boolean[] pinned = new boolean[offers.size()];
+        for (int i = 0; i < pinned.length; i++) {
+            try {
+                pinned[i] = awaited(pins.get(i)) == 1;
+            } catch (RegistryException e) {
+                forgetIfUnloaded(RedisScripts.PIN, e);
+                pinned[i] = false; // this pin is a miss; one that did land lapses with its lease
+            }
+        }
+        return pinned;
+    }
+
+    /** Pipelined: one round trip for every unpin of a load. */
+    @Override
+    public void unpinAll(List<Offer> offers) {
+        String sha = sha(RedisScripts.UNPIN);
+        List<RedisFuture<Long>> unpins = new ArrayList<>(offers.size());
+        for (Offer o : offers) {
+            unpins.add(connection.async().evalsha(sha, ScriptOutputType.INTEGER,
+                    new String[] {OfferCodec.hashKey(prefix, o.key())}, OfferCodec.identity(o)));
+        }
+        for (RedisFuture<Long> u : unpins) {
+            try {
+                awaited(u);
+            } catch (RegistryException e) {
+                forgetIfUnloaded(RedisScripts.UNPIN, e);
+                throw e;
+            }
+        }
+    }
+
+    /** Pipelined: one round trip for the check after a load's copy. */
+    @Override
+    public boolean[] areCurrent(List<Offer> offers) {
+        List<RedisFuture<byte[]>> reads = new ArrayList<>(offers.size());
+        for (Offer o : offers) {
+            reads.add(connection.async().hget(OfferCodec.hashKey(prefix, o.key()), "o"));
+        }
+        boolean[] current = new boolean[offers.size()];
+        for (int i = 0; i < current.length; i++) {
+            current[i] = java.util.Arrays.equals(awaited(reads.get(i)), OfferCodec.identity(offers.get(i)));
+        }
+        return current;
+    }
+
+    /** A Redis that restarted since the script was loaded answers NOSCRIPT: load it again next time. */
+    private void forgetIfUnloaded(String body, RegistryException e) {
+        for (Throwable c = e; c != null; c = c.getCause()) {
+            if (c instanceof RedisNoScriptException) {
+                shas.remove(body);
+                return;
+            }
+        }
+    }
+
+    private <T> T awaited(RedisFuture<T> f) {
+        return call(() -> f.get(slowLogMs, TimeUnit.MILLISECONDS));
     }
 
     @Override
@@ -304,14 +374,21 @@ public final class RedisRegistry implements OfferRegistry {
     /** Runs one script on one chunk's hash, loading it once per Redis (again after a restart). */
     private long script(String body, String key, byte[]... args) {
         return call(() -> {
-            String sha = shas.computeIfAbsent(body, b -> commands().scriptLoad(b));
             try {
-                return commands().<Long>evalsha(sha, ScriptOutputType.INTEGER, new String[] {key}, args);
+                return commands().<Long>evalsha(sha(body), ScriptOutputType.INTEGER, new String[] {key}, args);
             } catch (RedisNoScriptException restarted) {
-                shas.put(body, commands().scriptLoad(body));
-                return commands().<Long>evalsha(shas.get(body), ScriptOutputType.INTEGER, new String[] {key}, args);
+                shas.remove(body);
+                return commands().<Long>evalsha(sha(body), ScriptOutputType.INTEGER, new String[] {key}, args);
             }
         });
+    }
+
+    /**
+     * The script's SHA, loaded into Redis when this registry first runs it. A Redis that restarted since answers
+     * NOSCRIPT: a pipelined call then fails as a miss and forgets the SHA, so the next call loads it again.
+     */
+    private String sha(String body) {
+        return call(() -> shas.computeIfAbsent(body, b -> commands().scriptLoad(b)));
     }
 
     private interface RedisCall<T> {

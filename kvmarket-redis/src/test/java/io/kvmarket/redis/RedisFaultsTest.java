@@ -195,6 +195,7 @@ class RedisFaultsTest {
             int[] src = scattered(4, 12);
             a.fill(src, 4, 12);
             assertEquals(2, a.market.export(t, 64, src).chunksPublished());
+            b.market.release(b.market.match(t, 64)); // b's scripts are loaded into the Redis about to restart
             server.restart();
             Match m = null;
             long deadline = System.nanoTime() + Duration.ofSeconds(20).toNanos();

@@ -270,6 +270,24 @@ public abstract class RegistryContractTest {
     }
 
     @Test
+    void batchedPinsChecksAndUnpinsAnswerAsTheSingleOnes() {
+        Offer a = offer(0, 1);
+        Offer gone = offer(1, 1);
+        Offer c = offer(2, 1);
+        registry.publish(a);
+        registry.publish(gone);
+        registry.publish(c);
+        registry.withdraw(gone);
+        assertArrayEquals(new boolean[] {true, false, true}, registry.pinAll(List.of(a, gone, c), 5_000));
+        assertArrayEquals(new boolean[] {true, false, true}, registry.areCurrent(List.of(a, gone, c)));
+        assertEquals(Withdrawal.PINNED, registry.withdrawIfUnused(c, Long.MAX_VALUE));
+        registry.unpinAll(List.of(a, gone, c));
+        assertEquals(Withdrawal.WITHDRAWN, registry.withdrawIfUnused(a, Long.MAX_VALUE));
+        assertEquals(Withdrawal.WITHDRAWN, registry.withdrawIfUnused(c, Long.MAX_VALUE));
+        assertArrayEquals(new boolean[0], registry.pinAll(List.of(), 5_000));
+    }
+
+    @Test
     void renewOfAGonePublicationFails() {
         Offer o = offer(0, 1);
         assertFalse(registry.renew(o, clock.get() + 100));
