@@ -31,7 +31,8 @@ import java.util.regex.Pattern;
  * Scores are JMH's (mean of the measurement iterations +- its 99.9% error); {@code median_ratio} is the same
  * ratio over the median iterations, which a burst of other work on a shared machine moves less.
  *
- * <p>Arguments pick groups: {@code hashing}, {@code lookup}, {@code import}, {@code prefill}; none runs all four.
+ * <p>Arguments pick groups: {@code hashing}, {@code lookup}, {@code import}, {@code prefill}, {@code redis} (needs
+ * redis-server installed); none runs all five.
  */
 public final class BenchmarkMain {
 
@@ -39,8 +40,9 @@ public final class BenchmarkMain {
             "hashing", KeyHashingBenchmark.class,
             "lookup", PrefixLookupBenchmark.class,
             "import", HostImportBenchmark.class,
-            "prefill", PrefillSkipBenchmark.class);
-    private static final List<String> ORDER = List.of("hashing", "lookup", "import", "prefill");
+            "prefill", PrefillSkipBenchmark.class,
+            "redis", RedisLookupBenchmark.class);
+    private static final List<String> ORDER = List.of("hashing", "lookup", "import", "prefill", "redis");
 
     private BenchmarkMain() {
     }
@@ -69,8 +71,9 @@ public final class BenchmarkMain {
             for (RunResult r : results) {
                 String name = r.getParams().getBenchmark();
                 String method = name.substring(name.lastIndexOf('.') + 1);
-                String memory = r.getParams().getParam("memory");
-                scores.put(memory == null ? method : method + ":" + memory, Score.of(r));
+                String param = r.getParams().getParam("memory") != null ? r.getParams().getParam("memory")
+                        : r.getParams().getParam("chunks");
+                scores.put(param == null ? method : method + ":" + param, Score.of(r));
             }
             String reported = Files.readString(report, StandardCharsets.UTF_8);
             System.out.println();
@@ -108,6 +111,10 @@ public final class BenchmarkMain {
                 }
                 return List.of(lookupLine("lookup_in_process", s.get("inProcess"), base, 20),
                         lookupLine("lookup_node_local", s.get("nodeLocal"), base, 50));
+            }
+            case "redis": {
+                return List.of(redisLine(s.get("lookup:32"), s.get("baselinePing:32"), 32),
+                        redisLine(s.get("lookup:512"), s.get("baselinePing:512"), 512));
             }
             case "prefill": {
                 Score skip = s.get("importThenPrefill");
@@ -155,6 +162,18 @@ public final class BenchmarkMain {
                 "%s: us_per_lookup=%s baseline_hashmap_us=%s ratio=%.1f median_ratio=%.1f target=<=%.0fus met=%b",
                 name, r.text(3), base.text(3), r.mean / base.mean, r.median / base.median, targetUs,
                 r.mean <= targetUs);
+    }
+
+    /** Lookup of {@code chunks} keys against one PING on the same server: the target is 1 round trip + 100 us. */
+    private static String redisLine(Score lookup, Score ping, int chunks) {
+        if (lookup == null || ping == null) {
+            return "redis_lookup: chunks=" + chunks + " FAILED (no result; is redis-server installed? see above)";
+        }
+        return String.format(Locale.ROOT,
+                "redis_lookup: chunks=%d us_per_lookup=%s baseline_ping_us=%s excess_over_rtt_us=%.1f"
+                        + " median_excess_us=%.1f target=<=1RTT+100us met=%b",
+                chunks, lookup.text(1), ping.text(1), lookup.mean - ping.mean, lookup.median - ping.median,
+                lookup.mean - ping.mean <= 100);
     }
 
     /** The 1-minute load average, so a reader sees whether other work shared the cores; "n/a" off Linux. */

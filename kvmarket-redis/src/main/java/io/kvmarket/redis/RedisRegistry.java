@@ -16,7 +16,6 @@ import io.lettuce.core.RedisURI;
 import io.lettuce.core.ScriptOutputType;
 import io.lettuce.core.TimeoutOptions;
 import io.lettuce.core.api.StatefulRedisConnection;
-import io.lettuce.core.api.async.RedisAsyncCommands;
 import io.lettuce.core.api.sync.RedisCommands;
 import io.lettuce.core.codec.ByteArrayCodec;
 import io.lettuce.core.codec.RedisCodec;
@@ -38,8 +37,9 @@ import java.util.function.LongSupplier;
 
 /**
  * The cluster registry: every node's offers in one Redis, through Lettuce. One hash per chunk
- * ({@link OfferCodec}); a lookup of N chunks is N pipelined reads, one round trip; every write is one Lua script
- * on one chunk ({@link RedisScripts}). An owner process is alive while its key, refreshed every
+ * ({@link OfferCodec}); a lookup of N chunks is one read-only script, one round trip; every write is one Lua script
+ * on one chunk ({@link RedisScripts}). One Redis server: the lookup script reads keys of many slots, which a Redis
+ * Cluster refuses. An owner process is alive while its key, refreshed every
  * {@value #HEARTBEAT_MS} ms with a {@value #OWNER_TTL_MS} ms expiry in Redis server time, exists: a dead owner's
  * offers stop being served within that, and are replaced by the next publication of their key. Redis down or
  * slow: every call fails within the command timeout with a {@link RegistryException}, which the marketplace turns
@@ -165,16 +165,27 @@ public final class RedisRegistry implements OfferRegistry {
     @Override
     public List<Offer> lookupPrefix(ChunkKey[] keys, int maxChunks) {
         int limit = Math.min(keys.length, maxChunks);
-        // Pipelined: every read is sent before the first answer is awaited, so the lookup is one round trip.
-        RedisAsyncCommands<String, byte[]> async = connection.async();
-        List<RedisFuture<List<KeyValue<String, byte[]>>>> reads = new ArrayList<>(limit);
-        for (int i = 0; i < limit; i++) {
-            reads.add(async.hmget(OfferCodec.hashKey(prefix, keys[i]), "o", "l"));
+        if (limit == 0) {
+            return List.of();
         }
-        long now = clockMillis();
-        List<Offer> found = new ArrayList<>(limit);
+        String[] hashKeys = new String[limit];
         for (int i = 0; i < limit; i++) {
-            Offer o = decode(keys[i], awaited(reads.get(i)));
+            hashKeys[i] = OfferCodec.hashKey(prefix, keys[i]);
+        }
+        // One script reads the whole prefix server-side, up to the first chunk with no offer: one command, one
+        // round trip, however many chunks.
+        List<byte[]> fields = call(() -> {
+            try {
+                return commands().<List<byte[]>>evalsha(sha(RedisScripts.LOOKUP), ScriptOutputType.MULTI, hashKeys);
+            } catch (RedisNoScriptException restarted) {
+                shas.remove(RedisScripts.LOOKUP);
+                return commands().<List<byte[]>>evalsha(sha(RedisScripts.LOOKUP), ScriptOutputType.MULTI, hashKeys);
+            }
+        });
+        long now = clockMillis();
+        List<Offer> found = new ArrayList<>(fields.size() / 2);
+        for (int i = 0; 2 * i + 1 < fields.size(); i++) {
+            Offer o = decode(keys[i], fields.get(2 * i), fields.get(2 * i + 1));
             if (o == null || !served(o, now)) {
                 break;
             }
@@ -346,11 +357,13 @@ public final class RedisRegistry implements OfferRegistry {
     // ---- plumbing
 
     private Offer decode(ChunkKey key, List<KeyValue<String, byte[]>> fields) {
-        if (!fields.get(0).hasValue()) {
-            return null;
-        }
+        return fields.get(0).hasValue() ? decode(key, fields.get(0).getValue(), fields.get(1).getValueOrElse(null))
+                : null;
+    }
+
+    private Offer decode(ChunkKey key, byte[] identity, byte[] lease) {
         try {
-            return OfferCodec.decode(key, fields.get(0).getValue(), fields.get(1).getValueOrElse(null));
+            return OfferCodec.decode(key, identity, lease);
         } catch (IllegalArgumentException foreign) {
             LOG.warn("skipping a value under {} that is not an offer: {}", OfferCodec.hashKey(prefix, key),
                     foreign.getMessage());

@@ -11,6 +11,21 @@ final class RedisScripts {
     private RedisScripts() {
     }
 
+    /**
+     * KEYS: the chunks of a prompt, in order. Returns identity and lease of each, up to the first chunk with none:
+     * a whole longest-prefix lookup in one command. Only reads; every key must be in one slot on a Redis Cluster.
+     */
+    static final String LOOKUP = """
+            local out = {}
+            for i = 1, #KEYS do
+              local v = redis.call('HMGET', KEYS[i], 'o', 'l')
+              if not v[1] then break end
+              out[#out + 1] = v[1]
+              out[#out + 1] = v[2] or ''
+            end
+            return out
+            """;
+
     /** ARGV: expected current identity ("" for none), new identity, lease, GC ttl ms. 1 when published. */
     static final String PUBLISH = """
             local cur = redis.call('HGET', KEYS[1], 'o')
