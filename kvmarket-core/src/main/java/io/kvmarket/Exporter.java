@@ -146,7 +146,12 @@ final class Exporter {
                 try {
                     outcome = registry.publish(offer);
                 } catch (RegistryException e) {
+                    // The write may still land (a remote registry that timed out runs it when it catches up): the
+                    // chunk stays in the pool as if published, so it is withdrawn before its memory is reused, and
+                    // renewed or offered again once the registry answers.
                     outcome = null;
+                    offeredAt[k] = offer;
+                    reservedAt[k] = s;
                     skipReason = "registry unavailable: " + e.getMessage();
                 }
                 if (outcome == PublishOutcome.PUBLISHED) {

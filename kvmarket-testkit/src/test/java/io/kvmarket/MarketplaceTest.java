@@ -531,6 +531,43 @@ class MarketplaceTest {
     }
 
     @Test
+    void aPublishWhoseOutcomeIsUnknownIsWithdrawnBeforeItsMemoryIsReused() {
+        InProcessRegistry inner = new InProcessRegistry();
+        java.util.concurrent.atomic.AtomicBoolean failOnce = new java.util.concurrent.atomic.AtomicBoolean(true);
+        // A remote registry whose write timed out but landed anyway: the caller sees an exception.
+        OfferRegistry landsButThrows = (OfferRegistry) Proxy.newProxyInstance(getClass().getClassLoader(),
+                new Class<?>[] {OfferRegistry.class}, (proxy, method, args) -> {
+                    Object result;
+                    try {
+                        result = method.invoke(inner, args);
+                    } catch (java.lang.reflect.InvocationTargetException e) {
+                        throw e.getCause();
+                    }
+                    if (method.getName().equals("publish") && failOnce.getAndSet(false)) {
+                        throw new RegistryException("timed out (injected), yet the write landed");
+                    }
+                    return result;
+                });
+        try (KvFixture exporter = new KvFixture(dir, landsButThrows, 1); KvFixture importer = new KvFixture(dir, inner, 2)) {
+            int[] p1 = tokens(32, 40);
+            int[] blocks = scattered(2, 40);
+            exporter.fill(blocks, 2, 40);
+            byte[] p1Bytes = exporter.kvBytes(blocks, 2);
+            ExportResult first = exporter.market.export(p1, 32, blocks);
+            assertEquals(0, first.chunksPublished(), "reported as skipped: " + first);
+            exporter.fill(blocks, 2, 41);
+            exporter.market.export(tokens(32, 41), 32, blocks); // the one-chunk pool needs P1's memory
+            Match m = importer.market.match(p1, 32);
+            int[] dst = scattered(2, 42);
+            LoadResult r = importer.market.load(m, dst).join();
+            if (r.tokensImported() > 0) {
+                assertArrayEquals(p1Bytes, importer.kvBytes(dst, 2), "P1 served over memory that holds P2: " + r);
+            }
+            assertNull(inner.lookup(importer.market.hasher().keys(p1, 32)[0]), "withdrawn before its memory was reused");
+        }
+    }
+
+    @Test
     void transportsThatReachNothingGiveNoTransportMiss() {
         int[] t = tokens(32, 26);
         exportFromA(t, 32, 26);

@@ -70,18 +70,19 @@ public record Offer(ChunkKey key, long nodeId, ProcessIdentity owner, List<Endpo
     }
 
     /**
-     * Same publication: same key, owner and generation, at the same place (node, endpoints, offset). The place
-     * is part of the identity so that memory reused for something else can never pass for a republication.
+     * Same publication: same key, owner and generation, at the same place (node, endpoints, offset) and of the same
+     * bytes (length, layout): everything but the lease, which renewals change. The place is part of the identity so
+     * that memory reused for something else can never pass for a republication.
      */
     public boolean samePublication(Offer other) {
         return key.equals(other.key) && owner.equals(other.owner) && generation == other.generation
-                && nodeId == other.nodeId && offset == other.offset && endpoints.equals(other.endpoints);
+                && nodeId == other.nodeId && offset == other.offset && length == other.length
+                && layoutFingerprint == other.layoutFingerprint && endpoints.equals(other.endpoints);
     }
 
     @Override
     public boolean equals(Object o) {
-        return o instanceof Offer other && samePublication(other) && length == other.length
-                && layoutFingerprint == other.layoutFingerprint && leaseExpiryMs == other.leaseExpiryMs;
+        return o instanceof Offer other && samePublication(other) && leaseExpiryMs == other.leaseExpiryMs;
     }
 
     @Override

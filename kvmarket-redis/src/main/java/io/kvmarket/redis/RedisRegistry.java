@@ -8,12 +8,12 @@ import io.kvmarket.registry.PublishOutcome;
 import io.kvmarket.registry.RegistryException;
 import io.kvmarket.registry.Withdrawal;
 import io.lettuce.core.ClientOptions;
-import io.lettuce.core.KeyValue;
 import io.lettuce.core.RedisClient;
 import io.lettuce.core.RedisFuture;
 import io.lettuce.core.RedisNoScriptException;
 import io.lettuce.core.RedisURI;
 import io.lettuce.core.ScriptOutputType;
+import io.lettuce.core.SocketOptions;
 import io.lettuce.core.TimeoutOptions;
 import io.lettuce.core.api.StatefulRedisConnection;
 import io.lettuce.core.api.sync.RedisCommands;
@@ -26,9 +26,9 @@ import org.slf4j.LoggerFactory;
 import java.nio.charset.StandardCharsets;
 import java.time.Duration;
 import java.util.ArrayList;
+import java.util.Arrays;
 import java.util.List;
 import java.util.Map;
-import java.util.Set;
 import java.util.concurrent.ConcurrentHashMap;
 import java.util.concurrent.Executors;
 import java.util.concurrent.ScheduledExecutorService;
@@ -36,15 +36,14 @@ import java.util.concurrent.TimeUnit;
 import java.util.function.LongSupplier;
 
 /**
- * The cluster registry: every node's offers in one Redis, through Lettuce. One hash per chunk
+ * The cluster registry: every node's offers in one Redis server, through Lettuce. One hash per chunk
  * ({@link OfferCodec}); a lookup of N chunks is one read-only script, one round trip; every write is one Lua script
- * on one chunk ({@link RedisScripts}). One Redis server: the lookup script reads keys of many slots, which a Redis
- * Cluster refuses. An owner process is alive while its key, refreshed every
- * {@value #HEARTBEAT_MS} ms with a {@value #OWNER_TTL_MS} ms expiry in Redis server time, exists: a dead owner's
- * offers stop being served within that, and are replaced by the next publication of their key. Redis down or
- * slow: every call fails within the command timeout with a {@link RegistryException}, which the marketplace turns
- * into a miss or a skipped export, and the connection recovers by itself. Values that are not this format's are
- * skipped with a log line, never trusted.
+ * on one chunk ({@link RedisScripts}); batched pins and checks are pipelined. An owner process is alive while its
+ * key, refreshed every {@value #HEARTBEAT_MS} ms with a {@value #OWNER_TTL_MS} ms expiry in Redis server time,
+ * exists: a dead owner's offers stop being served within that, and the next publication of their key replaces them.
+ * Redis down or slow: every call fails within the command timeout with a {@link RegistryException}, which the
+ * marketplace turns into a miss or a skipped export, and the connection recovers by itself. Values that are not this
+ * format's are skipped with a log line and replaced by the next publication, never trusted.
  */
 public final class RedisRegistry implements OfferRegistry {
 
@@ -55,6 +54,9 @@ public final class RedisRegistry implements OfferRegistry {
     static final long LIVENESS_CACHE_MS = 250;
     /** Kept past a lease so that a renewal racing the expiry still finds its entry. */
     private static final long GC_GRACE_MS = 60_000;
+    private static final int LIVENESS_CACHE_LIMIT = 4096;
+    private static final byte[] NONE = new byte[0];
+    private static final byte[] FOREIGN = {'!'};
 
     private static final Logger LOG = LoggerFactory.getLogger(RedisRegistry.class);
     private static final RedisCodec<String, byte[]> CODEC = RedisCodec.of(StringCodec.UTF8, ByteArrayCodec.INSTANCE);
@@ -63,35 +65,42 @@ public final class RedisRegistry implements OfferRegistry {
     private final StatefulRedisConnection<String, byte[]> connection;
     private final String prefix;
     private final LongSupplier clockMs;
+    private final long timeoutMs;
     private final Map<String, String> shas = new ConcurrentHashMap<>();
-    /** Owners this registry published for that are this process: their keys are kept alive here. */
-    private final Set<String> ownKeys = ConcurrentHashMap.newKeySet();
+    /** Owner keys of this process that this registry published for: its heartbeat keeps them alive. */
+    private final Map<String, Boolean> ownKeys = new ConcurrentHashMap<>();
     private final Map<String, long[]> liveness = new ConcurrentHashMap<>();
     private final ScheduledExecutorService heartbeat;
-    private final long slowLogMs;
 
     /**
-     * @param uri            e.g. {@code redis://127.0.0.1:6379}
+     * Connects to {@code uri} with a client of its own.
+     *
      * @param prefix         key prefix, e.g. {@code kvm}: registries of different prefixes never see each other
-     * @param commandTimeout bound on every call, Redis down or slow included
-     * @param clockMs        the clock leases and pins are judged by: all nodes must agree, so in production a
-     *                       clock that follows Redis server time ({@link #serverClock})
+     * @param commandTimeout bound on every call (connecting and opening too), Redis down or slow included
+     * @param clockMs        the clock leases and pins are judged by, which all nodes must share; null for Redis
+     *                       server time (the offset to this host's clock is read once with {@code TIME})
+     * @throws RegistryException when Redis cannot be reached within the timeout
      */
-    public RedisRegistry(RedisClient client, String prefix, Duration commandTimeout, LongSupplier clockMs) {
-        this.client = client;
+    public RedisRegistry(String uri, String prefix, Duration commandTimeout, LongSupplier clockMs) {
         this.prefix = prefix;
-        this.clockMs = clockMs;
-        this.slowLogMs = commandTimeout.toMillis();
+        this.timeoutMs = commandTimeout.toMillis();
+        RedisURI redisUri = RedisURI.create(uri);
+        redisUri.setTimeout(commandTimeout);
+        this.client = RedisClient.create(redisUri);
         client.setOptions(ClientOptions.builder()
                 .disconnectedBehavior(ClientOptions.DisconnectedBehavior.REJECT_COMMANDS)
                 .timeoutOptions(TimeoutOptions.enabled(commandTimeout))
+                .socketOptions(SocketOptions.builder()
+                        .connectTimeout(Duration.ofMillis(Math.max(1000, commandTimeout.toMillis()))).build())
                 .build());
         try {
             this.connection = client.connect(CODEC);
+            connection.setTimeout(commandTimeout);
+            this.clockMs = clockMs != null ? clockMs : serverClock();
         } catch (RuntimeException e) {
-            throw new RegistryException("cannot connect to Redis: " + e.getMessage(), e);
+            client.shutdown(Duration.ZERO, Duration.ofSeconds(2));
+            throw new RegistryException("cannot reach Redis at " + uri + ": " + e.getMessage(), e);
         }
-        connection.setTimeout(commandTimeout);
         this.heartbeat = Executors.newSingleThreadScheduledExecutor(r -> {
             Thread t = new Thread(r, "kvmarket-redis-heartbeat");
             t.setDaemon(true);
@@ -107,30 +116,17 @@ public final class RedisRegistry implements OfferRegistry {
 
     /** As {@link #open(String)}, under another key prefix. */
     public static RedisRegistry open(String uri, String prefix) {
-        RedisClient client = RedisClient.create(RedisURI.create(uri));
-        try {
-            return new RedisRegistry(client, prefix, Duration.ofMillis(100), serverClock(client, uri));
-        } catch (RuntimeException e) {
-            client.shutdown();
-            throw e;
-        }
+        return new RedisRegistry(uri, prefix, Duration.ofMillis(100), null);
     }
 
-    /**
-     * A clock that follows Redis server time: the offset to this host's clock is read once with {@code TIME},
-     * so every node judges leases by the same clock however far its own has drifted.
-     */
-    public static LongSupplier serverClock(RedisClient client, String uri) {
-        try (StatefulRedisConnection<String, String> c = client.connect()) {
-            long before = System.currentTimeMillis();
-            List<String> time = c.sync().time();
-            long after = System.currentTimeMillis();
-            long server = Long.parseLong(time.get(0)) * 1000 + Long.parseLong(time.get(1)) / 1000;
-            long offset = server - (before + after) / 2;
-            return () -> System.currentTimeMillis() + offset;
-        } catch (RuntimeException e) {
-            throw new RegistryException("cannot read the time of Redis at " + uri + ": " + e.getMessage(), e);
-        }
+    /** Redis server time, followed through this host's clock from one {@code TIME} read. */
+    private LongSupplier serverClock() {
+        long before = System.currentTimeMillis();
+        List<byte[]> time = connection.sync().time();
+        long after = System.currentTimeMillis();
+        long server = Long.parseLong(ascii(time.get(0))) * 1000 + Long.parseLong(ascii(time.get(1))) / 1000;
+        long offset = server - (before + after) / 2;
+        return () -> System.currentTimeMillis() + offset;
     }
 
     @Override
@@ -138,24 +134,43 @@ public final class RedisRegistry implements OfferRegistry {
         return clockMs.getAsLong();
     }
 
+    /**
+     * Publishes unless a served offer holds the key. Beware a failure: a script that timed out here may still run
+     * when Redis catches up, so the caller must treat the offer as possibly published (and withdraw it before
+     * reusing its memory), which the marketplace's exporter does.
+     */
     @Override
     public PublishOutcome publish(Offer offer) {
         String key = OfferCodec.hashKey(prefix, offer.key());
         byte[] identity = OfferCodec.identity(offer);
-        String owner = OfferCodec.ownerKey(prefix, offer.nodeId(), offer.owner());
-        if (offer.owner().equals(ProcessIdentity.current()) && ownKeys.add(owner)) {
-            beat(owner); // alive before its first offer is
+        if (offer.owner().equals(ProcessIdentity.current())) {
+            // Concurrent first publications wait for the first beat: none may land while its owner looks dead.
+            ownKeys.computeIfAbsent(OfferCodec.ownerKey(prefix, offer.nodeId(), offer.owner()), k -> {
+                beat(k);
+                return Boolean.TRUE;
+            });
         }
         for (int attempt = 0; attempt < 2; attempt++) {
-            List<KeyValue<String, byte[]>> cur = call(() -> commands().hmget(key, "o", "l"));
-            byte[] expected = cur.get(0).hasValue() ? cur.get(0).getValue() : new byte[0];
-            Offer existing = decode(offer.key(), cur);
-            if (existing != null && served(existing, clockMillis())) {
-                return PublishOutcome.ALREADY_OFFERED;
+            List<byte[]> cur = script(RedisScripts.READ, ScriptOutputType.MULTI, key);
+            byte[] expected;
+            if (cur.isEmpty()) {
+                expected = NONE;
+            } else if (cur.size() == 1) {
+                LOG.warn("replacing something foreign under {}", key);
+                expected = FOREIGN;
+            } else {
+                expected = cur.get(0);
+                Offer existing = decode(offer.key(), cur.get(0), cur.get(1));
+                // A dead verdict is read afresh before it replaces anything: a cached one may be stale.
+                if (existing != null && existing.leaseExpiryMs() > clockMillis()
+                        && (ownerAlive(existing, false) || ownerAlive(existing, true))) {
+                    return PublishOutcome.ALREADY_OFFERED;
+                }
             }
             // Absent, expired, its owner dead, or foreign: replaced only if still what was read.
-            if (script(RedisScripts.PUBLISH, key, expected, identity, OfferCodec.lease(offer.leaseExpiryMs()),
-                    ascii(gcTtl(offer.leaseExpiryMs()))) == 1) {
+            long published = script(RedisScripts.PUBLISH, ScriptOutputType.INTEGER, key, expected, identity,
+                    OfferCodec.lease(offer.leaseExpiryMs()), ascii(gcTtl(offer.leaseExpiryMs())));
+            if (published == 1) {
                 return PublishOutcome.PUBLISHED;
             }
         }
@@ -172,21 +187,16 @@ public final class RedisRegistry implements OfferRegistry {
         for (int i = 0; i < limit; i++) {
             hashKeys[i] = OfferCodec.hashKey(prefix, keys[i]);
         }
-        // One script reads the whole prefix server-side, up to the first chunk with no offer: one command, one
-        // round trip, however many chunks.
-        List<byte[]> fields = call(() -> {
-            try {
-                return commands().<List<byte[]>>evalsha(sha(RedisScripts.LOOKUP), ScriptOutputType.MULTI, hashKeys);
-            } catch (RedisNoScriptException restarted) {
-                shas.remove(RedisScripts.LOOKUP);
-                return commands().<List<byte[]>>evalsha(sha(RedisScripts.LOOKUP), ScriptOutputType.MULTI, hashKeys);
-            }
-        });
+        List<byte[]> fields = script(RedisScripts.LOOKUP, ScriptOutputType.MULTI, hashKeys);
         long now = clockMillis();
         List<Offer> found = new ArrayList<>(fields.size() / 2);
-        for (int i = 0; 2 * i + 1 < fields.size(); i++) {
+        for (int i = 0; i < limit && 2 * i < fields.size(); i++) {
+            if (2 * i + 1 == fields.size()) {
+                LOG.warn("skipping something foreign under {}", hashKeys[i]);
+                break;
+            }
             Offer o = decode(keys[i], fields.get(2 * i), fields.get(2 * i + 1));
-            if (o == null || !served(o, now)) {
+            if (o == null || o.leaseExpiryMs() <= now || !ownerAlive(o, false)) {
                 break;
             }
             found.add(o);
@@ -204,108 +214,101 @@ public final class RedisRegistry implements OfferRegistry {
     public boolean pin(Offer offer, long leaseMs) {
         long now = clockMillis();
         long expiry = OfferRegistry.expiry(now, leaseMs);
-        return script(RedisScripts.PIN, OfferCodec.hashKey(prefix, offer.key()), OfferCodec.identity(offer),
-                ascii(expiry), ascii(now)) == 1;
+        return (long) script(RedisScripts.PIN, ScriptOutputType.INTEGER, OfferCodec.hashKey(prefix, offer.key()),
+                OfferCodec.identity(offer), ascii(expiry), ascii(now)) == 1;
     }
 
     @Override
     public void unpin(Offer offer) {
-        script(RedisScripts.UNPIN, OfferCodec.hashKey(prefix, offer.key()), OfferCodec.identity(offer));
+        script(RedisScripts.UNPIN, ScriptOutputType.INTEGER, OfferCodec.hashKey(prefix, offer.key()),
+                OfferCodec.identity(offer));
     }
 
     @Override
     public boolean isCurrent(Offer offer) {
         byte[] stored = call(() -> commands().hget(OfferCodec.hashKey(prefix, offer.key()), "o"));
-        return java.util.Arrays.equals(stored, OfferCodec.identity(offer));
+        return Arrays.equals(stored, OfferCodec.identity(offer));
     }
 
-    /** Pipelined: one round trip for every pin of a match. */
+    /** Pipelined: one round trip for every pin of a match; false where a pin failed. */
     @Override
     public boolean[] pinAll(List<Offer> offers, long leaseMs) {
         long now = clockMillis();
         byte[] expiry = ascii(OfferRegistry.expiry(now, leaseMs));
         byte[] at = ascii(now);
-        List<RedisFuture<Long>> pins = new ArrayList<>(offers.size());
-        String sha = sha(RedisScripts.PIN);
-        for (Offer o : offers) {
-            pins.add(connection.async().evalsha(sha, ScriptOutputType.INTEGER,
-                    new String[] {OfferCodec.hashKey(prefix, o.key())}, OfferCodec.identity(o), expiry, at));
-        }
         boolean[] pinned = new boolean[offers.size()];
+        List<RedisFuture<Long>> pins;
+        try {
+            pins = pipelined(RedisScripts.PIN, offers, o -> new byte[][] {OfferCodec.identity(o), expiry, at});
+        } catch (RegistryException e) {
+            return pinned;
+        }
         for (int i = 0; i < pinned.length; i++) {
             try {
-                pinned[i] = awaited(pins.get(i)) == 1;
+                pinned[i] = awaited(pins.get(i), RedisScripts.PIN) == 1;
             } catch (RegistryException e) {
-                forgetIfUnloaded(RedisScripts.PIN, e);
-                pinned[i] = false; // this pin is a miss; one that did land lapses with its lease
+                pinned[i] = false; // a miss; a pin that landed anyway lapses with its lease
             }
         }
         return pinned;
     }
 
-    /** Pipelined: one round trip for every unpin of a load. */
+    /** Pipelined: one round trip for every unpin of a load; each that Redis no longer knows the script of is redone. */
     @Override
     public void unpinAll(List<Offer> offers) {
-        String sha = sha(RedisScripts.UNPIN);
-        List<RedisFuture<Long>> unpins = new ArrayList<>(offers.size());
-        for (Offer o : offers) {
-            unpins.add(connection.async().evalsha(sha, ScriptOutputType.INTEGER,
-                    new String[] {OfferCodec.hashKey(prefix, o.key())}, OfferCodec.identity(o)));
-        }
-        for (RedisFuture<Long> u : unpins) {
+        List<RedisFuture<Long>> unpins = pipelined(RedisScripts.UNPIN, offers,
+                o -> new byte[][] {OfferCodec.identity(o)});
+        for (int i = 0; i < unpins.size(); i++) {
             try {
-                awaited(u);
+                awaited(unpins.get(i), RedisScripts.UNPIN);
             } catch (RegistryException e) {
-                forgetIfUnloaded(RedisScripts.UNPIN, e);
-                throw e;
+                if (!restarted(e)) {
+                    throw e;
+                }
+                unpin(offers.get(i));
             }
         }
     }
 
-    /** Pipelined: one round trip for the check after a load's copy. */
+    /** Pipelined: one round trip for the check after a load's copy; false where it cannot be proven current. */
     @Override
     public boolean[] areCurrent(List<Offer> offers) {
         List<RedisFuture<byte[]>> reads = new ArrayList<>(offers.size());
-        for (Offer o : offers) {
-            reads.add(connection.async().hget(OfferCodec.hashKey(prefix, o.key()), "o"));
-        }
+        call(() -> {
+            for (Offer o : offers) {
+                reads.add(connection.async().hget(OfferCodec.hashKey(prefix, o.key()), "o"));
+            }
+            return null;
+        });
         boolean[] current = new boolean[offers.size()];
         for (int i = 0; i < current.length; i++) {
-            current[i] = java.util.Arrays.equals(awaited(reads.get(i)), OfferCodec.identity(offers.get(i)));
+            try {
+                current[i] = Arrays.equals(awaited(reads.get(i), null), OfferCodec.identity(offers.get(i)));
+            } catch (RegistryException e) {
+                current[i] = false;
+            }
         }
         return current;
     }
 
-    /** A Redis that restarted since the script was loaded answers NOSCRIPT: load it again next time. */
-    private void forgetIfUnloaded(String body, RegistryException e) {
-        for (Throwable c = e; c != null; c = c.getCause()) {
-            if (c instanceof RedisNoScriptException) {
-                shas.remove(body);
-                return;
-            }
-        }
-    }
-
-    private <T> T awaited(RedisFuture<T> f) {
-        return call(() -> f.get(slowLogMs, TimeUnit.MILLISECONDS));
-    }
-
     @Override
     public Withdrawal withdrawIfUnused(Offer offer, long usedSinceMs) {
-        long r = script(RedisScripts.WITHDRAW_IF_UNUSED, OfferCodec.hashKey(prefix, offer.key()),
-                OfferCodec.identity(offer), ascii(usedSinceMs), ascii(clockMillis()));
+        long r = script(RedisScripts.WITHDRAW_IF_UNUSED, ScriptOutputType.INTEGER,
+                OfferCodec.hashKey(prefix, offer.key()), OfferCodec.identity(offer), ascii(usedSinceMs),
+                ascii(clockMillis()));
         return r == 1 ? Withdrawal.PINNED : r == 2 ? Withdrawal.IMPORTED_SINCE : Withdrawal.WITHDRAWN;
     }
 
     @Override
     public void withdraw(Offer offer) {
-        script(RedisScripts.WITHDRAW, OfferCodec.hashKey(prefix, offer.key()), OfferCodec.identity(offer));
+        script(RedisScripts.WITHDRAW, ScriptOutputType.INTEGER, OfferCodec.hashKey(prefix, offer.key()),
+                OfferCodec.identity(offer));
     }
 
     @Override
     public boolean renew(Offer offer, long leaseExpiryMs) {
-        return script(RedisScripts.RENEW, OfferCodec.hashKey(prefix, offer.key()), OfferCodec.identity(offer),
-                OfferCodec.lease(leaseExpiryMs), ascii(gcTtl(leaseExpiryMs))) == 1;
+        return (long) script(RedisScripts.RENEW, ScriptOutputType.INTEGER, OfferCodec.hashKey(prefix, offer.key()),
+                OfferCodec.identity(offer), OfferCodec.lease(leaseExpiryMs), ascii(gcTtl(leaseExpiryMs))) == 1;
     }
 
     /** Stops the heartbeat (this process's offers stop being served within the owner TTL) and disconnects. */
@@ -318,29 +321,30 @@ public final class RedisRegistry implements OfferRegistry {
 
     // ---- liveness
 
-    private boolean served(Offer o, long nowMs) {
-        return o.leaseExpiryMs() > nowMs && ownerAlive(o);
-    }
-
-    /** This process is alive; another owner is while its key exists, as read at most {@value #LIVENESS_CACHE_MS} ms ago. */
-    private boolean ownerAlive(Offer o) {
-        if (o.owner().equals(ProcessIdentity.current()) && ownKeys.contains(OfferCodec.ownerKey(prefix, o.nodeId(),
-                o.owner()))) {
+    /**
+     * This process is alive once its key is; another owner while its key exists, as read at most
+     * {@value #LIVENESS_CACHE_MS} ms ago unless {@code fresh}.
+     */
+    private boolean ownerAlive(Offer o, boolean fresh) {
+        String key = OfferCodec.ownerKey(prefix, o.nodeId(), o.owner());
+        if (o.owner().equals(ProcessIdentity.current()) && ownKeys.containsKey(key)) {
             return true;
         }
-        String key = OfferCodec.ownerKey(prefix, o.nodeId(), o.owner());
         long now = System.nanoTime();
         long[] cached = liveness.get(key);
-        if (cached != null && now - cached[0] < TimeUnit.MILLISECONDS.toNanos(LIVENESS_CACHE_MS)) {
+        if (!fresh && cached != null && now - cached[0] < TimeUnit.MILLISECONDS.toNanos(LIVENESS_CACHE_MS)) {
             return cached[1] != 0;
         }
         boolean alive = call(() -> commands().exists(key)) > 0;
+        if (liveness.size() >= LIVENESS_CACHE_LIMIT) {
+            liveness.values().removeIf(v -> now - v[0] >= TimeUnit.MILLISECONDS.toNanos(LIVENESS_CACHE_MS));
+        }
         liveness.put(key, new long[] {now, alive ? 1 : 0});
         return alive;
     }
 
     private void beat() {
-        for (String owner : ownKeys) {
+        for (String owner : ownKeys.keySet()) {
             try {
                 beat(owner);
             } catch (RuntimeException e) {
@@ -356,11 +360,6 @@ public final class RedisRegistry implements OfferRegistry {
 
     // ---- plumbing
 
-    private Offer decode(ChunkKey key, List<KeyValue<String, byte[]>> fields) {
-        return fields.get(0).hasValue() ? decode(key, fields.get(0).getValue(), fields.get(1).getValueOrElse(null))
-                : null;
-    }
-
     private Offer decode(ChunkKey key, byte[] identity, byte[] lease) {
         try {
             return OfferCodec.decode(key, identity, lease);
@@ -372,7 +371,8 @@ public final class RedisRegistry implements OfferRegistry {
     }
 
     private long gcTtl(long leaseExpiryMs) {
-        long left = Math.max(0, Math.min(leaseExpiryMs - clockMillis(), TimeUnit.DAYS.toMillis(1)));
+        long left = Math.max(0, Math.min(leaseExpiryMs - Math.min(leaseExpiryMs, clockMillis()),
+                TimeUnit.DAYS.toMillis(1)));
         return left + GC_GRACE_MS;
     }
 
@@ -380,35 +380,77 @@ public final class RedisRegistry implements OfferRegistry {
         return Long.toString(v).getBytes(StandardCharsets.US_ASCII);
     }
 
+    private static String ascii(byte[] b) {
+        return new String(b, StandardCharsets.US_ASCII);
+    }
+
     private RedisCommands<String, byte[]> commands() {
         return connection.sync();
     }
 
-    /** Runs one script on one chunk's hash, loading it once per Redis (again after a restart). */
-    private long script(String body, String key, byte[]... args) {
+    /** Runs a script, loading it once per Redis server, and again after Redis restarted and forgot it. */
+    private <T> T script(String body, ScriptOutputType type, String key, byte[]... args) {
+        return script(body, type, new String[] {key}, args);
+    }
+
+    private <T> T script(String body, ScriptOutputType type, String[] keys, byte[]... args) {
         return call(() -> {
             try {
-                return commands().<Long>evalsha(sha(body), ScriptOutputType.INTEGER, new String[] {key}, args);
+                return commands().<T>evalsha(sha(body), type, keys, args);
             } catch (RedisNoScriptException restarted) {
                 shas.remove(body);
-                return commands().<Long>evalsha(sha(body), ScriptOutputType.INTEGER, new String[] {key}, args);
+                return commands().<T>evalsha(sha(body), type, keys, args);
             }
         });
     }
 
-    /**
-     * The script's SHA, loaded into Redis when this registry first runs it. A Redis that restarted since answers
-     * NOSCRIPT: a pipelined call then fails as a miss and forgets the SHA, so the next call loads it again.
-     */
+    private interface Args {
+        byte[][] of(Offer o);
+    }
+
+    /** One script per offer, all sent before the first answer is awaited. */
+    private List<RedisFuture<Long>> pipelined(String body, List<Offer> offers, Args args) {
+        return call(() -> {
+            String sha = sha(body);
+            List<RedisFuture<Long>> out = new ArrayList<>(offers.size());
+            for (Offer o : offers) {
+                out.add(connection.async().evalsha(sha, ScriptOutputType.INTEGER,
+                        new String[] {OfferCodec.hashKey(prefix, o.key())}, args.of(o)));
+            }
+            return out;
+        });
+    }
+
     private String sha(String body) {
-        return call(() -> shas.computeIfAbsent(body, b -> commands().scriptLoad(b)));
+        return shas.computeIfAbsent(body, b -> commands().scriptLoad(b));
+    }
+
+    /** The future's value; NOSCRIPT (Redis restarted) makes {@code body} load again next time. */
+    private <T> T awaited(RedisFuture<T> f, String body) {
+        try {
+            return call(() -> f.get(timeoutMs, TimeUnit.MILLISECONDS));
+        } catch (RegistryException e) {
+            if (body != null && restarted(e)) {
+                shas.remove(body);
+            }
+            throw e;
+        }
+    }
+
+    private static boolean restarted(RegistryException e) {
+        for (Throwable c = e; c != null; c = c.getCause()) {
+            if (c instanceof RedisNoScriptException) {
+                return true;
+            }
+        }
+        return false;
     }
 
     private interface RedisCall<T> {
         T run() throws Exception;
     }
 
-    /** Every failure of Redis (down, slow, refused) is the registry's failure, which the marketplace turns into a miss. */
+    /** Every failure of Redis (down, slow, refused, closed) is the registry's, which the marketplace turns into a miss. */
     private static <T> T call(RedisCall<T> c) {
         try {
             return c.run();

@@ -1,24 +1,50 @@
 package io.kvmarket.redis;
 
 /**
- * The registry's writes, each a Lua script on one chunk's hash (one Cluster slot), so each is atomic: a write acts
+ * The registry's scripts. Each write is a script on one chunk's hash (one Cluster slot), so it is atomic: it acts
  * only on the exact publication it names (field {@code o}, compared byte for byte), and a withdrawal reads the pins
- * in the same step that deletes. Times are the registry's clock, passed in; Lua numbers are doubles, exact for
- * millisecond times.
+ * in the same step that deletes. A key under the prefix that is not a hash is foreign: reads stop at it, a
+ * publication replaces it. Times are the registry's clock, passed in as decimal strings and compared exactly (Lua
+ * numbers are doubles, which cannot tell {@code Long.MAX_VALUE} from its neighbours).
  */
 final class RedisScripts {
 
     private RedisScripts() {
     }
 
+    /** Exact comparison of two decimal integers written by Long.toString: -1, 0 or 1. */
+    private static final String CMP = """
+            local function cmp(a, b)
+              local na, nb = a:sub(1, 1) == '-', b:sub(1, 1) == '-'
+              if na ~= nb then return na and -1 or 1 end
+              local x, y = a, b
+              if na then x, y = b:sub(2), a:sub(2) end
+              if #x ~= #y then return #x < #y and -1 or 1 end
+              if x == y then return 0 end
+              return x < y and -1 or 1
+            end
+            """;
+
+    /** The current identity of KEYS[1]: '' when there is none, '!' when the key holds something foreign. */
+    private static final String CURRENT = """
+            local function current(k)
+              local t = redis.call('TYPE', k).ok
+              if t == 'none' then return '' end
+              if t ~= 'hash' then return '!' end
+              return redis.call('HGET', k, 'o') or ''
+            end
+            """;
+
     /**
-     * KEYS: the chunks of a prompt, in order. Returns identity and lease of each, up to the first chunk with none:
-     * a whole longest-prefix lookup in one command. Only reads; every key must be in one slot on a Redis Cluster.
+     * KEYS: the chunks of a prompt, in order. Returns identity and lease of each, up to the first chunk with none,
+     * then '!' if that chunk's key holds something foreign: a whole longest-prefix lookup in one command. Reads
+     * keys of many slots, so one Redis server only.
      */
     static final String LOOKUP = """
             local out = {}
             for i = 1, #KEYS do
-              local v = redis.call('HMGET', KEYS[i], 'o', 'l')
+              local v = redis.pcall('HMGET', KEYS[i], 'o', 'l')
+              if v.err then out[#out + 1] = '!' break end
               if not v[1] then break end
               out[#out + 1] = v[1]
               out[#out + 1] = v[2] or ''
@@ -26,10 +52,19 @@ final class RedisScripts {
             return out
             """;
 
-    /** ARGV: expected current identity ("" for none), new identity, lease, GC ttl ms. 1 when published. */
-    static final String PUBLISH = """
-            local cur = redis.call('HGET', KEYS[1], 'o')
-            if (cur or '') ~= ARGV[1] then return 0 end
+    /** KEYS[1]: one chunk. Returns {identity, lease} of its offer, {} when none, {'!'} when foreign. */
+    static final String READ = """
+            local t = redis.call('TYPE', KEYS[1]).ok
+            if t == 'none' then return {} end
+            if t ~= 'hash' then return {'!'} end
+            local v = redis.call('HMGET', KEYS[1], 'o', 'l')
+            if not v[1] then return {} end
+            return {v[1], v[2] or ''}
+            """;
+
+    /** ARGV: expected current identity ('' none, '!' foreign), new identity, lease, GC ttl ms. 1 when published. */
+    static final String PUBLISH = CURRENT + """
+            if current(KEYS[1]) ~= ARGV[1] then return 0 end
             redis.call('DEL', KEYS[1])
             redis.call('HSET', KEYS[1], 'o', ARGV[2], 'l', ARGV[3], 'pc', 0, 'pe', 0, 'lp', 0)
             redis.call('PEXPIRE', KEYS[1], ARGV[4])
@@ -37,47 +72,41 @@ final class RedisScripts {
             """;
 
     /** ARGV: identity, pin expiry, now. 1 when pinned. */
-    static final String PIN = """
-            if redis.call('HGET', KEYS[1], 'o') ~= ARGV[1] then return 0 end
+    static final String PIN = CMP + CURRENT + """
+            if current(KEYS[1]) ~= ARGV[1] then return 0 end
             redis.call('HINCRBY', KEYS[1], 'pc', 1)
-            if tonumber(redis.call('HGET', KEYS[1], 'pe') or '0') < tonumber(ARGV[2]) then
-              redis.call('HSET', KEYS[1], 'pe', ARGV[2])
-            end
-            if tonumber(redis.call('HGET', KEYS[1], 'lp') or '0') < tonumber(ARGV[3]) then
-              redis.call('HSET', KEYS[1], 'lp', ARGV[3])
-            end
+            if cmp(redis.call('HGET', KEYS[1], 'pe') or '0', ARGV[2]) < 0 then redis.call('HSET', KEYS[1], 'pe', ARGV[2]) end
+            if cmp(redis.call('HGET', KEYS[1], 'lp') or '0', ARGV[3]) < 0 then redis.call('HSET', KEYS[1], 'lp', ARGV[3]) end
             return 1
             """;
 
     /** ARGV: identity. */
-    static final String UNPIN = """
-            if redis.call('HGET', KEYS[1], 'o') ~= ARGV[1] then return 0 end
-            if tonumber(redis.call('HGET', KEYS[1], 'pc') or '0') > 0 then
-              redis.call('HINCRBY', KEYS[1], 'pc', -1)
-            end
+    static final String UNPIN = CURRENT + """
+            if current(KEYS[1]) ~= ARGV[1] then return 0 end
+            if tonumber(redis.call('HGET', KEYS[1], 'pc') or '0') > 0 then redis.call('HINCRBY', KEYS[1], 'pc', -1) end
             return 1
             """;
 
     /** ARGV: identity, used since, now. 0 withdrawn (or gone), 1 pinned, 2 imported since. */
-    static final String WITHDRAW_IF_UNUSED = """
-            if redis.call('HGET', KEYS[1], 'o') ~= ARGV[1] then return 0 end
+    static final String WITHDRAW_IF_UNUSED = CMP + CURRENT + """
+            if current(KEYS[1]) ~= ARGV[1] then return 0 end
             local pins = tonumber(redis.call('HGET', KEYS[1], 'pc') or '0')
-            if pins > 0 and tonumber(redis.call('HGET', KEYS[1], 'pe') or '0') > tonumber(ARGV[3]) then return 1 end
-            if tonumber(redis.call('HGET', KEYS[1], 'lp') or '0') > tonumber(ARGV[2]) then return 2 end
+            if pins > 0 and cmp(redis.call('HGET', KEYS[1], 'pe') or '0', ARGV[3]) > 0 then return 1 end
+            if cmp(redis.call('HGET', KEYS[1], 'lp') or '0', ARGV[2]) > 0 then return 2 end
             redis.call('DEL', KEYS[1])
             return 0
             """;
 
     /** ARGV: identity. */
-    static final String WITHDRAW = """
-            if redis.call('HGET', KEYS[1], 'o') ~= ARGV[1] then return 0 end
+    static final String WITHDRAW = CURRENT + """
+            if current(KEYS[1]) ~= ARGV[1] then return 0 end
             redis.call('DEL', KEYS[1])
             return 1
             """;
 
     /** ARGV: identity, lease, GC ttl ms. 1 when renewed. */
-    static final String RENEW = """
-            if redis.call('HGET', KEYS[1], 'o') ~= ARGV[1] then return 0 end
+    static final String RENEW = CURRENT + """
+            if current(KEYS[1]) ~= ARGV[1] then return 0 end
             redis.call('HSET', KEYS[1], 'l', ARGV[2])
             redis.call('PEXPIRE', KEYS[1], ARGV[3])
             return 1

@@ -37,7 +37,7 @@ class RedisRegistryTest extends RegistryContractTest {
 
     @Override
     protected OfferRegistry create() {
-        return new RedisRegistry(RedisClient.create(server.uri()), "contract" + PREFIXES.incrementAndGet(),
+        return new RedisRegistry(server.uri(), "contract" + PREFIXES.incrementAndGet(),
                 Duration.ofSeconds(2), clock::get);
     }
 }

@@ -258,6 +258,22 @@ public abstract class RegistryContractTest {
     }
 
     @Test
+    void anOfferOfOtherBytesAtTheSamePlaceIsAnotherPublication() {
+        Offer o = offer(0, 1);
+        registry.publish(o);
+        Offer otherLayout = new Offer(o.key(), o.nodeId(), o.owner(), o.endpoints(), o.offset(), o.length(),
+                o.layoutFingerprint() + 1, o.generation(), o.leaseExpiryMs());
+        Offer otherLength = new Offer(o.key(), o.nodeId(), o.owner(), o.endpoints(), o.offset(), o.length() + 1,
+                o.layoutFingerprint(), o.generation(), o.leaseExpiryMs());
+        for (Offer other : List.of(otherLayout, otherLength)) {
+            assertFalse(other.samePublication(o));
+            assertFalse(registry.isCurrent(other));
+            assertFalse(registry.pin(other, 1000));
+        }
+        assertTrue(registry.isCurrent(o));
+    }
+
+    @Test
     void pinLeasesAsLongAsTheCallerLikesSaturateInsteadOfOverflowing() {
         Offer o = offer(0, 1);
         registry.publish(o);

@@ -58,7 +58,8 @@ final class SlotCodec {
          * compared in their encoding.
          */
         boolean isPublication(Offer offer) {
-            if (rawEndpointsLength != endpointsLength || generation != offer.generation() || ownerPid != offer.owner().pid()
+            if (rawEndpointsLength != endpointsLength || generation != offer.generation()
+                    || chunkLength != offer.length() || layoutFingerprint != offer.layoutFingerprint() || ownerPid != offer.owner().pid()
                     || ownerStart != offer.owner().startTime() || nodeId != offer.nodeId()
                     || chunkOffset != offer.offset() || !hasKey(offer.key())) {
                 return false;
