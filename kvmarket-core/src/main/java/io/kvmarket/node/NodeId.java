@@ -9,9 +9,14 @@ import java.nio.file.Path;
 import java.security.MessageDigest;
 import java.security.NoSuchAlgorithmException;
 
-/** A 64-bit id of this machine, the same in every process on it: a hash of /etc/machine-id, else the host name. */
+/**
+ * A 64-bit id of this machine, the same in every process on it: a hash of /etc/machine-id, else the host name.
+ * {@code -Dkvmarket.node.id=NAME} (or {@code KVMARKET_NODE_ID}) names the node instead, for nodes that share a
+ * machine id: containers of one image, or the network namespaces tests run nodes in.
+ */
 public final class NodeId {
 
+    public static final String PROPERTY = "kvmarket.node.id";
     private static final long LOCAL = compute();
 
     private NodeId() {
@@ -22,7 +27,10 @@ public final class NodeId {
     }
 
     private static long compute() {
-        String source;
+        String source = System.getProperty(PROPERTY, System.getenv("KVMARKET_NODE_ID"));
+        if (source != null && !source.isBlank()) {
+            return hash("kvmarket-node:" + source.trim());
+        }
         try {
             source = Files.readString(Path.of("/etc/machine-id")).trim();
         } catch (Exception e) {
@@ -35,6 +43,10 @@ public final class NodeId {
                 source = "localhost";
             }
         }
+        return hash(source);
+    }
+
+    private static long hash(String source) {
         try {
             byte[] d = MessageDigest.getInstance("SHA-256").digest(source.getBytes(StandardCharsets.UTF_8));
             return ByteBuffer.wrap(d).getLong();

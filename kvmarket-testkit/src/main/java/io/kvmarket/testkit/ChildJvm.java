@@ -47,7 +47,12 @@ public final class ChildJvm implements AutoCloseable {
 
     /** Starts {@code main} with {@code jvmArgs} (for example {@code -Dkvmarket.dir=...}) and {@code args}. */
     public static ChildJvm start(Class<?> main, List<String> jvmArgs, String... args) {
-        List<String> command = new ArrayList<>();
+        return start(List.of(), main, jvmArgs, args);
+    }
+
+    /** As above, the java command run through {@code prefix} (for example entering a network namespace). */
+    public static ChildJvm start(List<String> prefix, Class<?> main, List<String> jvmArgs, String... args) {
+        List<String> command = new ArrayList<>(prefix);
         command.add(Path.of(System.getProperty("java.home"), "bin", "java").toString());
         command.addAll(jvmArgs);
         command.add("-cp");
@@ -90,6 +95,16 @@ public final class ChildJvm implements AutoCloseable {
         } catch (InterruptedException e) {
             Thread.currentThread().interrupt();
             throw new IllegalStateException("interrupted waiting for the child", e);
+        }
+    }
+
+    /** Writes one line to the child's stdin. */
+    public void send(String line) {
+        try {
+            process.getOutputStream().write((line + "\n").getBytes(StandardCharsets.UTF_8));
+            process.getOutputStream().flush();
+        } catch (IOException e) {
+            throw new UncheckedIOException("the child no longer reads its stdin", e);
         }
     }
 

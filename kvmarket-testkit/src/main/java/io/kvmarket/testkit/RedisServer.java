@@ -21,11 +21,15 @@ public final class RedisServer implements AutoCloseable {
 
     private final Path dir;
     private final int port;
+    private final List<String> prefix;
+    private final String address;
     private Process process;
 
-    private RedisServer(Path dir, int port) {
+    private RedisServer(Path dir, int port, List<String> prefix, String address) {
         this.dir = dir;
         this.port = port;
+        this.prefix = prefix;
+        this.address = address;
     }
 
     /** True when {@code redis-server} runs here. */
@@ -42,7 +46,7 @@ public final class RedisServer implements AutoCloseable {
         }
     }
 
-    /** Starts a server whose working files go to {@code dir}, and waits until it answers. */
+    /** Starts a server on the loopback whose working files go to {@code dir}, and waits until it answers. */
     public static RedisServer start(Path dir) {
         int port;
         try (ServerSocket s = new ServerSocket(0, 1, java.net.InetAddress.getLoopbackAddress())) {
@@ -50,16 +54,24 @@ public final class RedisServer implements AutoCloseable {
         } catch (IOException e) {
             throw new UncheckedIOException(e);
         }
-        RedisServer server = new RedisServer(dir, port);
+        RedisServer server = new RedisServer(dir, port, List.of(), "127.0.0.1");
+        server.launch();
+        return server;
+    }
+
+    /** Starts a server on {@code address}:6379 through {@code prefix} (in a node of a {@link NetnsCluster}). */
+    public static RedisServer start(Path dir, List<String> prefix, String address) {
+        RedisServer server = new RedisServer(dir, 6379, prefix, address);
         server.launch();
         return server;
     }
 
     private void launch() {
         try {
-            process = new ProcessBuilder(List.of("redis-server", "--port", Integer.toString(port),
-                    "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", dir.toString(),
-                    "--protected-mode", "no"))
+            List<String> command = new java.util.ArrayList<>(prefix);
+            command.addAll(List.of("redis-server", "--port", Integer.toString(port), "--bind", address, "--save", "",
+                    "--appendonly", "no", "--dir", dir.toString(), "--protected-mode", "no"));
+            process = new ProcessBuilder(command)
                     .redirectErrorStream(true).redirectOutput(dir.resolve("redis-" + port + ".log").toFile()).start();
         } catch (IOException e) {
             throw new UncheckedIOException("cannot start redis-server", e);
@@ -80,13 +92,13 @@ public final class RedisServer implements AutoCloseable {
     }
 
     public String uri() {
-        return "redis://127.0.0.1:" + port;
+        return "redis://" + address + ":" + port;
     }
 
     /** True when the server answers PING within a second. */
     public boolean answersPing() {
         try (Socket s = new Socket()) {
-            s.connect(new InetSocketAddress("127.0.0.1", port), 1000);
+            s.connect(new InetSocketAddress(address, port), 1000);
             s.setSoTimeout(1000);
             OutputStream out = s.getOutputStream();
             out.write("PING\r\n".getBytes(StandardCharsets.US_ASCII));
