@@ -38,6 +38,7 @@ final class Importer {
     private final PagedKvCache kvCache;
     private final MarketplaceMetrics metrics;
     private final ExportPool ownPool;
+    private final TransferEstimates estimates = new TransferEstimates();
 
     /** @param ownPool this marketplace's pool: chunks imported from it count as its own use */
     Importer(MarketplaceContext ctx, ExportPool ownPool) {
@@ -71,6 +72,12 @@ final class Importer {
                 break;
             }
             usable.add(o);
+        }
+        int worth = chunksWorthImporting(usable);
+        if (worth < usable.size()) {
+            reason = MissReason.SLOWER_THAN_PREFILL;
+            detail = (usable.size() - worth) + " of " + usable.size() + " chunks would move slower than they recompute";
+            usable = new ArrayList<>(usable.subList(0, worth));
         }
         // All pins in one call (one round trip to a remote registry); the prefix ends at the first that failed.
         boolean[] pinned = pinAll(usable);
@@ -127,6 +134,35 @@ final class Importer {
         return transportFor(o) == null ? MissReason.NO_TRANSPORT : MissReason.NONE;
     }
 
+    /**
+     * How many of the offers, from the first, are worth importing: the most whose estimated transfer (each
+     * source's transport, at its learned throughput) takes no longer than prefilling their tokens. All of them when
+     * the engine gave no prefill cost.
+     */
+    private int chunksWorthImporting(List<Offer> offers) {
+        PrefillCost cost = ctx.prefillCost();
+        if (cost == null || offers.isEmpty()) {
+            return offers.size();
+        }
+        Map<Transport, Long> bytes = new LinkedHashMap<>();
+        Map<Transport, Route> routes = new LinkedHashMap<>();
+        int worth = 0;
+        for (int k = 1; k <= offers.size(); k++) {
+            Offer o = offers.get(k - 1);
+            Transport t = transportFor(o);
+            routes.putIfAbsent(t, t.route(o).orElseThrow());
+            bytes.merge(t, o.length(), Long::sum);
+            long transfer = 0;
+            for (Map.Entry<Transport, Long> e : bytes.entrySet()) {
+                transfer += estimates.estimateNanos(e.getKey(), routes.get(e.getKey()), e.getValue());
+            }
+            if (transfer <= cost.nanosToPrefill(k * format.chunkTokens())) {
+                worth = k;
+            }
+        }
+        return worth;
+    }
+
     /** The transport with the closest, then cheapest, route to the offer; null when none reaches it. */
     private Transport transportFor(Offer o) {
         Transport best = null;
@@ -160,7 +196,7 @@ final class Importer {
                 copy = plan.transport == null
                         ? CompletableFuture.failedFuture(new TransferException(TransferFailure.UNREACHABLE,
                                 "no transport reaches " + plan.representative + " any more"))
-                        : plan.transport.fetch(plan.representative, kvCache.buffer(), plan.batch.build());
+                        : timed(plan.transport, plan.batch.build(), plan.representative);
             } catch (RuntimeException e) {
                 copy = CompletableFuture.failedFuture(e);
             }
@@ -169,6 +205,16 @@ final class Importer {
         }
         return CompletableFuture.allOf(copies.toArray(new CompletableFuture<?>[0]))
                 .thenApply(ignored -> settle(match, offers, copies));
+    }
+
+    /** Fetches, and learns the transport's throughput from how long the fetch took. */
+    private CompletableFuture<Void> timed(Transport t, CopyBatch batch, Offer source) {
+        long start = System.nanoTime();
+        return t.fetch(source, kvCache.buffer(), batch).whenComplete((ok, error) -> {
+            if (error == null) {
+                estimates.record(t, batch.totalBytes(), System.nanoTime() - start);
+            }
+        });
     }
 
     /** One batch per source: chunks of the same exporter's pool travel in one submission of one transport. */

@@ -69,7 +69,7 @@ public final class KvMarketplace implements AutoCloseable {
             }
             this.ctx = new MarketplaceContext(b.namespace, b.kvCache, b.device, registry, transports, hasher, format,
                     PrefixHasher.layoutFingerprint(b.namespace.layout()), b.pinLeaseMs, b.offerLeaseMs,
-                    new MarketplaceMetrics());
+                    new MarketplaceMetrics(), b.prefillCost);
             this.pool = new ExportPool(b.device, registry, budget, format.chunkBytes());
             owned.add(0, pool); // freed first, before what the builder opened
             this.exporter = new Exporter(ctx, pool, gate::isClosed);
@@ -270,6 +270,7 @@ public final class KvMarketplace implements AutoCloseable {
         private long poolBytes;
         private long pinLeaseMs = 10_000;
         private long offerLeaseMs = 60_000;
+        private PrefillCost prefillCost;
 
         public Builder namespace(Namespace namespace) {
             this.namespace = namespace;
@@ -341,6 +342,16 @@ public final class KvMarketplace implements AutoCloseable {
          */
         public Builder offerLeaseMillis(long ms) {
             this.offerLeaseMs = within("offerLeaseMillis", ms, MIN_OFFER_LEASE_MS, MAX_OFFER_LEASE_MS);
+            return this;
+        }
+
+        /**
+         * What prefilling costs this engine: with it, a match stops where moving the rest of the prefix would take
+         * longer than recomputing it ({@link MissReason#SLOWER_THAN_PREFILL}). Default: none, every offered chunk
+         * is imported.
+         */
+        public Builder prefillCost(PrefillCost cost) {
+            this.prefillCost = cost;
             return this;
         }
 

@@ -25,7 +25,12 @@ public enum MissReason {
     /** The copy itself failed. */
     TRANSFER_FAILED,
     /** The source chunk was withdrawn or replaced during the copy (generation check); its bytes are discarded. */
-    SOURCE_CHANGED;
+    SOURCE_CHANGED,
+    /**
+     * The rest of the offered prefix would take longer to move, at its transports' learned throughput, than to
+     * prefill, by the engine's {@link PrefillCost}.
+     */
+    SLOWER_THAN_PREFILL;
 
     /** The miss a transport's failure is reported as: the one place transfer failures become miss reasons. */
     public static MissReason of(TransferFailure failure) {

@@ -12,6 +12,7 @@ import java.util.concurrent.CompletableFuture;
 import java.util.concurrent.CountDownLatch;
 import java.util.concurrent.TimeUnit;
 import java.util.function.Consumer;
+import java.util.function.UnaryOperator;
 
 /**
  * Wraps a transport and runs a fault around each fetch (withdraw, overwrite, fail, hold), in the style of Aeron's
@@ -24,6 +25,8 @@ public final class FaultyTransport implements Transport {
     public volatile Consumer<Offer> beforeFetch = o -> { };
     /** Runs before every route the importer asks for; may throw, as a broken transport would. */
     public volatile Consumer<Offer> beforeRoute = o -> { };
+    /** What the importer is told about a route: the delegate's, or one a test makes up (a slow link). */
+    public volatile UnaryOperator<Route> routeAs = r -> r;
     /** Runs once the fetch's copy has completed. */
     public volatile Consumer<Offer> afterFetch = o -> { };
 
@@ -63,7 +66,7 @@ public final class FaultyTransport implements Transport {
     @Override
     public Optional<Route> route(Offer offer) {
         beforeRoute.accept(offer);
-        return delegate.route(offer);
+        return delegate.route(offer).map(routeAs);
     }
 
     @Override
