@@ -81,15 +81,22 @@ final class Exporter {
     /** Exports the chunks {@code keys} name from {@code blockIds} (checked by the caller). */
     ExportResult export(ChunkKey[] keys, int[] blockIds) {
         if (endpoints.isEmpty()) {
-            return skipped(0, keys.length, "no transport advertises the export pool");
+            return skipped(0, 0, keys.length, "no transport advertises the export pool");
         }
         List<Integer> fresh = new ArrayList<>();
         boolean[] ownOffered = new boolean[keys.length];
         int already = 0;
+        int republished = 0;
         try {
             for (int i = 0; i < keys.length; i++) {
                 Offer existing = registry.lookup(keys[i]);
-                if (existing == null) {
+                Offer held = existing == null ? pool.held(keys[i]) : null;
+                if (held != null && pool.republish(held,
+                        OfferRegistry.expiry(registry.clockMillis(), ctx.offerLeaseMs()))) {
+                    // Kept after a publish of unknown outcome, and not in the registry: offered again, not twice.
+                    republished++;
+                    ownOffered[i] = true;
+                } else if (existing == null) {
                     fresh.add(i);
                 } else {
                     already++;
@@ -97,7 +104,8 @@ final class Exporter {
                 }
             }
         } catch (RegistryException e) {
-            return skipped(already, keys.length - already, "registry unavailable: " + e.getMessage());
+            return skipped(republished, already, keys.length - already - republished,
+                    "registry unavailable: " + e.getMessage());
         }
         // Touched now so the reservation below does not evict them, and again once the new chunks are recorded.
         for (int i = keys.length - 1; i >= 0; i--) {
@@ -106,19 +114,20 @@ final class Exporter {
             }
         }
         if (fresh.isEmpty()) {
+            metrics.chunksExported.add(republished);
             metrics.chunksAlreadyOffered.add(already);
-            return new ExportResult(0, already, 0, "");
+            return new ExportResult(republished, already, 0, "");
         }
         try (ExportPool.Reservation reserved = pool.reserve(fresh.size())) {
             if (reserved.size() == 0) {
-                return skipped(already, fresh.size(), POOL_FULL);
+                return skipped(republished, already, fresh.size(), POOL_FULL);
             }
-            return fill(keys, blockIds, fresh, ownOffered, already, reserved);
+            return fill(keys, blockIds, fresh, ownOffered, already, republished, reserved);
         }
     }
 
     private ExportResult fill(ChunkKey[] keys, int[] blockIds, List<Integer> fresh, boolean[] ownOffered, int already,
-                              ExportPool.Reservation reserved) {
+                              int republished, ExportPool.Reservation reserved) {
         CopyBatch.Builder batch = CopyBatch.builder();
         for (int s = 0; s < reserved.size(); s++) {
             format.addChunk(batch, ctx.kvCache(), blockIds, fresh.get(s), reserved.offset(s), false);
@@ -126,17 +135,17 @@ final class Exporter {
         try {
             ctx.device().copy(ctx.kvCache().buffer(), pool.buffer(), batch.build()).join();
         } catch (RuntimeException e) {
-            return skipped(already, fresh.size(), "copy into the pool failed: " + unwrap(e));
+            return skipped(republished, already, fresh.size(), "copy into the pool failed: " + unwrap(e));
         }
         long expiry = OfferRegistry.expiry(registry.clockMillis(), ctx.offerLeaseMs());
         String skipReason = reserved.size() < fresh.size() ? POOL_FULL : "";
-        int published = 0;
+        int published = republished;
         Offer[] offeredAt = new Offer[keys.length];
         int[] reservedAt = new int[keys.length];
         publishing.readLock().lock();
         try {
             if (closing.getAsBoolean()) {
-                return skipped(already, fresh.size(), "marketplace closed during the export");
+                return skipped(republished, already, fresh.size(), "marketplace closed during the export");
             }
             for (int s = 0; s < reserved.size(); s++) {
                 int k = fresh.get(s);
@@ -186,11 +195,12 @@ final class Exporter {
         return new ExportResult(published, already, skipped, skipped > 0 ? skipReason : "");
     }
 
-    private ExportResult skipped(int already, int skipped, String reason) {
+    private ExportResult skipped(int published, int already, int skipped, String reason) {
+        metrics.chunksExported.add(published);
         metrics.chunksAlreadyOffered.add(already);
         metrics.chunksExportSkipped.add(skipped);
         LOG.info("export skipped {} chunks: {}", skipped, reason);
-        return new ExportResult(0, already, skipped, reason);
+        return new ExportResult(published, already, skipped, reason);
     }
 
     /** Withdraws every offer of the pool; no export publishes while it runs, nor after when closing. */

@@ -144,19 +144,30 @@ final class Importer {
         if (cost == null || offers.isEmpty()) {
             return offers.size();
         }
-        Map<Transport, Long> bytes = new LinkedHashMap<>();
-        Map<Transport, Route> routes = new LinkedHashMap<>();
+        Map<SourceKey, Long> bytes = new LinkedHashMap<>();
+        Map<SourceKey, Route> routes = new LinkedHashMap<>();
+        Map<SourceKey, Transport> transports = new LinkedHashMap<>();
+        Map<SourceKey, Long> nodes = new LinkedHashMap<>();
         int worth = 0;
         for (int k = 1; k <= offers.size(); k++) {
             Offer o = offers.get(k - 1);
             Transport t = transportFor(o);
-            routes.putIfAbsent(t, t.route(o).orElseThrow());
-            bytes.merge(t, o.length(), Long::sum);
-            long transfer = 0;
-            for (Map.Entry<Transport, Long> e : bytes.entrySet()) {
-                transfer += estimates.estimateNanos(e.getKey(), routes.get(e.getKey()), e.getValue());
+            Route route = t == null ? null : t.route(o).orElse(null);
+            if (route == null) {
+                break; // its route vanished since check(): nothing from here on can be planned
             }
-            if (transfer <= cost.nanosToPrefill(k * format.chunkTokens())) {
+            SourceKey source = new SourceKey(t, o.endpoints());
+            routes.putIfAbsent(source, route);
+            transports.putIfAbsent(source, t);
+            nodes.putIfAbsent(source, o.nodeId());
+            bytes.merge(source, o.length(), Math::addExact);
+            long transfer = 0;
+            for (Map.Entry<SourceKey, Long> e : bytes.entrySet()) {
+                long one = estimates.estimateNanos(transports.get(e.getKey()), nodes.get(e.getKey()),
+                        routes.get(e.getKey()), e.getValue());
+                transfer = one > Long.MAX_VALUE - transfer ? Long.MAX_VALUE : transfer + one;
+            }
+            if (transfer <= cost.nanosToPrefill(Math.multiplyExact(k, format.chunkTokens()))) {
                 worth = k;
             }
         }
@@ -212,7 +223,7 @@ final class Importer {
         long start = System.nanoTime();
         return t.fetch(source, kvCache.buffer(), batch).whenComplete((ok, error) -> {
             if (error == null) {
-                estimates.record(t, batch.totalBytes(), System.nanoTime() - start);
+                estimates.record(t, source.nodeId(), batch.totalBytes(), System.nanoTime() - start);
             }
         });
     }

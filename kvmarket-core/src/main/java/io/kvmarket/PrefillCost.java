@@ -7,7 +7,7 @@ package io.kvmarket;
 @FunctionalInterface
 public interface PrefillCost {
 
-    /** Nanoseconds to prefill the prompt's first {@code tokens} tokens. */
+    /** Nanoseconds to prefill the prompt's first {@code tokens} tokens; must not throw. */
     long nanosToPrefill(int tokens);
 
     /** A prefill of {@code tokensPerSecond}, linear in the tokens: a fair first estimate below a few thousand tokens. */

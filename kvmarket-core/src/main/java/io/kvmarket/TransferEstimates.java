@@ -5,34 +5,48 @@ import io.kvmarket.transfer.Transport;
 
 import java.util.Map;
 import java.util.concurrent.ConcurrentHashMap;
+import java.util.concurrent.TimeUnit;
 
 /**
- * Throughput per transport, learned from the transfers this marketplace ran and seeded by each transport's own
- * route estimate: an exponentially weighted average over recent fetches, so a link that slows down is noticed
- * within a few imports.
+ * Throughput per transport and source node, learned from the transfers this marketplace ran and seeded by each
+ * transport's own route estimate. The learned figure is what fetches took end to end (latency included), weighted
+ * half to the newest; it is forgotten {@value #FORGET_AFTER_SECONDS} s after the last fetch, so a source declined
+ * while it was slow is tried again on its route's promise instead of being shunned for good.
  */
 final class TransferEstimates {
 
-    /** Weight of the newest fetch. */
-    private static final double ALPHA = 0.3;
+    private static final double ALPHA = 0.5;
     /** Fetches smaller than this say more about latency than throughput, and are not learned from. */
     private static final long MIN_LEARN_BYTES = 64 * 1024;
+    static final long FORGET_AFTER_SECONDS = 2;
 
-    private final Map<Transport, Double> bytesPerNano = new ConcurrentHashMap<>();
-
-    /** Estimated time for {@code t} to move {@code bytes} along {@code route}. */
-    long estimateNanos(Transport t, Route route, long bytes) {
-        Double learned = bytesPerNano.get(t);
-        return learned == null ? route.estimateNanos(bytes)
-                : new Route(route.locality(), route.latencyNanos(), learned).estimateNanos(bytes);
+    private record Source(Transport transport, long nodeId) {
     }
 
-    /** Records one fetch by {@code t} of {@code bytes} that took {@code nanos}. */
-    void record(Transport t, long bytes, long nanos) {
+    /** Bytes per nanosecond, end to end, and when it was last observed (System.nanoTime). */
+    private record Learned(double bytesPerNano, long atNanos) {
+    }
+
+    private final Map<Source, Learned> learned = new ConcurrentHashMap<>();
+
+    /** Estimated time for {@code t} to move {@code bytes} from node {@code nodeId} along {@code route}. */
+    long estimateNanos(Transport t, long nodeId, Route route, long bytes) {
+        Learned l = learned.get(new Source(t, nodeId));
+        if (l == null || System.nanoTime() - l.atNanos > TimeUnit.SECONDS.toNanos(FORGET_AFTER_SECONDS)) {
+            return route.estimateNanos(bytes);
+        }
+        double nanos = bytes / l.bytesPerNano;
+        return nanos >= Long.MAX_VALUE ? Long.MAX_VALUE : (long) nanos;
+    }
+
+    /** Records one fetch by {@code t} from node {@code nodeId} of {@code bytes} that took {@code nanos}. */
+    void record(Transport t, long nodeId, long bytes, long nanos) {
         if (bytes < MIN_LEARN_BYTES || nanos <= 0) {
             return;
         }
         double observed = (double) bytes / nanos;
-        bytesPerNano.merge(t, observed, (old, now) -> (1 - ALPHA) * old + ALPHA * now);
+        long now = System.nanoTime();
+        learned.merge(new Source(t, nodeId), new Learned(observed, now),
+                (old, fresh) -> new Learned((1 - ALPHA) * old.bytesPerNano + ALPHA * fresh.bytesPerNano, now));
     }
 }

@@ -81,6 +81,24 @@ class LeaseRenewalTest {
     }
 
     @Test
+    void republishingAPublicationTheRegistryStillHoldsKeepsIt() {
+        try (InProcessRegistry registry = new InProcessRegistry(); KvFixture a = new KvFixture(dir, registry, 1)) {
+            int[] t = KvFixture.tokens(32, 6);
+            int[] blocks = KvFixture.scattered(2, 6);
+            a.fill(blocks, 2, 6);
+            a.market.export(t, 32, blocks);
+            Offer held = registry.lookup(a.market.hasher().keys(t, 32)[0]);
+            // As a racing export of the same pool does: the registry answers ALREADY_OFFERED with this very offer.
+            assertTrue(a.market.pool().republish(held, registry.clockMillis() + 60_000));
+            assertEquals(1, a.market.pool().publishedChunks(), "still held: its memory must not be freed");
+            try (var reserved = a.market.pool().reserve(1)) {
+                assertEquals(1, reserved.size());
+                assertNull(registry.lookup(held.key()), "reused only after it was withdrawn");
+            }
+        }
+    }
+
+    @Test
     void anEvictedChunkIsNeverOfferedAgain() {
         try (InProcessRegistry registry = new InProcessRegistry(); KvFixture a = new KvFixture(dir, registry, 1)) {
             int[] p1 = KvFixture.tokens(32, 4);

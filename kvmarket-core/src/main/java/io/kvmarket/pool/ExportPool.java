@@ -244,13 +244,22 @@ public final class ExportPool implements AutoCloseable {
         return locked(() -> new ArrayList<>(published.values()));
     }
 
+    /** The publication this pool holds for {@code key}, or null. */
+    public Offer held(ChunkKey key) {
+        return locked(() -> {
+            Integer slot = slotOfKey.get(key);
+            return slot == null ? null : published.get(slot);
+        });
+    }
+
     /**
      * Offers again, with a new lease, a publication the registry no longer holds although this pool still does (the
      * registry lost it: a Redis restarted empty). Under the pool's lock, so a chunk evicted meanwhile, whose memory
      * may already hold another chunk, is never offered again.
      *
-     * @return true when it is offered again; false when the pool no longer holds it, or another process offers the
-     *         key now (the pool then forgets it and frees the slot)
+     * @return true when it is offered (again, or still: never forgotten while the registry holds this very
+     *         publication); false when the pool no longer holds it, or another publication holds the key now (the
+     *         pool then forgets it and frees the slot)
      */
     public boolean republish(Offer offer, long leaseExpiryMs) {
         return locked(() -> {
@@ -263,6 +272,10 @@ public final class ExportPool implements AutoCloseable {
                         e.setValue(again);
                         return true;
                     }
+                    if (registry.isCurrent(offer)) {
+                        return true; // offered already as this very publication (a racing export of this pool)
+                    }
+                    // Another process offers the key now: this chunk is no longer offered, its memory is free.
                     published.remove(e.getKey());
                     slotOfKey.remove(offer.key(), e.getKey());
                     free.add(e.getKey());

@@ -33,8 +33,10 @@ class CrossNodeRegistryTest {
         assumeTrue(RedisServer.installed(), "redis-server is not installed here; the cross-node tests are skipped");
         Optional<String> cause = NetnsCluster.unavailabilityCause();
         assumeTrue(cause.isEmpty(), () -> cause.get() + "; the cross-node tests are skipped");
+        List<String> namespaces;
         try (NetnsCluster cluster = NetnsCluster.create(3);
              RedisServer redis = RedisServer.start(dir, cluster.inNode(0), cluster.address(0))) {
+            namespaces = cluster.namespaceNames();
             ChildJvm exporter = cluster.startJvm(1, NodeProcess.class, List.of("-D" + NodeId.PROPERTY + "=node-1"),
                     "export", redis.uri(), "7");
             assertEquals("READY 4", exporter.awaitLine("READY", Duration.ofSeconds(60)));
@@ -66,8 +68,9 @@ class CrossNodeRegistryTest {
         }
         ProcessBuilder list = new ProcessBuilder("ip", "netns", "list").redirectErrorStream(true);
         String left = new String(list.start().getInputStream().readAllBytes());
-        String id = "k" + (ProcessHandle.current().pid() % 100_000) + "n";
-        assertTrue(!left.contains(id), "namespaces left behind: " + left);
+        for (String ns : namespaces) {
+            assertTrue(!left.contains(ns), "namespace " + ns + " left behind: " + left);
+        }
     }
 
     private static String match(ChildJvm importer, int salt) {

@@ -16,14 +16,18 @@ import java.util.concurrent.TimeUnit;
  */
 public final class NetnsCluster implements AutoCloseable {
 
+    /** Clusters of this JVM so far: part of every name, so clusters side by side never share one. */
+    private static final java.util.concurrent.atomic.AtomicInteger CREATED = new java.util.concurrent.atomic.AtomicInteger();
+
     private final String id;
-    private final int subnet;
+    private int subnet;
     private final int nodes;
     private final List<ChildJvm> children = new ArrayList<>();
+    /** Undoes, newest first, what {@link #create} made: a failed create removes only its own. */
+    private final List<List<String>> undo = new ArrayList<>();
 
-    private NetnsCluster(String id, int subnet, int nodes) {
+    private NetnsCluster(String id, int nodes) {
         this.id = id;
-        this.subnet = subnet;
         this.nodes = nodes;
     }
 
@@ -41,20 +45,23 @@ public final class NetnsCluster implements AutoCloseable {
         }
     }
 
-    /** Creates {@code nodes} namespaces on a new bridge; a distinct subnet per cluster, so tests may run side by side. */
+    /**
+     * Creates {@code nodes} namespaces on a new bridge, with names of their own and a subnet no other bridge on the
+     * machine uses, so clusters of this or other JVMs may run side by side.
+     */
     public static NetnsCluster create(int nodes) {
         long pid = ProcessHandle.current().pid();
-        int subnet = (int) (pid % 200) + 20;
-        String id = "k" + (pid % 100_000);
-        NetnsCluster c = new NetnsCluster(id, subnet, nodes);
+        String id = "k" + (pid % 100_000) + "c" + (CREATED.incrementAndGet() % 100);
+        NetnsCluster c = new NetnsCluster(id, nodes);
         try {
-            run(List.of("ip", "link", "add", c.bridge(), "type", "bridge"));
-            run(List.of("ip", "addr", "add", "10.213." + subnet + ".1/24", "dev", c.bridge()));
+            c.made(List.of("ip", "link", "add", c.bridge(), "type", "bridge"), List.of("ip", "link", "del", c.bridge()));
+            c.subnet = claimSubnet(c.bridge());
             run(List.of("ip", "link", "set", c.bridge(), "up"));
             for (int n = 0; n < nodes; n++) {
                 String ns = c.namespace(n);
-                run(List.of("ip", "netns", "add", ns));
-                run(List.of("ip", "link", "add", c.hostEnd(n), "type", "veth", "peer", "name", c.nodeEnd(n)));
+                c.made(List.of("ip", "netns", "add", ns), List.of("ip", "netns", "del", ns));
+                c.made(List.of("ip", "link", "add", c.hostEnd(n), "type", "veth", "peer", "name", c.nodeEnd(n)),
+                        List.of("ip", "link", "del", c.hostEnd(n)));
                 run(List.of("ip", "link", "set", c.nodeEnd(n), "netns", ns));
                 run(List.of("ip", "link", "set", c.hostEnd(n), "master", c.bridge()));
                 run(List.of("ip", "link", "set", c.hostEnd(n), "up"));
@@ -71,6 +78,15 @@ public final class NetnsCluster implements AutoCloseable {
 
     public int nodes() {
         return nodes;
+    }
+
+    /** The namespaces' names, to check after {@link #close()} that none is left. */
+    public List<String> namespaceNames() {
+        List<String> out = new ArrayList<>();
+        for (int n = 0; n < nodes; n++) {
+            out.add(namespace(n));
+        }
+        return out;
     }
 
     /** Node {@code n}'s address on the bridge. */
@@ -110,14 +126,43 @@ public final class NetnsCluster implements AutoCloseable {
                 Thread.currentThread().interrupt();
             }
         }
-        for (int n = 0; n < nodes; n++) {
-            quietly(List.of("ip", "netns", "del", namespace(n)));
-            quietly(List.of("ip", "link", "del", hostEnd(n)));
+        for (int i = undo.size() - 1; i >= 0; i--) {
+            quietly(undo.get(i));
         }
-        quietly(List.of("ip", "link", "del", bridge()));
+        undo.clear();
     }
 
-    private String bridge() {
+    /** Runs {@code command}, and remembers {@code inverse} for {@link #close()}. */
+    private void made(List<String> command, List<String> inverse) {
+        run(command);
+        undo.add(inverse);
+    }
+
+    /**
+     * Gives the bridge the first free {@code 10.213.S.1/24}: an address already on the machine is refused by the
+     * kernel only on the same interface, so the free ones are found from the machine's addresses, under a lock
+     * file shared by every JVM.
+     */
+    private static int claimSubnet(String bridge) {
+        java.nio.file.Path lock = java.nio.file.Path.of(System.getProperty("java.io.tmpdir"), "kvmarket-netns.lock");
+        try (java.nio.channels.FileChannel ch = java.nio.channels.FileChannel.open(lock,
+                java.nio.file.StandardOpenOption.CREATE, java.nio.file.StandardOpenOption.WRITE);
+             java.nio.channels.FileLock ignored = ch.lock()) {
+            String used = output(List.of("ip", "-o", "-4", "addr", "show"));
+            for (int s = 20; s < 250; s++) {
+                if (!used.contains(" 10.213." + s + ".")) {
+                    run(List.of("ip", "addr", "add", "10.213." + s + ".1/24", "dev", bridge));
+                    return s;
+                }
+            }
+            throw new IllegalStateException("no free 10.213.S.0/24 subnet for a test cluster");
+        } catch (IOException e) {
+            throw new UncheckedIOException("cannot lock " + lock, e);
+        }
+    }
+
+    /** The bridge's name, to check after {@link #close()} that it is gone. */
+    public String bridge() {
         return id + "br";
     }
 
@@ -142,12 +187,17 @@ public final class NetnsCluster implements AutoCloseable {
     }
 
     private static void run(List<String> command) {
+        output(command);
+    }
+
+    private static String output(List<String> command) {
         try {
             Process p = new ProcessBuilder(command).redirectErrorStream(true).start();
             String out = new String(p.getInputStream().readAllBytes());
             if (!p.waitFor(30, TimeUnit.SECONDS) || p.exitValue() != 0) {
                 throw new IllegalStateException(String.join(" ", command) + " failed: " + out.strip());
             }
+            return out;
         } catch (IOException e) {
             throw new UncheckedIOException(String.join(" ", command) + " could not run", e);
         } catch (InterruptedException e) {
