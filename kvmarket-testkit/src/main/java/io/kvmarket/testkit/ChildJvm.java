@@ -108,10 +108,6 @@ public final class ChildJvm implements AutoCloseable {
         }
     }
 
-    public Process process() {
-        return process;
-    }
-
     public long pid() {
         return process.pid();
     }
