@@ -50,6 +50,7 @@ public final class RedisRegistry implements OfferRegistry {
     /** How long an owner's key lives without a heartbeat. */
     public static final long OWNER_TTL_MS = 2_500;
     static final long HEARTBEAT_MS = 800;
+    private static final Duration OPEN_TIMEOUT = Duration.ofSeconds(2);
     /** How long this process trusts an owner's liveness it read. */
     static final long LIVENESS_CACHE_MS = 250;
     /** Kept past a lease so that a renewal racing the expiry still finds its entry. */
@@ -76,27 +77,29 @@ public final class RedisRegistry implements OfferRegistry {
      * Connects to {@code uri} with a client of its own.
      *
      * @param prefix         key prefix, e.g. {@code kvm}: registries of different prefixes never see each other
-     * @param commandTimeout bound on every call (connecting and opening too), Redis down or slow included
+     * @param commandTimeout bound on every call, Redis down or slow included; opening gets at least 2 s
      * @param clockMs        the clock leases and pins are judged by, which all nodes must share; null for Redis
      *                       server time (the offset to this host's clock is read once with {@code TIME})
-     * @throws RegistryException when Redis cannot be reached within the timeout
+     * @throws RegistryException when Redis cannot be reached while opening
      */
     public RedisRegistry(String uri, String prefix, Duration commandTimeout, LongSupplier clockMs) {
         this.prefix = prefix;
         this.timeoutMs = commandTimeout.toMillis();
+        // Opening runs once, in a JVM that may still be loading Netty: a handshake held to the 100 ms command bound
+        // failed when several processes started together, so opening gets at least 2 s and calls get the bound.
+        Duration opening = commandTimeout.compareTo(OPEN_TIMEOUT) > 0 ? commandTimeout : OPEN_TIMEOUT;
         RedisURI redisUri = RedisURI.create(uri);
-        redisUri.setTimeout(commandTimeout);
+        redisUri.setTimeout(opening);
         this.client = RedisClient.create(redisUri);
         client.setOptions(ClientOptions.builder()
                 .disconnectedBehavior(ClientOptions.DisconnectedBehavior.REJECT_COMMANDS)
-                .timeoutOptions(TimeoutOptions.enabled(commandTimeout))
-                .socketOptions(SocketOptions.builder()
-                        .connectTimeout(Duration.ofMillis(Math.max(1000, commandTimeout.toMillis()))).build())
+                .timeoutOptions(TimeoutOptions.enabled())
+                .socketOptions(SocketOptions.builder().connectTimeout(opening).build())
                 .build());
         try {
             this.connection = client.connect(CODEC);
-            connection.setTimeout(commandTimeout);
             this.clockMs = clockMs != null ? clockMs : serverClock();
+            connection.setTimeout(commandTimeout);
         } catch (RuntimeException e) {
             client.shutdown(Duration.ZERO, Duration.ofSeconds(2));
             throw new RegistryException("cannot reach Redis at " + uri + ": " + e.getMessage(), e);

@@ -23,6 +23,7 @@ import org.junit.jupiter.api.io.TempDir;
 
 import java.nio.file.Path;
 import java.time.Duration;
+import java.util.ArrayList;
 import java.util.List;
 import java.util.concurrent.atomic.AtomicInteger;
 
@@ -155,6 +156,22 @@ class RedisFaultsTest {
             Offer mine = Offer.of(key, NodeId.local(), ProcessIdentity.current(),
                     new Endpoint(Endpoint.TCP, new byte[] {2}), 0, 64, 1, 2, r.clockMillis() + 60_000);
             assertEquals(PublishOutcome.PUBLISHED, r.publish(mine), "the dead owner's key is taken over");
+        }
+    }
+
+    /** Cold JVMs opening together once failed their handshake, which was held to the 100 ms command bound. */
+    @Test
+    void severalProcessesStartingTogetherAllOpen() throws Exception {
+        List<ChildJvm> owners = new ArrayList<>();
+        try {
+            for (int i = 0; i < 4; i++) {
+                owners.add(ChildJvm.start(RedisOwnerProcess.class, server.uri(), prefix));
+            }
+            for (ChildJvm owner : owners) {
+                assertTrue(owner.awaitLine("READY", Duration.ofSeconds(60)).startsWith("READY "));
+            }
+        } finally {
+            owners.forEach(ChildJvm::close);
         }
     }
 

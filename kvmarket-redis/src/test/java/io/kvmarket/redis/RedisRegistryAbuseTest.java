@@ -420,7 +420,7 @@ class RedisRegistryAbuseTest {
             System.err.println("open failed after " + (System.nanoTime() - t0) / 1_000_000 + " ms: " + expected);
         }
         long ms = (System.nanoTime() - t0) / 1_000_000;
-        assertTrue(ms < 3_000, "open took " + ms + " ms with a 100 ms command timeout");
+        assertTrue(ms < 5_000, "open took " + ms + " ms with a 2 s opening bound");
     }
 
     /** Redis stalled longer than the owner TTL then resumed: a live owner's offers are served again shortly. */
