@@ -80,9 +80,14 @@ public final class RedisRegistry implements OfferRegistry {
      * @param commandTimeout bound on every call, Redis down or slow included; opening gets at least 2 s
      * @param clockMs        the clock leases and pins are judged by, which all nodes must share; null for Redis
      *                       server time (the offset to this host's clock is read once with {@code TIME})
-     * @throws RegistryException when Redis cannot be reached while opening
+     * @throws RegistryException       when Redis cannot be reached while opening
+     * @throws IllegalArgumentException when {@code commandTimeout} is under 1 ms
      */
     public RedisRegistry(String uri, String prefix, Duration commandTimeout, LongSupplier clockMs) {
+        if (commandTimeout.toMillis() < 1) {
+            // Lettuce reads zero as "wait forever", and batched calls wait whole milliseconds.
+            throw new IllegalArgumentException("commandTimeout must be at least 1 ms, got " + commandTimeout);
+        }
         this.prefix = prefix;
         this.timeoutMs = commandTimeout.toMillis();
         // Opening runs once, in a JVM that may still be loading Netty: a handshake held to the 100 ms command bound

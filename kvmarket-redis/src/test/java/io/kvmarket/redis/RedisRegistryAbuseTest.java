@@ -406,6 +406,15 @@ class RedisRegistryAbuseTest {
         return Thread.getAllStackTraces().keySet().stream().map(Thread::getName).sorted().toList().toString();
     }
 
+    /** Zero means "never time out" to Lettuce: a registry opened with it hung on a paused Redis. */
+    @Test
+    void commandTimeoutsUnderOneMillisecondAreRejected() {
+        for (Duration bad : List.of(Duration.ZERO, Duration.ofNanos(500_000), Duration.ofMillis(-1))) {
+            assertThrows(IllegalArgumentException.class,
+                    () -> new RedisRegistry(server.uri(), prefix, bad, null).close(), bad.toString());
+        }
+    }
+
     /** open() against a stalled Redis fails within a bound instead of hanging the marketplace's construction. */
     @Test
     @Timeout(10)
