@@ -1,10 +1,13 @@
 package io.kvmarket.redis;
 
+import io.kvmarket.node.NodeDirectory;
+import io.kvmarket.testkit.ChildJvm;
 import io.kvmarket.testkit.NetnsCluster;
 import org.junit.jupiter.api.AfterEach;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.Timeout;
 
+import java.time.Duration;
 import java.util.ArrayList;
 import java.util.List;
 import java.util.Optional;
@@ -106,6 +109,26 @@ class NetnsClusterTest {
             assertFalse(routes.contains("default"), routes);
         } finally {
             java.nio.file.Files.deleteIfExists(hostFile);
+        }
+    }
+
+    /**
+     * A node's JVM keeps its node directory in the node's own /dev/shm, even when the test run sets kvmarket.dir
+     * for itself (and so for its ChildJvm children): shared, it would let one node read another's memory files.
+     */
+    @Test
+    void aNodesJvmKeepsItsNodeDirectoryInItsOwnDevShm() throws Exception {
+        assumeNetns();
+        try (NetnsCluster c = NetnsCluster.create(1);
+             ChildJvm child = c.startJvm(0, PrintNodeDirectory.class, List.of())) {
+            assertEquals("DIR /dev/shm/kvmarket-node", child.awaitLine("DIR", Duration.ofSeconds(60)));
+        }
+    }
+
+    /** Prints the node directory this JVM would use. */
+    public static final class PrintNodeDirectory {
+        public static void main(String[] args) {
+            System.out.println("DIR " + NodeDirectory.defaultPath());
         }
     }
 

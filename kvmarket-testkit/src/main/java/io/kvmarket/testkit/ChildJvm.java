@@ -45,7 +45,10 @@ public final class ChildJvm implements AutoCloseable {
         reader.start();
     }
 
-    /** Starts {@code main} with {@code jvmArgs} (for example {@code -Dkvmarket.dir=...}) and {@code args}. */
+    /**
+     * Starts {@code main} with {@code jvmArgs} (for example {@code -Dkvmarket.dir=...}) and {@code args}; the child
+     * inherits this JVM's {@code kvmarket.dir} unless {@code jvmArgs} set their own.
+     */
     public static ChildJvm start(Class<?> main, List<String> jvmArgs, String... args) {
         return start(List.of(), main, jvmArgs, args);
     }
@@ -54,6 +57,11 @@ public final class ChildJvm implements AutoCloseable {
     public static ChildJvm start(List<String> prefix, Class<?> main, List<String> jvmArgs, String... args) {
         List<String> command = new ArrayList<>(prefix);
         command.add(Path.of(System.getProperty("java.home"), "bin", "java").toString());
+        // A test run's node directory reaches its children too, so they stay out of the user's own; jvmArgs win.
+        String nodeDir = System.getProperty("kvmarket.dir");
+        if (nodeDir != null) {
+            command.add("-Dkvmarket.dir=" + nodeDir);
+        }
         command.addAll(jvmArgs);
         command.add("-cp");
         command.add(System.getProperty("java.class.path"));

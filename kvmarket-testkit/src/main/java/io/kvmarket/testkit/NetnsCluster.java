@@ -100,9 +100,15 @@ public final class NetnsCluster implements AutoCloseable {
                 "mount -t tmpfs -o mode=1777 tmpfs /dev/shm && exec \"$@\"", "node-" + n);
     }
 
-    /** Starts {@code main} in node {@code n}; {@link #close()} kills it. */
+    /**
+     * Starts {@code main} in node {@code n}, its node directory in the node's own {@code /dev/shm} unless
+     * {@code jvmArgs} name another (never the test run's, which every node would share); {@link #close()} kills it.
+     */
     public ChildJvm startJvm(int n, Class<?> main, List<String> jvmArgs, String... args) {
-        ChildJvm child = ChildJvm.start(inNode(n), main, jvmArgs, args);
+        List<String> jvm = new ArrayList<>();
+        jvm.add("-Dkvmarket.dir=/dev/shm/kvmarket-node");
+        jvm.addAll(jvmArgs);
+        ChildJvm child = ChildJvm.start(inNode(n), main, jvm, args);
         children.add(child);
         return child;
     }
