@@ -83,6 +83,30 @@ public record Endpoint(int kind, byte[] bytes) {
         return out;
     }
 
+    /**
+     * True when {@code length} bytes at {@code offset} of {@code encoded} decode to endpoints an offer accepts (no
+     * truncation, no empty or oversized entry, each kind once); allocates nothing, for readers that check every slot.
+     */
+    public static boolean isAcceptableEncoding(byte[] encoded, int offset, int length) {
+        long[] kinds = new long[4];
+        int p = offset;
+        int end = offset + length;
+        while (p < end) {
+            if (end - p < 3) {
+                return false;
+            }
+            int kind = encoded[p] & 0xff;
+            int len = (encoded[p + 1] & 0xff) | (encoded[p + 2] & 0xff) << 8;
+            if (kind == 0 || len == 0 || len > MAX_BYTES || len > end - p - 3
+                    || (kinds[kind >>> 6] & 1L << kind) != 0) {
+                return false;
+            }
+            kinds[kind >>> 6] |= 1L << kind;
+            p += 3 + len;
+        }
+        return true;
+    }
+
     /** True when {@code length} bytes at {@code offset} of {@code encoded} are {@code endpoints} encoded; allocates nothing. */
     public static boolean isEncodingOf(List<Endpoint> endpoints, byte[] encoded, int offset, int length) {
         int p = offset;

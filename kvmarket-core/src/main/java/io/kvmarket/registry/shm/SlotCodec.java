@@ -72,26 +72,8 @@ final class SlotCodec {
          * allocating, since every lookup asks.
          */
         boolean wellFormed() {
-            if (rawEndpointsLength < 1 || rawEndpointsLength > ENDPOINTS_CAPACITY || chunkOffset < 0
-                    || chunkLength <= 0 || ownerPid <= 0) {
-                return false;
-            }
-            long[] kinds = new long[4];
-            int p = 0;
-            while (p < endpointsLength) {
-                if (endpointsLength - p < 3) {
-                    return false;
-                }
-                int kind = endpoints[p] & 0xff;
-                int len = (endpoints[p + 1] & 0xff) | (endpoints[p + 2] & 0xff) << 8;
-                if (kind == 0 || len == 0 || len > Endpoint.MAX_BYTES || len > endpointsLength - p - 3
-                        || (kinds[kind >>> 6] & 1L << kind) != 0) {
-                    return false;
-                }
-                kinds[kind >>> 6] |= 1L << kind;
-                p += 3 + len;
-            }
-            return true;
+            return rawEndpointsLength >= 1 && rawEndpointsLength <= ENDPOINTS_CAPACITY && chunkOffset >= 0
+                    && chunkLength > 0 && ownerPid > 0 && Endpoint.isAcceptableEncoding(endpoints, 0, endpointsLength);
         }
 
         /** @throws IllegalArgumentException when the slot holds what no offer can be (check {@link #wellFormed}) */
