@@ -62,7 +62,7 @@ final class Exporter {
         Set<Integer> kinds = new HashSet<>();
         int bytes = 0;
         for (Transport t : transports) {
-            Endpoint e = t.advertise(pool.buffer()).filter(x -> kinds.add(x.kind())).orElse(null);
+            Endpoint e = t.advertise(pool).filter(x -> kinds.add(x.kind())).orElse(null);
             if (e != null) {
                 out.add(e);
                 bytes += e.encodedSize();

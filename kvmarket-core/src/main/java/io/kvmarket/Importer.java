@@ -206,24 +206,25 @@ final class Importer {
             try {
                 copy = plan.transport == null
                         ? CompletableFuture.failedFuture(new TransferException(TransferFailure.UNREACHABLE,
-                                "no transport reaches " + plan.representative + " any more"))
-                        : timed(plan.transport, plan.batch.build(), plan.representative);
+                                "no transport reaches " + plan.chunks.get(0) + " any more"))
+                        : timed(plan.transport, plan.batch.build(), plan.chunks);
             } catch (RuntimeException e) {
                 copy = CompletableFuture.failedFuture(e);
             }
             copies.add(copy.handle((ok, error) -> error == null ? SourceOutcome.DELIVERED
-                    : SourceOutcome.failed(plan.firstChunk, error)));
+                    : SourceOutcome.failed(plan.indices, error)));
         }
         return CompletableFuture.allOf(copies.toArray(new CompletableFuture<?>[0]))
                 .thenApply(ignored -> settle(match, offers, copies));
     }
 
     /** Fetches, and learns the transport's throughput from how long the fetch took. */
-    private CompletableFuture<Void> timed(Transport t, CopyBatch batch, Offer source) {
+    private CompletableFuture<Void> timed(Transport t, CopyBatch batch, List<Offer> chunks) {
         long start = System.nanoTime();
-        return t.fetch(source, kvCache.buffer(), batch).whenComplete((ok, error) -> {
+        long nodeId = chunks.get(0).nodeId();
+        return t.fetch(List.copyOf(chunks), kvCache.buffer(), batch).whenComplete((ok, error) -> {
             if (error == null) {
-                estimates.record(t, source.nodeId(), batch.totalBytes(), System.nanoTime() - start);
+                estimates.record(t, nodeId, batch.totalBytes(), System.nanoTime() - start);
             }
         });
     }
@@ -235,11 +236,11 @@ final class Importer {
             Offer o = offers.get(i);
             Transport t = transportFor(o);
             if (t == null) { // a user transport's route changed since match(): a prefix-closed miss from here
-                plans.put(new SourceKey(null, List.of()), new SourcePlan(o, null, i));
+                plans.put(new SourceKey(null, List.of()), new SourcePlan(null)).add(o, i);
                 break;
             }
-            int index = i;
-            SourcePlan plan = plans.computeIfAbsent(new SourceKey(t, o.endpoints()), k -> new SourcePlan(o, t, index));
+            SourcePlan plan = plans.computeIfAbsent(new SourceKey(t, o.endpoints()), k -> new SourcePlan(t));
+            plan.add(o, i);
             // Cannot throw: the caller checked the block table, and match() admitted only offers whose span fits.
             format.addChunk(plan.batch, kvCache, blockIds, i, o.offset(), true);
         }
@@ -303,16 +304,20 @@ final class Importer {
     private record SourceKey(Transport transport, List<Endpoint> endpoints) {
     }
 
+    /** The chunks one source serves, in import order, with their places in the import. */
     private static final class SourcePlan {
-        final Offer representative;
         final Transport transport;
-        final int firstChunk;
+        final List<Offer> chunks = new ArrayList<>();
+        final List<Integer> indices = new ArrayList<>();
         final CopyBatch.Builder batch = CopyBatch.builder();
 
-        SourcePlan(Offer representative, Transport transport, int firstChunk) {
-            this.representative = representative;
+        SourcePlan(Transport transport) {
             this.transport = transport;
-            this.firstChunk = firstChunk;
+        }
+
+        void add(Offer chunk, int index) {
+            chunks.add(chunk);
+            indices.add(index);
         }
     }
 
@@ -320,11 +325,14 @@ final class Importer {
     private record SourceOutcome(int firstBadChunk, MissReason reason, String detail) {
         static final SourceOutcome DELIVERED = new SourceOutcome(Integer.MAX_VALUE, MissReason.NONE, "");
 
-        static SourceOutcome failed(int firstChunk, Throwable error) {
+        /** @param indices the source's chunks' places in the import; those it delivered before failing count */
+        static SourceOutcome failed(List<Integer> indices, Throwable error) {
             Throwable cause = error instanceof CompletionException && error.getCause() != null ? error.getCause() : error;
             MissReason reason = cause instanceof TransferException te ? MissReason.of(te.failure())
                     : MissReason.TRANSFER_FAILED;
-            return new SourceOutcome(firstChunk, reason, String.valueOf(cause.getMessage()));
+            // A failed fetch delivered one chunk fewer than it had at most, whatever a transport claims.
+            int delivered = cause instanceof TransferException te ? Math.min(te.chunksDelivered(), indices.size() - 1) : 0;
+            return new SourceOutcome(indices.get(delivered), reason, String.valueOf(cause.getMessage()));
         }
     }
 }

@@ -1,5 +1,7 @@
 package io.kvmarket.device;
 
+import java.nio.ByteBuffer;
+import java.util.Optional;
 import java.util.concurrent.CompletableFuture;
 
 /**
@@ -45,6 +47,15 @@ public interface Device extends AutoCloseable {
      * @throws IllegalArgumentException when a segment falls outside either buffer
      */
     CompletableFuture<Void> copy(DeviceBuffer src, DeviceBuffer dst, CopyBatch batch);
+
+    /**
+     * The buffer's memory as this JVM reads and writes it in place, for transports that move it through a socket
+     * without a staging copy; empty when only the device reaches it (GPU memory). Position 0 is the buffer's first
+     * byte; the view is the caller's own (independent position and limit). Absolute access only while copies run.
+     */
+    default Optional<ByteBuffer> hostView(DeviceBuffer buffer) {
+        return Optional.empty();
+    }
 
     @Override
     void close();

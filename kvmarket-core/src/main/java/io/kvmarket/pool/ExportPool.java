@@ -8,6 +8,7 @@ import io.kvmarket.registry.OfferRegistry;
 import io.kvmarket.registry.PublishOutcome;
 import io.kvmarket.registry.RegistryException;
 import io.kvmarket.registry.Withdrawal;
+import io.kvmarket.transfer.ServedPool;
 import org.slf4j.Logger;
 import org.slf4j.LoggerFactory;
 
@@ -30,10 +31,11 @@ import java.util.function.Supplier;
  * published chunk that no importer has pinned, and always <b>withdraws the offer before the memory is reused</b>.
  * Recency counts imports by other processes too: the registry records each pin's time, and a chunk imported since
  * this pool last used it gets a second chance: it moves to the recent end, and goes only when every other
- * candidate is pinned or in demand as well.
+ * candidate is pinned or in demand as well. A chunk a transport {@linkplain #hold holds} while it streams it is
+ * neither evicted nor reused, and a pool closed meanwhile frees its memory when the last hold ends.
  * Thread-safe.
  */
-public final class ExportPool implements AutoCloseable {
+public final class ExportPool implements ServedPool, AutoCloseable {
 
     private static final Logger LOG = LoggerFactory.getLogger(ExportPool.class);
     /**
@@ -54,8 +56,13 @@ public final class ExportPool implements AutoCloseable {
     private final Map<ChunkKey, Integer> slotOfKey = new HashMap<>();
     /** When this pool last published or touched each slot's chunk, in ms on the registry's clock. */
     private final long[] lastUsedMs;
+    /** Transports streaming each slot's chunk now: a held slot is neither evicted nor handed out. */
+    private final int[] holds;
+    private int heldSlots;
     private long evictions;
     private boolean closed;
+    /** Set when close() left the memory to the last hold to free. */
+    private boolean freeWhenUnheld;
     /** Set when an offer of this pool could not be withdrawn: freeing the memory could then serve reused bytes. */
     private boolean offerMayOutliveMemory;
     /** Guards the slot maps; held across registry withdraws while evicting, so {@link #touch} only tries it. */
@@ -74,12 +81,14 @@ public final class ExportPool implements AutoCloseable {
         this.chunkBytes = chunkBytes;
         this.slots = (int) count;
         this.lastUsedMs = new long[slots];
+        this.holds = new int[slots];
         this.buffer = device.allocate(count * chunkBytes);
         for (int i = 0; i < slots; i++) {
             free.add(i);
         }
     }
 
+    @Override
     public DeviceBuffer buffer() {
         return buffer;
     }
@@ -116,12 +125,19 @@ public final class ExportPool implements AutoCloseable {
             }
             int[] got = new int[wanted];
             int n = 0;
-            while (n < wanted && !free.isEmpty()) {
-                got[n++] = free.poll();
+            for (Iterator<Integer> it = free.iterator(); n < wanted && it.hasNext(); ) {
+                int slot = it.next();
+                if (holds[slot] == 0) { // a slot freed while a transport streams its old chunk waits for it
+                    it.remove();
+                    got[n++] = slot;
+                }
             }
             List<Integer> importedElsewhere = new ArrayList<>();
             for (Iterator<Map.Entry<Integer, Offer>> it = published.entrySet().iterator(); n < wanted && it.hasNext(); ) {
                 Map.Entry<Integer, Offer> e = it.next();
+                if (holds[e.getKey()] > 0) {
+                    continue;
+                }
                 Withdrawal w = withdraw(e.getValue(), lastUsedMs[e.getKey()]);
                 if (w == Withdrawal.WITHDRAWN) {
                     it.remove();
@@ -140,7 +156,7 @@ public final class ExportPool implements AutoCloseable {
             for (Iterator<Integer> it = importedElsewhere.iterator(); n < wanted && it.hasNext(); ) {
                 int slot = it.next();
                 Offer o = published.get(slot);
-                if (withdraw(o, Long.MAX_VALUE) == Withdrawal.WITHDRAWN) {
+                if (holds[slot] == 0 && withdraw(o, Long.MAX_VALUE) == Withdrawal.WITHDRAWN) {
                     published.remove(slot);
                     evicted(slot, o);
                     got[n++] = slot;
@@ -239,6 +255,57 @@ public final class ExportPool implements AutoCloseable {
         }
     }
 
+    /**
+     * Holds the chunk a transport is about to stream, when this pool publishes exactly that publication there
+     * now; counts as a use of it, as an import on the node does.
+     */
+    @Override
+    public Hold hold(ChunkKey key, long generation, long offset, long length) {
+        if (length != chunkBytes || offset < 0 || offset % chunkBytes != 0 || offset / chunkBytes >= slots) {
+            return null;
+        }
+        int slot = (int) (offset / chunkBytes);
+        return locked(() -> {
+            Offer o = closed ? null : published.get(slot);
+            if (o == null || !o.key().equals(key) || o.generation() != generation) {
+                return null;
+            }
+            lastUsedMs[slot] = registry.clockMillis();
+            if (holds[slot]++ == 0) {
+                heldSlots++;
+            }
+            return new SlotHold(slot);
+        });
+    }
+
+    @Override
+    public boolean isClosed() {
+        return locked(() -> closed);
+    }
+
+    private final class SlotHold implements Hold {
+        private final int slot;
+        private boolean released;
+
+        SlotHold(int slot) {
+            this.slot = slot;
+        }
+
+        @Override
+        public void close() {
+            locked(() -> {
+                if (!released) {
+                    released = true;
+                    if (--holds[slot] == 0 && --heldSlots == 0 && freeWhenUnheld) {
+                        freeWhenUnheld = false;
+                        freeQuietly();
+                    }
+                }
+                return null;
+            });
+        }
+    }
+
     /** The offers this pool has published, for lease renewal. */
     public List<Offer> publishedOffers() {
         return locked(() -> new ArrayList<>(published.values()));
@@ -304,9 +371,10 @@ public final class ExportPool implements AutoCloseable {
     }
 
     /**
-     * Withdraws every offer, pinned or not since the owner is leaving, then frees the memory. An importer still
-     * copying fails its generation check and reports a miss. When an offer cannot be withdrawn the memory is kept
-     * (until the process exits) rather than freed under a live offer.
+     * Withdraws every offer, pinned or not since the owner is leaving, then frees the memory, or leaves that to the
+     * last hold when a transport still streams from it. An importer still copying fails its generation check and
+     * reports a miss. When an offer cannot be withdrawn the memory is kept (until the process exits) rather than
+     * freed under a live offer.
      */
     @Override
     public void close() {
@@ -316,13 +384,24 @@ public final class ExportPool implements AutoCloseable {
                 return;
             }
             closed = true;
-            if (withdrawAll()) {
-                device.free(buffer);
-            } else {
+            if (!withdrawAll()) {
                 LOG.warn("export pool memory kept until exit: some offers of it could not be withdrawn");
+            } else if (heldSlots > 0) {
+                freeWhenUnheld = true;
+            } else {
+                device.free(buffer);
             }
         } finally {
             lock.unlock();
+        }
+    }
+
+    /** The last hold of a closed pool frees it: the transport's thread must not die of a device closed meanwhile. */
+    private void freeQuietly() {
+        try {
+            device.free(buffer);
+        } catch (RuntimeException e) {
+            LOG.warn("cannot free the closed export pool's memory after its last transfer: {}", e.toString());
         }
     }
 

@@ -13,6 +13,7 @@ import org.slf4j.Logger;
 import org.slf4j.LoggerFactory;
 
 import java.nio.ByteBuffer;
+import java.util.List;
 import java.util.Map;
 import java.util.Optional;
 import java.util.concurrent.CompletableFuture;
@@ -75,10 +76,13 @@ public final class DeviceIpcTransport implements Transport {
         return Endpoint.DEVICE_IPC;
     }
 
-    /** The device's IPC handle of the pool: other processes of this node map it. */
+    /**
+     * The device's IPC handle of the pool: other processes of this node map it and copy from it themselves, which
+     * registry pins and the check after the copy keep safe.
+     */
     @Override
-    public Optional<Endpoint> advertise(DeviceBuffer poolBuffer) {
-        return Optional.of(new Endpoint(Endpoint.DEVICE_IPC, device.exportHandle(poolBuffer)));
+    public Optional<Endpoint> advertise(ServedPool pool) {
+        return Optional.of(new Endpoint(Endpoint.DEVICE_IPC, device.exportHandle(pool.buffer())));
     }
 
     /**
@@ -95,7 +99,8 @@ public final class DeviceIpcTransport implements Transport {
     }
 
     @Override
-    public CompletableFuture<Void> fetch(Offer source, DeviceBuffer dst, CopyBatch batch) {
+    public CompletableFuture<Void> fetch(List<Offer> chunks, DeviceBuffer dst, CopyBatch batch) {
+        Offer source = chunks.get(0);
         Optional<Endpoint> endpoint = source.endpoint(Endpoint.DEVICE_IPC);
         if (endpoint.isEmpty()) {
             return CompletableFuture.failedFuture(new TransferException(TransferFailure.UNREACHABLE,

@@ -69,8 +69,8 @@ class DeviceIpcTransportTest {
     void mappingIsOpenedOnceAndReused() {
         DeviceIpcTransport t = new DeviceIpcTransport(device, 9, 1_000);
         pendingCopy.complete(null);
-        t.fetch(offer, mapped, batch).join();
-        t.fetch(offer, mapped, batch).join();
+        t.fetch(List.of(offer), mapped, batch).join();
+        t.fetch(List.of(offer), mapped, batch).join();
         assertEquals(1, opens.get());
         assertEquals(1, t.cachedMappings());
     }
@@ -78,7 +78,7 @@ class DeviceIpcTransportTest {
     @Test
     void mappingInUseIsUnmappedOnlyAfterItsCopyCompletes() {
         DeviceIpcTransport t = new DeviceIpcTransport(device, 9, 1_000);
-        CompletableFuture<Void> fetch = t.fetch(offer, mapped, batch);
+        CompletableFuture<Void> fetch = t.fetch(List.of(offer), mapped, batch);
         t.close();
         assertEquals(0, closes.get(), "a running copy still reads the mapping");
         assertFalse(fetch.isDone());
@@ -91,7 +91,7 @@ class DeviceIpcTransportTest {
     void idleMappingIsUnmappedAtClose() {
         DeviceIpcTransport t = new DeviceIpcTransport(device, 9, 1_000);
         pendingCopy.complete(null);
-        t.fetch(offer, mapped, batch).join();
+        t.fetch(List.of(offer), mapped, batch).join();
         t.close();
         assertEquals(1, closes.get());
     }
@@ -101,7 +101,7 @@ class DeviceIpcTransportTest {
         AtomicLong now = new AtomicLong();
         DeviceIpcTransport t = new DeviceIpcTransport(device, 9, 1_000, now::get);
         pendingCopy.complete(null);
-        t.fetch(offer, mapped, batch).join();
+        t.fetch(List.of(offer), mapped, batch).join();
         now.addAndGet(TimeUnit.MILLISECONDS.toNanos(999));
         t.evictStale();
         assertEquals(0, closes.get(), "used 999 ms ago, within the limit");
@@ -109,7 +109,7 @@ class DeviceIpcTransportTest {
         t.evictStale();
         assertEquals(1, closes.get());
         assertEquals(0, t.cachedMappings());
-        t.fetch(offer, mapped, batch).join();
+        t.fetch(List.of(offer), mapped, batch).join();
         assertEquals(2, opens.get(), "an import after the unmap maps the buffer afresh");
     }
 
@@ -117,7 +117,7 @@ class DeviceIpcTransportTest {
     void mappingInUseIsNeverUnmappedForIdleness() {
         AtomicLong now = new AtomicLong();
         DeviceIpcTransport t = new DeviceIpcTransport(device, 9, 1_000, now::get);
-        CompletableFuture<Void> fetch = t.fetch(offer, mapped, batch);
+        CompletableFuture<Void> fetch = t.fetch(List.of(offer), mapped, batch);
         now.addAndGet(TimeUnit.SECONDS.toNanos(10));
         t.evictStale();
         assertEquals(0, closes.get(), "a running copy still reads the mapping");
@@ -140,7 +140,7 @@ class DeviceIpcTransportTest {
         for (int i = 0; i < 3; i++) {
             Thread w = new Thread(() -> {
                 while (!stop.get()) {
-                    t.fetch(offer, mapped, batch).join();
+                    t.fetch(List.of(offer), mapped, batch).join();
                 }
             });
             w.start();
@@ -164,7 +164,7 @@ class DeviceIpcTransportTest {
     void fetchAfterCloseIsAProgrammingError() {
         DeviceIpcTransport t = new DeviceIpcTransport(device, 9, 1_000);
         t.close();
-        assertThrows(IllegalStateException.class, () -> t.fetch(offer, mapped, batch));
+        assertThrows(IllegalStateException.class, () -> t.fetch(List.of(offer), mapped, batch));
         assertEquals(0, opens.get());
     }
 
@@ -175,8 +175,8 @@ class DeviceIpcTransportTest {
                 1, Long.MAX_VALUE);
         DeviceIpcTransport t = new DeviceIpcTransport(device, 9, 1_000);
         pendingCopy.complete(null);
-        t.fetch(ofDead, mapped, batch).join();
-        t.fetch(offer, mapped, batch).join();
+        t.fetch(List.of(ofDead), mapped, batch).join();
+        t.fetch(List.of(offer), mapped, batch).join();
         t.evictStale();
         assertEquals(1, closes.get());
         assertEquals(1, t.cachedMappings(), "the live peer's mapping stays");
@@ -186,11 +186,11 @@ class DeviceIpcTransportTest {
     void unmappableBuffersBecomeMissesWithTheirReason() {
         DeviceIpcTransport t = new DeviceIpcTransport(device, 9, 1_000);
         openFailure = new DeviceUnreachableException("GPU 0000:1b:00.0 has no peer path to this GPU");
-        assertEquals(TransferFailure.UNREACHABLE, failure(t.fetch(offer, mapped, batch)));
+        assertEquals(TransferFailure.UNREACHABLE, failure(t.fetch(List.of(offer), mapped, batch)));
         openFailure = new DeviceException("allocation freed");
-        assertEquals(TransferFailure.SOURCE_GONE, failure(t.fetch(offer, mapped, batch)));
+        assertEquals(TransferFailure.SOURCE_GONE, failure(t.fetch(List.of(offer), mapped, batch)));
         openFailure = new IllegalArgumentException("bad magic");
-        assertEquals(TransferFailure.MALFORMED, failure(t.fetch(offer, mapped, batch)));
+        assertEquals(TransferFailure.MALFORMED, failure(t.fetch(List.of(offer), mapped, batch)));
         assertEquals(0, t.cachedMappings());
     }
 
@@ -210,6 +210,6 @@ class DeviceIpcTransportTest {
         Offer tcpOnly = Offer.of(offer.key(), 9, ProcessIdentity.current(), new Endpoint(Endpoint.TCP, new byte[] {1}),
                 0, 4096, 1, 1, Long.MAX_VALUE);
         assertTrue(t.route(tcpOnly).isEmpty(), "no IPC endpoint");
-        assertEquals(TransferFailure.UNREACHABLE, failure(t.fetch(tcpOnly, mapped, batch)));
+        assertEquals(TransferFailure.UNREACHABLE, failure(t.fetch(List.of(tcpOnly), mapped, batch)));
     }
 }

@@ -5,8 +5,10 @@ import io.kvmarket.device.DeviceBuffer;
 import io.kvmarket.registry.Endpoint;
 import io.kvmarket.registry.Offer;
 import io.kvmarket.transfer.Route;
+import io.kvmarket.transfer.ServedPool;
 import io.kvmarket.transfer.Transport;
 
+import java.util.List;
 import java.util.Optional;
 import java.util.concurrent.CompletableFuture;
 import java.util.concurrent.CountDownLatch;
@@ -21,13 +23,16 @@ import java.util.function.UnaryOperator;
 public final class FaultyTransport implements Transport {
 
     private final Transport delegate;
-    /** Runs in the loading thread before the fetch starts; may throw a TransferException to fail it. */
+    /**
+     * Runs in the loading thread before the fetch starts, with the fetch's first chunk; may throw a
+     * TransferException to fail it.
+     */
     public volatile Consumer<Offer> beforeFetch = o -> { };
     /** Runs before every route the importer asks for; may throw, as a broken transport would. */
     public volatile Consumer<Offer> beforeRoute = o -> { };
     /** What the importer is told about a route: the delegate's, or one a test makes up (a slow link). */
     public volatile UnaryOperator<Route> routeAs = r -> r;
-    /** Runs once the fetch's copy has completed. */
+    /** Runs once the fetch's copy has completed, with its first chunk. */
     public volatile Consumer<Offer> afterFetch = o -> { };
 
     public FaultyTransport(Transport delegate) {
@@ -59,8 +64,8 @@ public final class FaultyTransport implements Transport {
     }
 
     @Override
-    public Optional<Endpoint> advertise(DeviceBuffer poolBuffer) {
-        return delegate.advertise(poolBuffer);
+    public Optional<Endpoint> advertise(ServedPool pool) {
+        return delegate.advertise(pool);
     }
 
     @Override
@@ -70,9 +75,9 @@ public final class FaultyTransport implements Transport {
     }
 
     @Override
-    public CompletableFuture<Void> fetch(Offer source, DeviceBuffer dst, CopyBatch batch) {
-        beforeFetch.accept(source);
-        return delegate.fetch(source, dst, batch).thenRun(() -> afterFetch.accept(source));
+    public CompletableFuture<Void> fetch(List<Offer> chunks, DeviceBuffer dst, CopyBatch batch) {
+        beforeFetch.accept(chunks.get(0));
+        return delegate.fetch(chunks, dst, batch).thenRun(() -> afterFetch.accept(chunks.get(0)));
     }
 
     @Override

@@ -20,6 +20,7 @@ import io.kvmarket.testkit.FaultyTransport;
 import io.kvmarket.testkit.KvFixture;
 import io.kvmarket.transfer.DeviceIpcTransport;
 import io.kvmarket.transfer.Route;
+import io.kvmarket.transfer.ServedPool;
 import io.kvmarket.transfer.Transport;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.Timeout;
@@ -141,11 +142,11 @@ class CostAwareImportEdgeTest {
 
         @Override public String name() { return "scripted"; }
         @Override public int endpointKind() { return delegate.endpointKind(); }
-        @Override public Optional<Endpoint> advertise(DeviceBuffer b) { return delegate.advertise(b); }
+        @Override public Optional<Endpoint> advertise(ServedPool b) { return delegate.advertise(b); }
         @Override public Optional<Route> route(Offer o) {
             return delegate.route(o).isEmpty() ? Optional.empty() : routeFn.apply(o);
         }
-        @Override public CompletableFuture<Void> fetch(Offer s, DeviceBuffer d, CopyBatch b) {
+        @Override public CompletableFuture<Void> fetch(List<Offer> s, DeviceBuffer d, CopyBatch b) {
             return delegate.fetch(s, d, b);
         }
         @Override public void evictStale() { delegate.evictStale(); }

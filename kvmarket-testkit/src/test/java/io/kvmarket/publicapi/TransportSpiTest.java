@@ -15,6 +15,7 @@ import io.kvmarket.testkit.KvFixture;
 import io.kvmarket.transfer.DeviceIpcTransport;
 import io.kvmarket.transfer.Locality;
 import io.kvmarket.transfer.Route;
+import io.kvmarket.transfer.ServedPool;
 import io.kvmarket.transfer.Transport;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.Timeout;
@@ -44,7 +45,7 @@ class TransportSpiTest {
     static class Custom implements Transport {
         final Transport delegate;
         final int kind;
-        Function<DeviceBuffer, Optional<Endpoint>> advertise;
+        Function<ServedPool, Optional<Endpoint>> advertise;
         Function<Offer, Optional<Route>> route;
         final AtomicInteger fetches = new AtomicInteger();
 
@@ -57,9 +58,9 @@ class TransportSpiTest {
 
         @Override public String name() { return "custom-" + kind; }
         @Override public int endpointKind() { return kind; }
-        @Override public Optional<Endpoint> advertise(DeviceBuffer b) { return advertise.apply(b); }
+        @Override public Optional<Endpoint> advertise(ServedPool b) { return advertise.apply(b); }
         @Override public Optional<Route> route(Offer o) { return route.apply(o); }
-        @Override public CompletableFuture<Void> fetch(Offer s, DeviceBuffer d, CopyBatch b) {
+        @Override public CompletableFuture<Void> fetch(List<Offer> s, DeviceBuffer d, CopyBatch b) {
             fetches.incrementAndGet();
             return delegate.fetch(s, d, b);
         }
@@ -215,7 +216,7 @@ class TransportSpiTest {
                  KvFixture c = new KvFixture(device, DeviceBytes.HOST, false, registry, KvFixture.NS, t -> t,
                          b -> b.poolBytes(pool).transports(List.of(new Custom(new DeviceIpcTransport(device), 9) {
                              @Override
-                             public CompletableFuture<Void> fetch(Offer s, DeviceBuffer d, CopyBatch bt) {
+                             public CompletableFuture<Void> fetch(List<Offer> s, DeviceBuffer d, CopyBatch bt) {
                                  return CompletableFuture.failedFuture(new RuntimeException("cannot"));
                              }
                              @Override

@@ -23,6 +23,7 @@ import java.nio.file.NoSuchFileException;
 import java.nio.file.Path;
 import java.nio.file.StandardOpenOption;
 import java.util.Map;
+import java.util.Optional;
 import java.util.Set;
 import java.util.concurrent.CompletableFuture;
 import java.util.concurrent.ConcurrentHashMap;
@@ -214,6 +215,12 @@ public final class HostDevice implements Device {
         submissions.offer(task);
         LockSupport.unpark(copyEngine);
         return task.done;
+    }
+
+    /** The mapped file itself; a peer mapping's view is read-only. */
+    @Override
+    public Optional<ByteBuffer> hostView(DeviceBuffer buffer) {
+        return Optional.of(cast(buffer).memory.duplicate().clear());
     }
 
     /** Deletes memory files whose owner process is no longer alive. */
