@@ -48,10 +48,17 @@ public interface Device extends AutoCloseable {
      */
     CompletableFuture<Void> copy(DeviceBuffer src, DeviceBuffer dst, CopyBatch batch);
 
+    /** True when this JVM reads and writes the device's memory in place through {@link #hostView}; false for a GPU. */
+    default boolean isHostAddressable() {
+        return false;
+    }
+
     /**
      * The buffer's memory as this JVM reads and writes it in place, for transports that move it through a socket
      * without a staging copy; empty when only the device reaches it (GPU memory). Position 0 is the buffer's first
-     * byte; the view is the caller's own (independent position and limit). Absolute access only while copies run.
+     * byte; the view is the caller's own (independent position and limit).
+     *
+     * @throws IllegalArgumentException when the buffer is not this device's
      */
     default Optional<ByteBuffer> hostView(DeviceBuffer buffer) {
         return Optional.empty();

@@ -217,6 +217,11 @@ public final class HostDevice implements Device {
         return task.done;
     }
 
+    @Override
+    public boolean isHostAddressable() {
+        return true;
+    }
+
     /** The mapped file itself; a peer mapping's view is read-only. */
     @Override
     public Optional<ByteBuffer> hostView(DeviceBuffer buffer) {

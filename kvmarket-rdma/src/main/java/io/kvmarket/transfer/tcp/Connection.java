@@ -1,0 +1,101 @@
+package io.kvmarket.transfer.tcp;
+
+import java.io.EOFException;
+import java.io.IOException;
+import java.net.SocketAddress;
+import java.nio.ByteBuffer;
+import java.nio.channels.SocketChannel;
+import java.util.concurrent.TimeUnit;
+
+/**
+ * One blocking socket with a deadline the {@link Watchdog} enforces by closing it: NIO's blocking reads have no
+ * timeout of their own. Every read or write that makes progress pushes the deadline out by the I/O timeout, so a
+ * slow but moving transfer lives and a stalled one dies.
+ */
+final class Connection implements AutoCloseable {
+
+    final SocketChannel channel;
+    final SocketAddress peer;
+    private final long ioTimeoutNanos;
+    private volatile long deadlineNanos = Long.MAX_VALUE;
+    private volatile boolean timedOut;
+    /** When the connection was last returned to a client's idle pool (System.nanoTime). */
+    volatile long idleSinceNanos;
+
+    Connection(SocketChannel channel, SocketAddress peer, long ioTimeoutMillis) {
+        this.channel = channel;
+        this.peer = peer;
+        this.ioTimeoutNanos = TimeUnit.MILLISECONDS.toNanos(ioTimeoutMillis);
+    }
+
+    /** Blocking operations from now on must complete by {@code nanos} (System.nanoTime), or the socket closes. */
+    void deadline(long nanos) {
+        deadlineNanos = nanos;
+    }
+
+    /** No deadline: the connection waits idle (a pooled client connection, a server between requests). */
+    void noDeadline() {
+        deadlineNanos = Long.MAX_VALUE;
+    }
+
+    /** Called by the watchdog: closes the socket once its deadline has passed. */
+    void closeIfOverdue(long nowNanos) {
+        if (nowNanos - deadlineNanos > 0 && deadlineNanos != Long.MAX_VALUE && channel.isOpen()) {
+            timedOut = true;
+            close();
+        }
+    }
+
+    boolean timedOut() {
+        return timedOut;
+    }
+
+    void readFully(ByteBuffer dst) throws IOException {
+        while (dst.hasRemaining()) {
+            if (channel.read(dst) < 0) {
+                throw new EOFException("connection to " + peer + " closed by the peer");
+            }
+            progressed();
+        }
+    }
+
+    /** Reads and throws away {@code n} bytes through {@code scratch}. */
+    void skip(long n, ByteBuffer scratch) throws IOException {
+        while (n > 0) {
+            scratch.clear().limit((int) Math.min(scratch.capacity(), n));
+            readFully(scratch);
+            n -= scratch.limit();
+        }
+    }
+
+    void writeFully(ByteBuffer... srcs) throws IOException {
+        long left = 0;
+        for (ByteBuffer b : srcs) {
+            left += b.remaining();
+        }
+        while (left > 0) {
+            left -= channel.write(srcs);
+            progressed();
+        }
+    }
+
+    private void progressed() {
+        if (deadlineNanos != Long.MAX_VALUE) {
+            deadlineNanos = System.nanoTime() + ioTimeoutNanos;
+        }
+    }
+
+    /** Starts a deadline of one I/O timeout from now. */
+    void armIoDeadline() {
+        deadlineNanos = System.nanoTime() + ioTimeoutNanos;
+    }
+
+    @Override
+    public void close() {
+        try {
+            channel.close();
+        } catch (IOException ignored) {
+            // closing a socket that failed: nothing more to do
+        }
+    }
+}

@@ -1,0 +1,72 @@
+package io.kvmarket.transfer.tcp;
+
+import java.net.InetAddress;
+import java.net.InetSocketAddress;
+import java.util.Objects;
+
+/**
+ * How a node's TCP transport serves and fetches. Only the cluster secret is required; the defaults serve on every
+ * interface at a port the kernel picks, and advertise the node's first non-loopback address.
+ *
+ * @param secret               shared by every member of the cluster
+ * @param bind                 where the server listens; null to serve nothing (fetch only)
+ * @param advertise            the address peers reach the server at; null for the bind address, or when that is
+ *                             the wildcard, the first address of an interface that is up and not loopback
+ * @param maxConnections       connections served at once (one thread each); more are refused
+ * @param fetchThreads         fetches running at once on the importing side
+ * @param connectTimeoutMillis bound on connecting and on the handshake
+ * @param ioTimeoutMillis      a transfer that moves no byte for this long fails
+ * @param idleTimeoutMillis    the server closes a connection idle this long; a client drops a pooled one before
+ * @param seedGigabytesPerSecond throughput an import plans with before it has measured any (1.0 is 1 GB/s)
+ * @param seedLatencyMicros    fixed cost of one fetch an import plans with (round trips, connection)
+ */
+public record TcpConfig(ClusterSecret secret, InetSocketAddress bind, InetAddress advertise, int maxConnections,
+                        int fetchThreads, long connectTimeoutMillis, long ioTimeoutMillis, long idleTimeoutMillis,
+                        double seedGigabytesPerSecond, long seedLatencyMicros) {
+
+    public TcpConfig {
+        Objects.requireNonNull(secret, "a cluster secret is required: without one, TCP serving is off");
+        if (maxConnections < 1 || fetchThreads < 1) {
+            throw new IllegalArgumentException("maxConnections and fetchThreads must be positive: " + maxConnections
+                    + ", " + fetchThreads);
+        }
+        if (connectTimeoutMillis < 1 || ioTimeoutMillis < 1 || idleTimeoutMillis < 1) {
+            throw new IllegalArgumentException("timeouts must be at least 1 ms: connect " + connectTimeoutMillis
+                    + ", io " + ioTimeoutMillis + ", idle " + idleTimeoutMillis);
+        }
+        if (!(seedGigabytesPerSecond > 0) || Double.isInfinite(seedGigabytesPerSecond) || seedLatencyMicros < 0) {
+            throw new IllegalArgumentException("seed throughput must be positive and finite, latency non-negative: "
+                    + seedGigabytesPerSecond + " GB/s, " + seedLatencyMicros + " us");
+        }
+    }
+
+    /** Serves on every interface at a kernel-picked port, with the default limits. */
+    public static TcpConfig of(ClusterSecret secret) {
+        return new TcpConfig(secret, new InetSocketAddress(0), null, 64, 16, 1000, 2000, 60_000, 1.0, 200);
+    }
+
+    public TcpConfig withBind(InetSocketAddress bind) {
+        return new TcpConfig(secret, bind, advertise, maxConnections, fetchThreads, connectTimeoutMillis,
+                ioTimeoutMillis, idleTimeoutMillis, seedGigabytesPerSecond, seedLatencyMicros);
+    }
+
+    public TcpConfig withAdvertise(InetAddress advertise) {
+        return new TcpConfig(secret, bind, advertise, maxConnections, fetchThreads, connectTimeoutMillis,
+                ioTimeoutMillis, idleTimeoutMillis, seedGigabytesPerSecond, seedLatencyMicros);
+    }
+
+    public TcpConfig withLimits(int maxConnections, int fetchThreads) {
+        return new TcpConfig(secret, bind, advertise, maxConnections, fetchThreads, connectTimeoutMillis,
+                ioTimeoutMillis, idleTimeoutMillis, seedGigabytesPerSecond, seedLatencyMicros);
+    }
+
+    public TcpConfig withTimeouts(long connectTimeoutMillis, long ioTimeoutMillis, long idleTimeoutMillis) {
+        return new TcpConfig(secret, bind, advertise, maxConnections, fetchThreads, connectTimeoutMillis,
+                ioTimeoutMillis, idleTimeoutMillis, seedGigabytesPerSecond, seedLatencyMicros);
+    }
+
+    public TcpConfig withSeed(double gigabytesPerSecond, long latencyMicros) {
+        return new TcpConfig(secret, bind, advertise, maxConnections, fetchThreads, connectTimeoutMillis,
+                ioTimeoutMillis, idleTimeoutMillis, gigabytesPerSecond, latencyMicros);
+    }
+}

@@ -1,0 +1,311 @@
+package io.kvmarket.transfer.tcp;
+
+import io.kvmarket.device.Device;
+import io.kvmarket.key.ChunkKey;
+import io.kvmarket.transfer.ServedPool;
+import org.slf4j.Logger;
+import org.slf4j.LoggerFactory;
+
+import java.io.IOException;
+import java.net.Inet4Address;
+import java.net.InetAddress;
+import java.net.InetSocketAddress;
+import java.net.NetworkInterface;
+import java.net.SocketException;
+import java.net.StandardSocketOptions;
+import java.nio.ByteBuffer;
+import java.nio.channels.ServerSocketChannel;
+import java.nio.channels.SocketChannel;
+import java.security.SecureRandom;
+import java.util.Collections;
+import java.util.Map;
+import java.util.Set;
+import java.util.concurrent.ConcurrentHashMap;
+import java.util.concurrent.RejectedExecutionException;
+import java.util.concurrent.SynchronousQueue;
+import java.util.concurrent.ThreadPoolExecutor;
+import java.util.concurrent.TimeUnit;
+import java.util.concurrent.atomic.AtomicInteger;
+import java.util.concurrent.atomic.AtomicLong;
+
+/**
+ * The serving side: one acceptor thread and at most {@link TcpConfig#maxConnections} connection threads; a
+ * connection beyond that is closed at once. A connection is served only after its peer proves it holds the cluster
+ * secret; it then streams chunks of the pools this process advertised, each only while the pool holds it as
+ * requested. Memory per connection is one request (at most {@link #MAX_CHUNKS} entries); pool bytes go from the
+ * pool's memory to the socket without a copy in between.
+ */
+final class TcpServer implements AutoCloseable {
+
+    /** Chunks one request may name: 8,192 tokens in chunks of 16, twice over. */
+    static final int MAX_CHUNKS = 16_384;
+
+    private static final Logger LOG = LoggerFactory.getLogger(TcpServer.class);
+    private static final long WARN_EVERY_NANOS = TimeUnit.SECONDS.toNanos(10);
+    private static final AtomicInteger SERVERS = new AtomicInteger();
+    private static final SecureRandom RANDOM = new SecureRandom();
+
+    private final Device device;
+    private final TcpConfig config;
+    private final Watchdog watchdog;
+    private final ServerSocketChannel listener;
+    private final InetSocketAddress advertised;
+    private final Map<Long, ServedPool> pools = new ConcurrentHashMap<>();
+    private final Set<Connection> open = ConcurrentHashMap.newKeySet();
+    private final ThreadPoolExecutor workers;
+    private final Thread acceptor;
+    private final AtomicLong lastWarnNanos = new AtomicLong(System.nanoTime() - WARN_EVERY_NANOS);
+    private final AtomicLong refused = new AtomicLong();
+    private volatile boolean closed;
+
+    private TcpServer(Device device, TcpConfig config, Watchdog watchdog, ServerSocketChannel listener,
+                      InetSocketAddress advertised) {
+        this.device = device;
+        this.config = config;
+        this.watchdog = watchdog;
+        this.listener = listener;
+        this.advertised = advertised;
+        int id = SERVERS.incrementAndGet();
+        AtomicInteger threads = new AtomicInteger();
+        this.workers = new ThreadPoolExecutor(0, config.maxConnections(), 30, TimeUnit.SECONDS,
+                new SynchronousQueue<>(), r -> daemon(r, "kvmarket-tcp-serve-" + id + "-" + threads.incrementAndGet()));
+        this.acceptor = daemon(this::acceptLoop, "kvmarket-tcp-accept-" + id);
+    }
+
+    /**
+     * Binds and starts serving.
+     *
+     * @throws IOException when the address cannot be bound (in use, not local)
+     */
+    static TcpServer start(Device device, TcpConfig config, Watchdog watchdog) throws IOException {
+        ServerSocketChannel listener = ServerSocketChannel.open();
+        try {
+            listener.setOption(StandardSocketOptions.SO_REUSEADDR, true);
+            listener.bind(config.bind(), 128);
+            InetSocketAddress bound = (InetSocketAddress) listener.getLocalAddress();
+            InetSocketAddress advertised = new InetSocketAddress(advertisedAddress(config, bound), bound.getPort());
+            TcpServer server = new TcpServer(device, config, watchdog, listener, advertised);
+            server.acceptor.start();
+            LOG.info("TCP transport serving cluster members on {} (advertised as {})", bound, advertised);
+            return server;
+        } catch (IOException | RuntimeException e) {
+            listener.close();
+            throw e;
+        }
+    }
+
+    InetSocketAddress advertised() {
+        return advertised;
+    }
+
+    /** Serves {@code pool} from now on, under a fresh id no peer can have seen before. */
+    long serve(ServedPool pool) {
+        while (true) {
+            long id = RANDOM.nextLong();
+            if (pools.putIfAbsent(id, pool) == null) {
+                return id;
+            }
+        }
+    }
+
+    /** Forgets pools that closed: they publish nothing any more. */
+    void forgetClosedPools() {
+        pools.values().removeIf(ServedPool::isClosed);
+    }
+
+    int servedPools() {
+        return pools.size();
+    }
+
+    int openConnections() {
+        return open.size();
+    }
+
+    private void acceptLoop() {
+        while (!closed) {
+            SocketChannel ch;
+            try {
+                ch = listener.accept();
+            } catch (IOException e) {
+                if (!closed) {
+                    LOG.warn("TCP transport stops accepting: {}", e.toString());
+                }
+                return;
+            }
+            Connection c;
+            try {
+                ch.setOption(StandardSocketOptions.TCP_NODELAY, true);
+                c = new Connection(ch, ch.getRemoteAddress(), config.ioTimeoutMillis());
+            } catch (IOException e) {
+                closeQuietly(ch);
+                continue;
+            }
+            open.add(c);
+            watchdog.watch(c);
+            try {
+                workers.execute(() -> handle(c));
+            } catch (RejectedExecutionException e) {
+                warnRateLimited("refused a connection from {}: all {} connection threads busy ({} refused so far)",
+                        c.peer, config.maxConnections());
+                drop(c);
+            }
+            if (closed) { // close() ran after this connection was accepted: it must not outlive it
+                drop(c);
+            }
+        }
+    }
+
+    private void handle(Connection c) {
+        try {
+            c.deadline(System.nanoTime() + TimeUnit.MILLISECONDS.toNanos(config.connectTimeoutMillis()));
+            Wire.serverHandshake(c, config.secret());
+            ByteBuffer header = ByteBuffer.allocate(Wire.REQUEST_HEADER_BYTES);
+            ByteBuffer status = ByteBuffer.allocateDirect(1);
+            while (!closed) {
+                c.deadline(System.nanoTime() + TimeUnit.MILLISECONDS.toNanos(config.idleTimeoutMillis()));
+                header.clear();
+                c.readFully(header);
+                c.armIoDeadline();
+                header.flip();
+                int magic = header.getInt();
+                long poolId = header.getLong();
+                int count = header.getInt();
+                if (magic != Wire.REQUEST || count < 1 || count > MAX_CHUNKS) {
+                    warnRateLimited("closed the connection of {}: malformed request (magic {}, {} chunks)", c.peer,
+                            Integer.toHexString(magic) + ", " + count);
+                    return;
+                }
+                ByteBuffer entries = ByteBuffer.allocate(count * Wire.CHUNK_ENTRY_BYTES);
+                c.readFully(entries);
+                entries.flip();
+                serve(c, pools.get(poolId), entries, count, status);
+            }
+        } catch (Wire.NotAMemberException e) {
+            warnRateLimited("refused {}: {}", c.peer, e.getMessage());
+        } catch (IOException e) {
+            LOG.debug("connection of {} ended: {}{}", c.peer, e.toString(), c.timedOut() ? " (timed out)" : "");
+        } catch (RuntimeException e) {
+            LOG.warn("closed the connection of {} on an unexpected error", c.peer, e);
+        } finally {
+            drop(c);
+        }
+    }
+
+    /** Streams the requested chunks while the pool holds each; the first it cannot serve ends the response. */
+    private void serve(Connection c, ServedPool pool, ByteBuffer entries, int count, ByteBuffer status)
+            throws IOException {
+        ByteBuffer view = pool == null || pool.isClosed() ? null : device.hostView(pool.buffer()).orElse(null);
+        long size = pool == null ? 0 : pool.buffer().size();
+        for (int i = 0; i < count; i++) {
+            ChunkKey key = new ChunkKey(entries.getLong(), entries.getLong());
+            long generation = entries.getLong();
+            long offset = entries.getLong();
+            long length = entries.getLong();
+            if (view == null) {
+                stop(c, status, Wire.NOT_OFFERED);
+                return;
+            }
+            if (offset < 0 || length <= 0 || offset > size - length) {
+                stop(c, status, Wire.OUT_OF_RANGE);
+                return;
+            }
+            ServedPool.Hold hold = pool.hold(key, generation, offset, length);
+            if (hold == null) {
+                stop(c, status, Wire.NOT_OFFERED);
+                return;
+            }
+            try {
+                view.limit(view.capacity()).position((int) offset).limit((int) (offset + length));
+                status.clear().put(Wire.DATA).flip();
+                c.writeFully(status, view);
+            } finally {
+                hold.close();
+            }
+        }
+        stop(c, status, Wire.DONE);
+    }
+
+    private static void stop(Connection c, ByteBuffer status, byte code) throws IOException {
+        status.clear().put(code).flip();
+        c.writeFully(status);
+    }
+
+    private void drop(Connection c) {
+        c.close();
+        open.remove(c);
+        watchdog.forget(c);
+    }
+
+    private void warnRateLimited(String format, Object peer, Object detail) {
+        long count = refused.incrementAndGet();
+        long now = System.nanoTime();
+        long last = lastWarnNanos.get();
+        if (now - last >= WARN_EVERY_NANOS && lastWarnNanos.compareAndSet(last, now)) {
+            LOG.warn(format, peer, detail, count);
+        } else {
+            LOG.debug(format, peer, detail, count);
+        }
+    }
+
+    @Override
+    public void close() {
+        closed = true;
+        closeQuietly(listener);
+        for (Connection c : open) {
+            drop(c);
+        }
+        workers.shutdownNow();
+        try {
+            acceptor.join(TimeUnit.SECONDS.toMillis(5));
+            workers.awaitTermination(5, TimeUnit.SECONDS);
+        } catch (InterruptedException e) {
+            Thread.currentThread().interrupt();
+        }
+        pools.clear();
+    }
+
+    /**
+     * The configured address, else the bound one, else (wildcard) the first IPv4 address of an interface that is
+     * up and not loopback, else such an IPv6 one, else loopback: a node with only loopback is a cluster of one.
+     */
+    static InetAddress advertisedAddress(TcpConfig config, InetSocketAddress bound) throws SocketException {
+        if (config.advertise() != null) {
+            return config.advertise();
+        }
+        if (!bound.getAddress().isAnyLocalAddress()) {
+            return bound.getAddress();
+        }
+        InetAddress v6 = null;
+        for (NetworkInterface ni : Collections.list(NetworkInterface.getNetworkInterfaces())) {
+            if (!ni.isUp() || ni.isLoopback()) {
+                continue;
+            }
+            for (InetAddress a : Collections.list(ni.getInetAddresses())) {
+                if (a.isLinkLocalAddress() || a.isLoopbackAddress()) {
+                    continue;
+                }
+                if (a instanceof Inet4Address) {
+                    return a;
+                }
+                if (v6 == null) {
+                    v6 = a;
+                }
+            }
+        }
+        return v6 != null ? v6 : InetAddress.getLoopbackAddress();
+    }
+
+    private static Thread daemon(Runnable r, String name) {
+        Thread t = new Thread(r, name);
+        t.setDaemon(true);
+        return t;
+    }
+
+    private static void closeQuietly(java.nio.channels.Channel ch) {
+        try {
+            ch.close();
+        } catch (IOException ignored) {
+            // nothing more to do for a socket that is going away
+        }
+    }
+}

@@ -1,0 +1,435 @@
+package io.kvmarket.transfer.tcp;
+
+import io.kvmarket.device.CopyBatch;
+import io.kvmarket.device.Device;
+import io.kvmarket.device.DeviceBuffer;
+import io.kvmarket.registry.Endpoint;
+import io.kvmarket.registry.Offer;
+import io.kvmarket.transfer.Locality;
+import io.kvmarket.transfer.Route;
+import io.kvmarket.transfer.ServedPool;
+import io.kvmarket.transfer.TransferException;
+import io.kvmarket.transfer.TransferFailure;
+import io.kvmarket.transfer.Transport;
+import org.slf4j.Logger;
+import org.slf4j.LoggerFactory;
+
+import java.io.IOException;
+import java.net.ConnectException;
+import java.net.InetSocketAddress;
+import java.net.StandardSocketOptions;
+import java.nio.ByteBuffer;
+import java.nio.channels.SocketChannel;
+import java.util.List;
+import java.util.Map;
+import java.util.Optional;
+import java.util.Set;
+import java.util.concurrent.CompletableFuture;
+import java.util.concurrent.ConcurrentHashMap;
+import java.util.concurrent.ConcurrentLinkedDeque;
+import java.util.concurrent.LinkedBlockingQueue;
+import java.util.concurrent.RejectedExecutionException;
+import java.util.concurrent.ThreadPoolExecutor;
+import java.util.concurrent.TimeUnit;
+import java.util.concurrent.atomic.AtomicBoolean;
+import java.util.concurrent.atomic.AtomicInteger;
+
+/**
+ * Between nodes over TCP, both sides, plain NIO. The exporter's side serves its pools to cluster members
+ * ({@link TcpServer}); the importer's side pulls: one request per source naming each chunk's key, generation and
+ * span, answered by the chunks' bytes in order, read from the socket straight into the engine's memory. Connections
+ * are authenticated once (cluster secret, {@link Wire}) and kept per peer for reuse. Every failure is a
+ * {@link TransferException} saying how many chunks landed whole first.
+ *
+ * <p>Needs memory this JVM can address ({@link Device#isHostAddressable}); a GPU's pool would stage through pinned
+ * host memory, which is not built yet, so on such a device this transport neither advertises nor routes.
+ */
+public final class TcpTransport implements Transport {
+
+    private static final Logger LOG = LoggerFactory.getLogger(TcpTransport.class);
+    private static final int SKIP_BYTES = 64 * 1024;
+    private static final AtomicInteger TRANSPORTS = new AtomicInteger();
+
+    private final Device device;
+    private final long nodeId;
+    private final TcpConfig config;
+    private final Watchdog watchdog;
+    private final TcpServer server;
+    private final ThreadPoolExecutor fetchers;
+    private final Map<InetSocketAddress, ConcurrentLinkedDeque<Connection>> idle = new ConcurrentHashMap<>();
+    private final Set<CompletableFuture<Void>> running = ConcurrentHashMap.newKeySet();
+    private final AtomicBoolean warnedNotAddressable = new AtomicBoolean();
+    private volatile boolean closed;
+
+    private TcpTransport(Device device, long nodeId, TcpConfig config, Watchdog watchdog, TcpServer server) {
+        this.device = device;
+        this.nodeId = nodeId;
+        this.config = config;
+        this.watchdog = watchdog;
+        this.server = server;
+        int id = TRANSPORTS.incrementAndGet();
+        AtomicInteger threads = new AtomicInteger();
+        this.fetchers = new ThreadPoolExecutor(config.fetchThreads(), config.fetchThreads(), 30, TimeUnit.SECONDS,
+                new LinkedBlockingQueue<>(4096), r -> {
+                    Thread t = new Thread(r, "kvmarket-tcp-fetch-" + id + "-" + threads.incrementAndGet());
+                    t.setDaemon(true);
+                    return t;
+                });
+        this.fetchers.allowCoreThreadTimeOut(true);
+    }
+
+    /**
+     * Opens the transport for {@code device}'s memory on node {@code nodeId}. It serves when the configuration
+     * binds an address and the device's memory is addressable here; a bind that fails (the port is taken) leaves it
+     * fetching only, with one warning.
+     */
+    public static TcpTransport open(Device device, long nodeId, TcpConfig config) {
+        Watchdog watchdog = new Watchdog("kvmarket-tcp-watchdog");
+        TcpServer server = null;
+        if (config.bind() != null && device.isHostAddressable()) {
+            try {
+                server = TcpServer.start(device, config, watchdog);
+            } catch (IOException | RuntimeException e) {
+                LOG.warn("TCP transport cannot listen on {} ({}): this process serves nothing over TCP",
+                        config.bind(), e.toString());
+            }
+        }
+        return new TcpTransport(device, nodeId, config, watchdog, server);
+    }
+
+    @Override
+    public String name() {
+        return "tcp";
+    }
+
+    @Override
+    public int endpointKind() {
+        return Endpoint.TCP;
+    }
+
+    /** Where peers reach this process's server, or empty when it serves nothing. */
+    public Optional<InetSocketAddress> serving() {
+        return server == null ? Optional.empty() : Optional.of(server.advertised());
+    }
+
+    @Override
+    public Optional<Endpoint> advertise(ServedPool pool) {
+        if (!device.isHostAddressable()) {
+            if (warnedNotAddressable.compareAndSet(false, true)) {
+                LOG.warn("TCP transport does not serve {}: staging GPU memory through host memory is not built yet",
+                        device.name());
+            }
+            return Optional.empty();
+        }
+        if (server == null || closed) {
+            return Optional.empty();
+        }
+        return Optional.of(new TcpEndpoint(server.advertised(), server.serve(pool)).encode());
+    }
+
+    /**
+     * Offers with a TCP endpoint, when this device's memory is addressable here. The figures are the configured
+     * seed; the importer learns the real throughput from the fetches it runs.
+     */
+    @Override
+    public Optional<Route> route(Offer offer) {
+        if (!device.isHostAddressable() || offer.endpoint(Endpoint.TCP).isEmpty()) {
+            return Optional.empty();
+        }
+        Locality locality = offer.nodeId() == nodeId ? Locality.SAME_NODE : Locality.OTHER_NODE;
+        return Optional.of(new Route(locality, config.seedLatencyMicros() * 1000, config.seedGigabytesPerSecond()));
+    }
+
+    @Override
+    public CompletableFuture<Void> fetch(List<Offer> chunks, DeviceBuffer dst, CopyBatch batch) {
+        if (closed) {
+            throw new IllegalStateException("TCP transport is closed");
+        }
+        if (chunks.isEmpty()) {
+            throw new IllegalArgumentException("a fetch needs at least one chunk");
+        }
+        TcpEndpoint endpoint;
+        try {
+            endpoint = TcpEndpoint.decode(chunks.get(0).endpoint(Endpoint.TCP).orElseThrow(
+                    () -> new IllegalArgumentException("the offer has no TCP endpoint")));
+        } catch (IllegalArgumentException e) {
+            return CompletableFuture.failedFuture(new TransferException(TransferFailure.MALFORMED,
+                    "malformed TCP endpoint in " + chunks.get(0) + ": " + e.getMessage(), e));
+        }
+        ByteBuffer view = device.hostView(dst).orElse(null);
+        if (view == null) {
+            return CompletableFuture.failedFuture(new TransferException(TransferFailure.UNREACHABLE,
+                    "TCP transport cannot write into " + device.name() + " memory: staging is not built yet"));
+        }
+        FetchPlan plan = FetchPlan.of(chunks, batch, dst.size());
+        CompletableFuture<Void> done = new CompletableFuture<>();
+        running.add(done);
+        done.whenComplete((ok, error) -> running.remove(done));
+        try {
+            fetchers.execute(() -> {
+                try {
+                    pull(endpoint, plan, view);
+                    done.complete(null);
+                } catch (TransferException e) {
+                    done.completeExceptionally(e);
+                } catch (RuntimeException e) {
+                    done.completeExceptionally(new TransferException(TransferFailure.FAILED,
+                            "TCP fetch from " + endpoint.address() + " failed: " + e, e));
+                }
+            });
+        } catch (RejectedExecutionException e) {
+            done.completeExceptionally(new TransferException(TransferFailure.FAILED, closed ? "TCP transport closed"
+                    : "TCP transport has " + fetchers.getQueue().size() + " fetches queued; refusing more"));
+        }
+        if (closed) { // close() may have run between the check above and the queueing
+            done.completeExceptionally(new TransferException(TransferFailure.FAILED, "TCP transport closed"));
+        }
+        return done;
+    }
+
+    /**
+     * Runs one pull on a pooled connection, or on a fresh one when a pooled one turns out closed by its peer before
+     * any byte came back. A stop from the server leaves the connection in step, so it goes back to the pool.
+     */
+    private void pull(TcpEndpoint endpoint, FetchPlan plan, ByteBuffer view) {
+        InetSocketAddress peer = endpoint.address();
+        Connection c = pooled(peer);
+        boolean fresh = c == null;
+        if (fresh) {
+            c = connect(peer);
+        }
+        while (true) {
+            Pull p = new Pull(plan, view);
+            try {
+                p.run(c, endpoint.poolId());
+                release(peer, c);
+                return;
+            } catch (TransferException stop) {
+                release(peer, c);
+                throw stop;
+            } catch (IOException e) {
+                closeQuietly(c);
+                if (fresh || p.anyByte) {
+                    throw failed(peer, p, c, e);
+                }
+                LOG.debug("pooled connection to {} was closed ({}); connecting afresh", peer, e.toString());
+                fresh = true;
+                c = connect(peer);
+            }
+        }
+    }
+
+    private TransferException failed(InetSocketAddress peer, Pull p, Connection c, IOException e) {
+        String why = c.timedOut() ? "no byte moved for " + config.ioTimeoutMillis() + " ms" : e.toString();
+        if (closed) {
+            why = "TCP transport closed";
+        }
+        return new TransferException(TransferFailure.FAILED, "TCP pull from " + peer + " broke after "
+                + p.delivered + " of " + p.plan.chunks.size() + " chunks: " + why, e, p.delivered);
+    }
+
+    private Connection connect(InetSocketAddress peer) {
+        Connection c = null;
+        try {
+            SocketChannel ch = SocketChannel.open();
+            c = new Connection(ch, peer, config.ioTimeoutMillis());
+            watchdog.watch(c);
+            c.deadline(System.nanoTime() + TimeUnit.MILLISECONDS.toNanos(config.connectTimeoutMillis()));
+            if (closed) {
+                throw new IOException("TCP transport closed");
+            }
+            ch.connect(peer);
+            ch.setOption(StandardSocketOptions.TCP_NODELAY, true);
+            Wire.clientHandshake(c, config.secret());
+            return c;
+        } catch (ConnectException e) {
+            closeQuietly(c);
+            throw new TransferException(TransferFailure.SOURCE_GONE, "nothing serves at " + peer
+                    + " any more (" + e.getMessage() + "): the exporter is gone", e);
+        } catch (Wire.NotAMemberException e) {
+            closeQuietly(c);
+            throw new TransferException(TransferFailure.UNREACHABLE, e.getMessage(), e);
+        } catch (IOException e) {
+            boolean timedOut = c != null && c.timedOut();
+            closeQuietly(c);
+            throw new TransferException(TransferFailure.UNREACHABLE, "cannot reach " + peer + ": "
+                    + (timedOut ? "no answer within " + config.connectTimeoutMillis() + " ms" : e.toString()), e);
+        }
+    }
+
+    private void closeQuietly(Connection c) {
+        if (c != null) {
+            c.close();
+            watchdog.forget(c);
+        }
+    }
+
+    private Connection pooled(InetSocketAddress peer) {
+        ConcurrentLinkedDeque<Connection> q = idle.get(peer);
+        for (Connection c = q == null ? null : q.pollFirst(); c != null; c = q.pollFirst()) {
+            if (c.channel.isOpen()) {
+                return c;
+            }
+            watchdog.forget(c);
+        }
+        return null;
+    }
+
+    private void release(InetSocketAddress peer, Connection c) {
+        c.noDeadline();
+        c.idleSinceNanos = System.nanoTime();
+        idle.computeIfAbsent(peer, p -> new ConcurrentLinkedDeque<>()).addFirst(c);
+        if (closed) {
+            closeIdle();
+        }
+    }
+
+    /** Connections pooled at once, for tests. */
+    int pooledConnections() {
+        return idle.values().stream().mapToInt(ConcurrentLinkedDeque::size).sum();
+    }
+
+    /** Connections the server holds open now, for tests. */
+    int servedConnections() {
+        return server == null ? 0 : server.openConnections();
+    }
+
+    /** Pools served now, for tests. */
+    int servedPools() {
+        return server == null ? 0 : server.servedPools();
+    }
+
+    /** Drops pooled connections idle for half the server's idle limit, and pools that closed. */
+    @Override
+    public void evictStale() {
+        long limit = TimeUnit.MILLISECONDS.toNanos(config.idleTimeoutMillis()) / 2;
+        long now = System.nanoTime();
+        for (ConcurrentLinkedDeque<Connection> q : idle.values()) {
+            for (Connection c : q) {
+                if (now - c.idleSinceNanos > limit && q.remove(c)) {
+                    closeQuietly(c);
+                }
+            }
+        }
+        if (server != null) {
+            server.forgetClosedPools();
+        }
+    }
+
+    private void closeIdle() {
+        for (ConcurrentLinkedDeque<Connection> q : idle.values()) {
+            for (Connection c = q.pollFirst(); c != null; c = q.pollFirst()) {
+                closeQuietly(c);
+            }
+        }
+    }
+
+    /** Stops serving, fails fetches still running or queued, closes every connection. Idempotent. */
+    @Override
+    public void close() {
+        if (closed) {
+            return;
+        }
+        closed = true;
+        if (server != null) {
+            server.close();
+        }
+        fetchers.shutdownNow();
+        watchdog.close();
+        closeIdle();
+        for (CompletableFuture<Void> f : running) {
+            f.completeExceptionally(new TransferException(TransferFailure.FAILED, "TCP transport closed"));
+        }
+        try {
+            fetchers.awaitTermination(5, TimeUnit.SECONDS);
+        } catch (InterruptedException e) {
+            Thread.currentThread().interrupt();
+        }
+    }
+
+    /** One request and its response on one connection; counts what landed so a failure keeps the prefix. */
+    private static final class Pull {
+        final FetchPlan plan;
+        final ByteBuffer view;
+        int delivered;
+        boolean anyByte;
+        private ByteBuffer scratch;
+
+        Pull(FetchPlan plan, ByteBuffer view) {
+            this.plan = plan;
+            this.view = view;
+        }
+
+        void run(Connection c, long poolId) throws IOException {
+            List<Offer> chunks = plan.chunks;
+            ByteBuffer status = ByteBuffer.allocateDirect(1);
+            for (int from = 0; from < chunks.size(); from += TcpServer.MAX_CHUNKS) {
+                int to = Math.min(chunks.size(), from + TcpServer.MAX_CHUNKS);
+                ByteBuffer request = ByteBuffer.allocate(Wire.REQUEST_HEADER_BYTES + (to - from) * Wire.CHUNK_ENTRY_BYTES);
+                request.putInt(Wire.REQUEST).putLong(poolId).putInt(to - from);
+                for (int i = from; i < to; i++) {
+                    Offer o = chunks.get(i);
+                    request.putLong(o.key().hi()).putLong(o.key().lo()).putLong(o.generation()).putLong(o.offset())
+                            .putLong(o.length());
+                }
+                request.flip();
+                c.armIoDeadline();
+                c.writeFully(request);
+                for (int i = from; i < to; i++) {
+                    byte code = readStatus(c, status);
+                    if (code != Wire.DATA) {
+                        throw stopped(c, code, i);
+                    }
+                    receive(c, chunks.get(i), plan.pieces[i]);
+                    delivered++;
+                }
+                byte end = readStatus(c, status);
+                if (end != Wire.DONE) {
+                    throw new IOException("server " + c.peer + " sent status " + end + " where the response ends");
+                }
+            }
+        }
+
+        private byte readStatus(Connection c, ByteBuffer status) throws IOException {
+            status.clear();
+            c.readFully(status);
+            anyByte = true;
+            return status.get(0);
+        }
+
+        /** Reads one chunk's bytes, each piece straight into place, skipping spans nobody asked for. */
+        private void receive(Connection c, Offer chunk, long[] pieces) throws IOException {
+            long at = 0;
+            for (int p = 0; p < pieces.length; p += 3) {
+                if (pieces[p] > at) {
+                    c.skip(pieces[p] - at, scratch());
+                }
+                view.limit(view.capacity()).position((int) pieces[p + 1]).limit((int) (pieces[p + 1] + pieces[p + 2]));
+                c.readFully(view);
+                at = pieces[p] + pieces[p + 2];
+            }
+            if (chunk.length() > at) {
+                c.skip(chunk.length() - at, scratch());
+            }
+        }
+
+        private ByteBuffer scratch() {
+            if (scratch == null) {
+                scratch = ByteBuffer.allocateDirect(SKIP_BYTES);
+            }
+            return scratch;
+        }
+
+        /** The server stopped at chunk {@code i}: the connection stays in step, the prefix before it landed. */
+        private TransferException stopped(Connection c, byte code, int i) throws IOException {
+            String chunk = plan.chunks.get(i).toString();
+            return switch (code) {
+                case Wire.NOT_OFFERED -> new TransferException(TransferFailure.SOURCE_GONE, "server " + c.peer
+                        + " no longer offers " + chunk, null, delivered);
+                case Wire.OUT_OF_RANGE -> new TransferException(TransferFailure.MALFORMED, chunk
+                        + " lies outside the pool it names at " + c.peer, null, delivered);
+                default -> throw new IOException("server " + c.peer + " sent unknown status " + code);
+            };
+        }
+    }
+}

@@ -1,0 +1,104 @@
+package io.kvmarket.transfer.tcp;
+
+import java.io.IOException;
+import java.nio.ByteBuffer;
+import java.nio.charset.StandardCharsets;
+import java.security.SecureRandom;
+
+/**
+ * The TCP transport's protocol, big-endian.
+ *
+ * <pre>
+ * Handshake, once per connection (a challenge each way, so neither side can replay an old answer):
+ *   server: MAGIC (4) | VERSION (2) | server nonce (32)
+ *   client: MAGIC (4) | VERSION (2) | client nonce (32) | HMAC(secret, "client" | server nonce | client nonce) (32)
+ *   server: HMAC(secret, "server" | client nonce | server nonce) (32), or it closes the connection
+ * Then any number of pulls, one at a time:
+ *   request:  REQUEST (4) | pool id (8) | chunk count n (4) | n x (key hi, key lo, generation, offset, length: 8 each)
+ *   response: per chunk, in order: DATA (1) then the chunk's length bytes, or one stop status (1) that ends the
+ *             response; after the last chunk, DONE (1)
+ * </pre>
+ * A chunk is served only while the pool publishes exactly that (key, generation, offset, length), held in place as
+ * it streams; a stop status names why the rest is not served, so what arrived stays a prefix.
+ */
+final class Wire {
+
+    static final int MAGIC = 0x4B564D54; // "KVMT"
+    static final short VERSION = 1;
+    static final int REQUEST = 0x4B565251; // "KVRQ"
+    static final int NONCE_BYTES = 32;
+    static final int MAC_BYTES = 32;
+    static final int CHUNK_ENTRY_BYTES = 40;
+    static final int REQUEST_HEADER_BYTES = 16;
+
+    static final byte DATA = 0;
+    static final byte DONE = 1;
+    /** The pool does not publish that chunk there now (evicted, withdrawn, closed, unknown pool). */
+    static final byte NOT_OFFERED = 2;
+    /** The span lies outside the pool's memory. */
+    static final byte OUT_OF_RANGE = 3;
+
+    private static final byte[] CLIENT = "client".getBytes(StandardCharsets.US_ASCII);
+    private static final byte[] SERVER = "server".getBytes(StandardCharsets.US_ASCII);
+    private static final SecureRandom RANDOM = new SecureRandom();
+
+    private Wire() {
+    }
+
+    /** The handshake failed: the peer is not a member of the cluster, or does not speak this protocol. */
+    static final class NotAMemberException extends IOException {
+        NotAMemberException(String message) {
+            super(message);
+        }
+    }
+
+    static void serverHandshake(Connection c, ClusterSecret secret) throws IOException {
+        byte[] serverNonce = nonce();
+        ByteBuffer hello = ByteBuffer.allocate(6 + NONCE_BYTES);
+        hello.putInt(MAGIC).putShort(VERSION).put(serverNonce).flip();
+        c.writeFully(hello);
+        ByteBuffer answer = ByteBuffer.allocate(6 + NONCE_BYTES + MAC_BYTES);
+        c.readFully(answer);
+        answer.flip();
+        if (answer.getInt() != MAGIC || answer.getShort() != VERSION) {
+            throw new NotAMemberException("peer " + c.peer + " does not speak kvmarket TCP version " + VERSION);
+        }
+        byte[] clientNonce = new byte[NONCE_BYTES];
+        byte[] mac = new byte[MAC_BYTES];
+        answer.get(clientNonce).get(mac);
+        if (!secret.verify(secret.mac(CLIENT, serverNonce, clientNonce), mac)) {
+            throw new NotAMemberException("peer " + c.peer + " does not hold the cluster secret");
+        }
+        c.writeFully(ByteBuffer.wrap(secret.mac(SERVER, clientNonce, serverNonce)));
+    }
+
+    static void clientHandshake(Connection c, ClusterSecret secret) throws IOException {
+        ByteBuffer hello = ByteBuffer.allocate(6 + NONCE_BYTES);
+        c.readFully(hello);
+        hello.flip();
+        if (hello.getInt() != MAGIC || hello.getShort() != VERSION) {
+            throw new NotAMemberException("server " + c.peer + " does not speak kvmarket TCP version " + VERSION);
+        }
+        byte[] serverNonce = new byte[NONCE_BYTES];
+        hello.get(serverNonce);
+        byte[] clientNonce = nonce();
+        ByteBuffer answer = ByteBuffer.allocate(6 + NONCE_BYTES + MAC_BYTES);
+        answer.putInt(MAGIC).putShort(VERSION).put(clientNonce).put(secret.mac(CLIENT, serverNonce, clientNonce)).flip();
+        c.writeFully(answer);
+        ByteBuffer proof = ByteBuffer.allocate(MAC_BYTES);
+        try {
+            c.readFully(proof);
+        } catch (java.io.EOFException e) {
+            throw new NotAMemberException("server " + c.peer + " refused this node: the cluster secrets differ");
+        }
+        if (!secret.verify(secret.mac(SERVER, clientNonce, serverNonce), proof.array())) {
+            throw new NotAMemberException("server " + c.peer + " does not hold the cluster secret");
+        }
+    }
+
+    private static byte[] nonce() {
+        byte[] n = new byte[NONCE_BYTES];
+        RANDOM.nextBytes(n);
+        return n;
+    }
+}
