@@ -9,9 +9,11 @@ import java.util.concurrent.TimeUnit;
 
 /**
  * Throughput per transport and source node, learned from the transfers this marketplace ran and seeded by each
- * transport's own route estimate. The learned figure is what fetches took end to end (latency included), weighted
- * half to the newest; it is forgotten {@value #FORGET_AFTER_SECONDS} s after the last fetch, so a source declined
- * while it was slow is tried again on its route's promise instead of being shunned for good.
+ * transport's own route estimate. The learned figure is what fetches took end to end (latency included), as time
+ * per byte weighted half to the newest: averaging time, not throughput, lets one slow fetch count (a link that fell
+ * from 1 GB/s to 12 MB/s averages to 24 MB/s, not 500 MB/s). It is forgotten {@value #FORGET_AFTER_SECONDS} s after
+ * the last fetch, so a source declined while it was slow is tried again on its route's promise instead of being
+ * shunned for good.
  */
 final class TransferEstimates {
 
@@ -23,8 +25,8 @@ final class TransferEstimates {
     private record Source(Transport transport, long nodeId) {
     }
 
-    /** Bytes per nanosecond, end to end, and when it was last observed (System.nanoTime). */
-    private record Learned(double bytesPerNano, long atNanos) {
+    /** Nanoseconds per byte, end to end, and when it was last observed (System.nanoTime). */
+    private record Learned(double nanosPerByte, long atNanos) {
     }
 
     private final Map<Source, Learned> learned = new ConcurrentHashMap<>();
@@ -35,7 +37,7 @@ final class TransferEstimates {
         if (l == null || System.nanoTime() - l.atNanos > TimeUnit.SECONDS.toNanos(FORGET_AFTER_SECONDS)) {
             return route.estimateNanos(bytes);
         }
-        double nanos = bytes / l.bytesPerNano;
+        double nanos = bytes * l.nanosPerByte;
         return nanos >= Long.MAX_VALUE ? Long.MAX_VALUE : (long) nanos;
     }
 
@@ -44,9 +46,9 @@ final class TransferEstimates {
         if (bytes < MIN_LEARN_BYTES || nanos <= 0) {
             return;
         }
-        double observed = (double) bytes / nanos;
+        double observed = (double) nanos / bytes;
         long now = System.nanoTime();
         learned.merge(new Source(t, nodeId), new Learned(observed, now),
-                (old, fresh) -> new Learned((1 - ALPHA) * old.bytesPerNano + ALPHA * fresh.bytesPerNano, now));
+                (old, fresh) -> new Learned((1 - ALPHA) * old.nanosPerByte + ALPHA * fresh.nanosPerByte, now));
     }
 }

@@ -11,7 +11,7 @@ import java.util.concurrent.TimeUnit;
  * Nodes of a cluster on one machine: one network namespace per node on a bridge, addresses only inside them
  * ({@code 10.213.S.2}, {@code .3}, ...; the root namespace is {@code .1}), each process started in a node with a
  * private {@code /dev/shm} ({@code unshare -m}), so no shared-memory path can cheat. Faults for real: a node's link
- * taken down and up. Needs root and iproute2; where either is missing, {@link #unavailabilityCause()} says so and
+ * taken down and up, or slowed. Needs root and iproute2; where either is missing, {@link #unavailabilityCause()} says so and
  * the tests skip. Everything it made is removed by {@link #close()}.
  */
 public final class NetnsCluster implements AutoCloseable {
@@ -39,6 +39,7 @@ public final class NetnsCluster implements AutoCloseable {
         try {
             run(List.of("ip", "netns", "list"));
             run(List.of("unshare", "--version"));
+            run(List.of("tc", "-V"));
             return Optional.empty();
         } catch (RuntimeException e) {
             return Optional.of("network namespaces are unavailable here: " + e.getMessage());
@@ -120,6 +121,17 @@ public final class NetnsCluster implements AutoCloseable {
 
     public void linkUp(int n) {
         run(List.of("ip", "link", "set", hostEnd(n), "up"));
+    }
+
+    /** Slows what node {@code n} receives to {@code mbit} Mbit/s (a token bucket, {@code tc tbf}), as a thin link. */
+    public void shapeLink(int n, int mbit) {
+        run(List.of("tc", "qdisc", "replace", "dev", hostEnd(n), "root", "tbf", "rate", mbit + "mbit", "burst", "64kb",
+                "latency", "400ms"));
+    }
+
+    /** Gives node {@code n} its full link back. */
+    public void unshapeLink(int n) {
+        run(List.of("tc", "qdisc", "del", "dev", hostEnd(n), "root"));
     }
 
     /** Kills every process it started and removes the namespaces, links and bridge. */

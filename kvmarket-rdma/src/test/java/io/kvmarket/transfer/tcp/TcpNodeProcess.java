@@ -1,0 +1,79 @@
+package io.kvmarket.transfer.tcp;
+
+import io.kvmarket.LoadResult;
+import io.kvmarket.Match;
+import io.kvmarket.PrefillCost;
+import io.kvmarket.device.host.HostDevice;
+import io.kvmarket.key.Namespace;
+import io.kvmarket.kv.DType;
+import io.kvmarket.kv.KvLayout;
+import io.kvmarket.kv.LayoutOrder;
+import io.kvmarket.node.NodeId;
+import io.kvmarket.redis.RedisRegistry;
+import io.kvmarket.testkit.DeviceBytes;
+import io.kvmarket.testkit.KvFixture;
+import io.kvmarket.transfer.Transport;
+import io.kvmarket.transfer.Transports;
+
+import java.io.BufferedReader;
+import java.io.InputStreamReader;
+import java.nio.charset.StandardCharsets;
+import java.util.List;
+
+/**
+ * One engine of a node for the cross-node TCP tests: the Redis registry at {@code URI}, the transports the
+ * process's configuration makes available (device IPC, and TCP with the cluster secret), a 32 MiB KV cache of
+ * {@value #TOKENS} tokens. {@code export URI SALT}: exports a prompt, prints {@code READY <chunks>}, waits.
+ * {@code import URI}: for each stdin line {@code load SALT} or {@code costly-load SALT} (planned against a prefill
+ * of 0.5 ms per token), imports into shuffled blocks and prints {@code LOADED <tokens> <reason> <first wrong block>}.
+ */
+public final class TcpNodeProcess {
+
+    static final KvLayout LAYOUT = KvLayout.of(8, 8, 128, DType.FLOAT16, 16, LayoutOrder.LAYER_MAJOR);
+    static final Namespace NS = Namespace.of("tcp-node-model", "rev1", "ids", LAYOUT);
+    static final int TOKENS = KvFixture.BLOCKS * 16;
+    static final int BLOCKS = KvFixture.BLOCKS;
+
+    private static volatile boolean costly;
+
+    public static void main(String[] args) throws Exception {
+        HostDevice device = new HostDevice();
+        List<Transport> transports = Transports.openAvailable(device, NodeId.local(), 60_000);
+        PrefillCost cost = tokens -> costly ? tokens * 500_000L : Long.MAX_VALUE;
+        long pool = (long) TOKENS / KvFixture.CHUNK * KvFixture.chunkBytes(LAYOUT, KvFixture.CHUNK);
+        try (RedisRegistry registry = RedisRegistry.open(args[1]);
+             KvFixture engine = new KvFixture(device, DeviceBytes.HOST, true, registry, NS, t -> t,
+                     b -> b.poolBytes(pool).transports(transports).prefillCost(cost))) {
+            BufferedReader in = new BufferedReader(new InputStreamReader(System.in, StandardCharsets.UTF_8));
+            if (args[0].equals("export")) {
+                int salt = Integer.parseInt(args[2]);
+                int[] blocks = KvFixture.scattered(BLOCKS, salt);
+                engine.fill(blocks, BLOCKS, salt);
+                System.out.println("READY " + engine.market.export(KvFixture.tokens(TOKENS, salt), TOKENS, blocks)
+                        .chunksPublished());
+                System.out.flush();
+                while (in.readLine() != null) {
+                    // until stdin closes or the process is killed
+                }
+                return;
+            }
+            System.out.println("READY");
+            System.out.flush();
+            for (String line = in.readLine(); line != null; line = in.readLine()) {
+                String[] words = line.trim().split(" ");
+                costly = words[0].equals("costly-load");
+                int salt = Integer.parseInt(words[1]);
+                int[] into = KvFixture.scattered(BLOCKS, salt + 1000);
+                // Zeroed first: bytes a previous load left in these blocks must not pass for this one's.
+                device.hostView(engine.cache.buffer()).orElseThrow().put(0, new byte[(int) engine.cache.buffer().size()]);
+                Match m = engine.market.match(KvFixture.tokens(TOKENS, salt), TOKENS);
+                LoadResult r = engine.market.load(m, into).join();
+                int wrong = engine.firstWrongBlock(into, r.tokensImported() / 16, salt);
+                System.out.println("LOADED " + r.tokensImported() + " " + r.reason() + " " + wrong);
+                System.out.flush();
+            }
+        } finally {
+            transports.forEach(Transport::close);
+        }
+    }
+}
