@@ -236,7 +236,9 @@ final class Importer {
             Offer o = offers.get(i);
             Transport t = transportFor(o);
             if (t == null) { // a user transport's route changed since match(): a prefix-closed miss from here
-                plans.put(new SourceKey(null, List.of()), new SourcePlan(null)).add(o, i);
+                SourcePlan unreachable = new SourcePlan(null);
+                unreachable.add(o, i);
+                plans.put(new SourceKey(null, List.of()), unreachable);
                 break;
             }
             SourcePlan plan = plans.computeIfAbsent(new SourceKey(t, o.endpoints()), k -> new SourcePlan(t));

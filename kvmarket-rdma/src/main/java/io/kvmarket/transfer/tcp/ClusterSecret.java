@@ -61,8 +61,8 @@ public final class ClusterSecret {
                 n--;
             }
             return new ClusterSecret(Arrays.copyOf(bytes, n));
-        } catch (IOException e) {
-            throw new IllegalArgumentException("cannot read cluster secret file " + file + ": " + e.getMessage(), e);
+        } catch (IOException | UnsupportedOperationException e) { // no POSIX modes: its privacy cannot be checked
+            throw new IllegalArgumentException("cannot read cluster secret file " + file + ": " + e, e);
         }
     }
 

@@ -26,6 +26,10 @@ public record TcpConfig(ClusterSecret secret, InetSocketAddress bind, InetAddres
 
     public TcpConfig {
         Objects.requireNonNull(secret, "a cluster secret is required: without one, TCP serving is off");
+        if (advertise != null && (advertise.isAnyLocalAddress() || advertise.isMulticastAddress())) {
+            throw new IllegalArgumentException("advertise names no one host: " + advertise.getHostAddress()
+                    + "; give the address other nodes reach this one at");
+        }
         if (maxConnections < 1 || fetchThreads < 1) {
             throw new IllegalArgumentException("maxConnections and fetchThreads must be positive: " + maxConnections
                     + ", " + fetchThreads);

@@ -45,10 +45,15 @@ record TcpEndpoint(InetSocketAddress address, long poolId) {
         if (port == 0) {
             throw new IllegalArgumentException("TCP endpoint with port 0");
         }
+        InetAddress address;
         try {
-            return new TcpEndpoint(new InetSocketAddress(InetAddress.getByAddress(addr), port), b.getLong());
+            address = InetAddress.getByAddress(addr);
         } catch (UnknownHostException impossible) { // only for a wrong length, checked above
             throw new IllegalArgumentException(impossible);
         }
+        if (address.isAnyLocalAddress() || address.isMulticastAddress()) {
+            throw new IllegalArgumentException("TCP endpoint names no one host: " + address.getHostAddress());
+        }
+        return new TcpEndpoint(new InetSocketAddress(address, port), b.getLong());
     }
 }

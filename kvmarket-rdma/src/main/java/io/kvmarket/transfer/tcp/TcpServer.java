@@ -18,6 +18,8 @@ import java.nio.channels.ServerSocketChannel;
 import java.nio.channels.SocketChannel;
 import java.security.SecureRandom;
 import java.util.Collections;
+import java.util.Iterator;
+import java.util.LinkedHashSet;
 import java.util.Map;
 import java.util.Set;
 import java.util.concurrent.ConcurrentHashMap;
@@ -29,11 +31,15 @@ import java.util.concurrent.atomic.AtomicInteger;
 import java.util.concurrent.atomic.AtomicLong;
 
 /**
- * The serving side: one acceptor thread and at most {@link TcpConfig#maxConnections} connection threads; a
- * connection beyond that is closed at once. A connection is served only after its peer proves it holds the cluster
- * secret; it then streams chunks of the pools this process advertised, each only while the pool holds it as
- * requested. Memory per connection is one request (at most {@link #MAX_CHUNKS} entries); pool bytes go from the
- * pool's memory to the socket without a copy in between.
+ * The serving side: one acceptor thread and one thread per connection, at most {@link TcpConfig#maxConnections}
+ * connections. A connection is served only after its peer proves it holds the cluster secret; it then streams chunks
+ * of the pools this process advertised, each only while the pool holds it as requested. Memory per connection is one
+ * request (at most {@link #MAX_CHUNKS} entries); pool bytes go from the pool's memory to the socket without a copy.
+ *
+ * <p>Neither idle members nor strangers can lock members out. At most half the connections may be still proving
+ * membership; past that the oldest such is dropped (a member proves it in one round trip, a stranger never does).
+ * At the limit, a new connection takes the place of the member connection idle longest (its client reconnects when
+ * it next pulls); only when every connection is mid-transfer is a new one refused.
  */
 final class TcpServer implements AutoCloseable {
 
@@ -52,6 +58,9 @@ final class TcpServer implements AutoCloseable {
     private final InetSocketAddress advertised;
     private final Map<Long, ServedPool> pools = new ConcurrentHashMap<>();
     private final Set<Connection> open = ConcurrentHashMap.newKeySet();
+    /** Guarded by this: connections still in the handshake, oldest first; members waiting for a request, idle longest first. */
+    private final Set<Connection> proving = new LinkedHashSet<>();
+    private final Set<Connection> waiting = new LinkedHashSet<>();
     private final ThreadPoolExecutor workers;
     private final Thread acceptor;
     private final AtomicLong lastWarnNanos = new AtomicLong(System.nanoTime() - WARN_EVERY_NANOS);
@@ -67,8 +76,9 @@ final class TcpServer implements AutoCloseable {
         this.advertised = advertised;
         int id = SERVERS.incrementAndGet();
         AtomicInteger threads = new AtomicInteger();
-        this.workers = new ThreadPoolExecutor(0, config.maxConnections(), 30, TimeUnit.SECONDS,
-                new SynchronousQueue<>(), r -> daemon(r, "kvmarket-tcp-serve-" + id + "-" + threads.incrementAndGet()));
+        // Bounded by admission below, not by the pool: a dropped connection's thread may still be unwinding.
+        this.workers = new ThreadPoolExecutor(0, Integer.MAX_VALUE, 30, TimeUnit.SECONDS, new SynchronousQueue<>(),
+                r -> daemon(r, "kvmarket-tcp-serve-" + id + "-" + threads.incrementAndGet()));
         this.acceptor = daemon(this::acceptLoop, "kvmarket-tcp-accept-" + id);
     }
 
@@ -140,13 +150,16 @@ final class TcpServer implements AutoCloseable {
                 closeQuietly(ch);
                 continue;
             }
-            open.add(c);
+            if (!admit(c)) {
+                warnRateLimited("refused a connection from {}: all {} connections are mid-transfer ({} refused so far)",
+                        c.peer, config.maxConnections());
+                c.close();
+                continue;
+            }
             watchdog.watch(c);
             try {
                 workers.execute(() -> handle(c));
-            } catch (RejectedExecutionException e) {
-                warnRateLimited("refused a connection from {}: all {} connection threads busy ({} refused so far)",
-                        c.peer, config.maxConnections());
+            } catch (RejectedExecutionException e) { // only once closed
                 drop(c);
             }
             if (closed) { // close() ran after this connection was accepted: it must not outlive it
@@ -155,16 +168,58 @@ final class TcpServer implements AutoCloseable {
         }
     }
 
+    /** Makes room for {@code c} as the class comment says, or refuses it; records it as proving membership. */
+    private synchronized boolean admit(Connection c) {
+        int maxProving = Math.max(1, config.maxConnections() / 2);
+        if (proving.size() >= maxProving) {
+            evict(proving);
+        }
+        if (open.size() >= config.maxConnections() && !evict(waiting) && !evict(proving)) {
+            return false;
+        }
+        proving.add(c);
+        open.add(c);
+        return true;
+    }
+
+    /** Drops the first of {@code ones} (the oldest), if any. */
+    private boolean evict(Set<Connection> ones) {
+        Iterator<Connection> it = ones.iterator();
+        if (!it.hasNext()) {
+            return false;
+        }
+        Connection victim = it.next();
+        it.remove();
+        LOG.debug("dropped the connection of {} to make room", victim.peer);
+        drop(victim);
+        return true;
+    }
+
+    private synchronized void proven(Connection c) {
+        proving.remove(c);
+    }
+
+    private synchronized void waitingForRequest(Connection c, boolean waits) {
+        if (waits) {
+            waiting.add(c);
+        } else {
+            waiting.remove(c);
+        }
+    }
+
     private void handle(Connection c) {
         try {
             c.deadline(System.nanoTime() + TimeUnit.MILLISECONDS.toNanos(config.connectTimeoutMillis()));
             Wire.serverHandshake(c, config.secret());
+            proven(c);
             ByteBuffer header = ByteBuffer.allocate(Wire.REQUEST_HEADER_BYTES);
             ByteBuffer status = ByteBuffer.allocateDirect(1);
             while (!closed) {
                 c.deadline(System.nanoTime() + TimeUnit.MILLISECONDS.toNanos(config.idleTimeoutMillis()));
                 header.clear();
+                waitingForRequest(c, true);
                 c.readFully(header);
+                waitingForRequest(c, false);
                 c.armIoDeadline();
                 header.flip();
                 int magic = header.getInt();
@@ -234,6 +289,10 @@ final class TcpServer implements AutoCloseable {
         c.close();
         open.remove(c);
         watchdog.forget(c);
+        synchronized (this) {
+            proving.remove(c);
+            waiting.remove(c);
+        }
     }
 
     private void warnRateLimited(String format, Object peer, Object detail) {

@@ -48,6 +48,8 @@ public final class TcpTransport implements Transport {
 
     private static final Logger LOG = LoggerFactory.getLogger(TcpTransport.class);
     private static final int SKIP_BYTES = 64 * 1024;
+    /** Idle connections kept per peer: enough for bursts, few enough not to crowd the peer's connection limit. */
+    static final int MAX_IDLE_PER_PEER = 4;
     private static final AtomicInteger TRANSPORTS = new AtomicInteger();
 
     private final Device device;
@@ -207,6 +209,9 @@ public final class TcpTransport implements Transport {
             } catch (TransferException stop) {
                 release(peer, c);
                 throw stop;
+            } catch (RuntimeException e) { // out of step with the stream: nobody may read on after it
+                closeQuietly(c);
+                throw e;
             } catch (IOException e) {
                 closeQuietly(c);
                 if (fresh || p.anyByte) {
@@ -239,6 +244,9 @@ public final class TcpTransport implements Transport {
                 throw new IOException("TCP transport closed");
             }
             ch.connect(peer);
+            if (closed) { // close() ran meanwhile: its watchdog no longer guards this socket
+                throw new IOException("TCP transport closed");
+            }
             ch.setOption(StandardSocketOptions.TCP_NODELAY, true);
             Wire.clientHandshake(c, config.secret());
             return c;
@@ -252,6 +260,9 @@ public final class TcpTransport implements Transport {
         } catch (IOException e) {
             boolean timedOut = c != null && c.timedOut();
             closeQuietly(c);
+            if (closed) {
+                throw new TransferException(TransferFailure.FAILED, "TCP transport closed", e);
+            }
             throw new TransferException(TransferFailure.UNREACHABLE, "cannot reach " + peer + ": "
                     + (timedOut ? "no answer within " + config.connectTimeoutMillis() + " ms" : e.toString()), e);
         }
@@ -276,9 +287,14 @@ public final class TcpTransport implements Transport {
     }
 
     private void release(InetSocketAddress peer, Connection c) {
+        ConcurrentLinkedDeque<Connection> q = idle.computeIfAbsent(peer, p -> new ConcurrentLinkedDeque<>());
+        if (q.size() >= MAX_IDLE_PER_PEER) {
+            closeQuietly(c);
+            return;
+        }
         c.noDeadline();
         c.idleSinceNanos = System.nanoTime();
-        idle.computeIfAbsent(peer, p -> new ConcurrentLinkedDeque<>()).addFirst(c);
+        q.addFirst(c);
         if (closed) {
             closeIdle();
         }
@@ -324,7 +340,11 @@ public final class TcpTransport implements Transport {
         }
     }
 
-    /** Stops serving, fails fetches still running or queued, closes every connection. Idempotent. */
+    /**
+     * Stops serving, fails fetches still running or queued, closes every connection. A running fetch's future fails
+     * once its thread has stopped (at most 5 s), so no byte lands in the engine's memory after the engine was told
+     * the fetch failed. Idempotent.
+     */
     @Override
     public void close() {
         if (closed) {
@@ -337,13 +357,13 @@ public final class TcpTransport implements Transport {
         fetchers.shutdownNow();
         watchdog.close();
         closeIdle();
-        for (CompletableFuture<Void> f : running) {
-            f.completeExceptionally(new TransferException(TransferFailure.FAILED, "TCP transport closed"));
-        }
         try {
             fetchers.awaitTermination(5, TimeUnit.SECONDS);
         } catch (InterruptedException e) {
             Thread.currentThread().interrupt();
+        }
+        for (CompletableFuture<Void> f : running) {
+            f.completeExceptionally(new TransferException(TransferFailure.FAILED, "TCP transport closed"));
         }
     }
 
