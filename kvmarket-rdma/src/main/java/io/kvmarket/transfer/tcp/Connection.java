@@ -1,5 +1,6 @@
 package io.kvmarket.transfer.tcp;
 
+import javax.crypto.Mac;
 import java.io.EOFException;
 import java.io.IOException;
 import java.net.SocketAddress;
@@ -21,6 +22,9 @@ final class Connection implements AutoCloseable {
     private volatile boolean timedOut;
     /** When the connection was last returned to a client's idle pool (System.nanoTime). */
     volatile long idleSinceNanos;
+    /** A client connection's session MAC and the number of its next request; used by one pull at a time. */
+    Mac session;
+    long nextRequest;
 
     Connection(SocketChannel channel, SocketAddress peer, long ioTimeoutMillis) {
         this.channel = channel;
@@ -56,15 +60,6 @@ final class Connection implements AutoCloseable {
                 throw new EOFException("connection to " + peer + " closed by the peer");
             }
             progressed();
-        }
-    }
-
-    /** Reads and throws away {@code n} bytes through {@code scratch}. */
-    void skip(long n, ByteBuffer scratch) throws IOException {
-        while (n > 0) {
-            scratch.clear().limit((int) Math.min(scratch.capacity(), n));
-            readFully(scratch);
-            n -= scratch.limit();
         }
     }
 

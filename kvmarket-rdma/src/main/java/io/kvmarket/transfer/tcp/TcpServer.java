@@ -6,6 +6,8 @@ import io.kvmarket.transfer.ServedPool;
 import org.slf4j.Logger;
 import org.slf4j.LoggerFactory;
 
+import javax.crypto.Mac;
+
 import java.io.IOException;
 import java.net.Inet4Address;
 import java.net.InetAddress;
@@ -16,7 +18,9 @@ import java.net.StandardSocketOptions;
 import java.nio.ByteBuffer;
 import java.nio.channels.ServerSocketChannel;
 import java.nio.channels.SocketChannel;
+import java.security.MessageDigest;
 import java.security.SecureRandom;
+import java.util.Arrays;
 import java.util.Collections;
 import java.util.Iterator;
 import java.util.LinkedHashSet;
@@ -210,11 +214,13 @@ final class TcpServer implements AutoCloseable {
     private void handle(Connection c) {
         try {
             c.deadline(System.nanoTime() + TimeUnit.MILLISECONDS.toNanos(config.connectTimeoutMillis()));
-            Wire.serverHandshake(c, config.secret());
+            Mac mac = Wire.sessionMac(Wire.serverHandshake(c, config.secret()));
             proven(c);
             ByteBuffer header = ByteBuffer.allocate(Wire.REQUEST_HEADER_BYTES);
             ByteBuffer status = ByteBuffer.allocateDirect(1);
-            while (!closed) {
+            ByteBuffer seq = ByteBuffer.allocate(8);
+            byte[] tag = new byte[Wire.MAC_BYTES];
+            for (long n = 0; !closed; n++) {
                 c.deadline(System.nanoTime() + TimeUnit.MILLISECONDS.toNanos(config.idleTimeoutMillis()));
                 header.clear();
                 waitingForRequest(c, true);
@@ -223,6 +229,7 @@ final class TcpServer implements AutoCloseable {
                 c.armIoDeadline();
                 header.flip();
                 int magic = header.getInt();
+                int flags = header.getInt();
                 long poolId = header.getLong();
                 int count = header.getInt();
                 if (magic != Wire.REQUEST || count < 1 || count > MAX_CHUNKS) {
@@ -230,10 +237,19 @@ final class TcpServer implements AutoCloseable {
                             Integer.toHexString(magic) + ", " + count);
                     return;
                 }
-                ByteBuffer entries = ByteBuffer.allocate(count * Wire.CHUNK_ENTRY_BYTES);
+                ByteBuffer entries = ByteBuffer.allocate(count * Wire.CHUNK_ENTRY_BYTES + Wire.MAC_BYTES);
                 c.readFully(entries);
-                entries.flip();
-                serve(c, pools.get(poolId), entries, count, status);
+                mac.update(seq.clear().putLong(0, n));
+                mac.update(header.array());
+                mac.update(entries.array(), 0, count * Wire.CHUNK_ENTRY_BYTES);
+                if (!MessageDigest.isEqual(mac.doFinal(), Arrays.copyOfRange(entries.array(),
+                        count * Wire.CHUNK_ENTRY_BYTES, entries.capacity()))) {
+                    warnRateLimited("closed the connection of {}: request {} fails its MAC", c.peer, n);
+                    return;
+                }
+                entries.flip().limit(count * Wire.CHUNK_ENTRY_BYTES);
+                serve(c, pools.get(poolId), entries, count, status,
+                        (flags & Wire.CHUNK_MACS) != 0 ? mac : null, n, tag);
             }
         } catch (Wire.NotAMemberException e) {
             warnRateLimited("refused {}: {}", c.peer, e.getMessage());
@@ -246,12 +262,16 @@ final class TcpServer implements AutoCloseable {
         }
     }
 
-    /** Streams the requested chunks while the pool holds each; the first it cannot serve ends the response. */
-    private void serve(Connection c, ServedPool pool, ByteBuffer entries, int count, ByteBuffer status)
-            throws IOException {
+    /**
+     * Streams the requested chunks while the pool holds each, each followed by its MAC when {@code mac} is given;
+     * the first chunk it cannot serve ends the response.
+     */
+    private void serve(Connection c, ServedPool pool, ByteBuffer entries, int count, ByteBuffer status, Mac mac,
+                       long n, byte[] tag) throws IOException {
         ByteBuffer view = pool == null || pool.isClosed() ? null : device.hostView(pool.buffer()).orElse(null);
         long size = pool == null ? 0 : pool.buffer().size();
         for (int i = 0; i < count; i++) {
+            int entry = entries.position();
             ChunkKey key = new ChunkKey(entries.getLong(), entries.getLong());
             long generation = entries.getLong();
             long offset = entries.getLong();
@@ -272,7 +292,12 @@ final class TcpServer implements AutoCloseable {
             try {
                 view.limit(view.capacity()).position((int) offset).limit((int) (offset + length));
                 status.clear().put(Wire.DATA).flip();
-                c.writeFully(status, view);
+                if (mac == null) {
+                    c.writeFully(status, view);
+                } else {
+                    Wire.chunkMac(mac, n, i, entries.array(), entry, view.duplicate(), tag);
+                    c.writeFully(status, view, ByteBuffer.wrap(tag));
+                }
             } finally {
                 hold.close();
             }

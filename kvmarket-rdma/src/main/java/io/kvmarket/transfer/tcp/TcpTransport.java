@@ -14,12 +14,15 @@ import io.kvmarket.transfer.Transport;
 import org.slf4j.Logger;
 import org.slf4j.LoggerFactory;
 
+import javax.crypto.Mac;
+
 import java.io.IOException;
 import java.net.ConnectException;
 import java.net.InetSocketAddress;
 import java.net.StandardSocketOptions;
 import java.nio.ByteBuffer;
 import java.nio.channels.SocketChannel;
+import java.security.MessageDigest;
 import java.util.List;
 import java.util.Map;
 import java.util.Optional;
@@ -201,7 +204,7 @@ public final class TcpTransport implements Transport {
             c = connect(peer);
         }
         while (true) {
-            Pull p = new Pull(plan, view);
+            Pull p = new Pull(plan, view, config.chunkMacs());
             try {
                 p.run(c, endpoint.poolId());
                 release(peer, c);
@@ -248,7 +251,7 @@ public final class TcpTransport implements Transport {
                 throw new IOException("TCP transport closed");
             }
             ch.setOption(StandardSocketOptions.TCP_NODELAY, true);
-            Wire.clientHandshake(c, config.secret());
+            c.session = Wire.sessionMac(Wire.clientHandshake(c, config.secret()));
             return c;
         } catch (ConnectException e) {
             closeQuietly(c);
@@ -371,42 +374,68 @@ public final class TcpTransport implements Transport {
     private static final class Pull {
         final FetchPlan plan;
         final ByteBuffer view;
+        final boolean chunkMacs;
         int delivered;
         boolean anyByte;
         private ByteBuffer scratch;
 
-        Pull(FetchPlan plan, ByteBuffer view) {
+        Pull(FetchPlan plan, ByteBuffer view, boolean chunkMacs) {
             this.plan = plan;
             this.view = view;
+            this.chunkMacs = chunkMacs;
         }
 
         void run(Connection c, long poolId) throws IOException {
             List<Offer> chunks = plan.chunks;
             ByteBuffer status = ByteBuffer.allocateDirect(1);
+            Mac mac = c.session;
             for (int from = 0; from < chunks.size(); from += TcpServer.MAX_CHUNKS) {
                 int to = Math.min(chunks.size(), from + TcpServer.MAX_CHUNKS);
-                ByteBuffer request = ByteBuffer.allocate(Wire.REQUEST_HEADER_BYTES + (to - from) * Wire.CHUNK_ENTRY_BYTES);
-                request.putInt(Wire.REQUEST).putLong(poolId).putInt(to - from);
+                int entriesBytes = (to - from) * Wire.CHUNK_ENTRY_BYTES;
+                ByteBuffer request = ByteBuffer.allocate(Wire.REQUEST_HEADER_BYTES + entriesBytes + Wire.MAC_BYTES);
+                request.putInt(Wire.REQUEST).putInt(chunkMacs ? Wire.CHUNK_MACS : 0).putLong(poolId).putInt(to - from);
                 for (int i = from; i < to; i++) {
                     Offer o = chunks.get(i);
                     request.putLong(o.key().hi()).putLong(o.key().lo()).putLong(o.generation()).putLong(o.offset())
                             .putLong(o.length());
                 }
-                request.flip();
+                long n = c.nextRequest++;
+                mac.update(ByteBuffer.allocate(8).putLong(0, n));
+                mac.update(request.array(), 0, request.position());
+                request.put(mac.doFinal()).flip();
                 c.armIoDeadline();
                 c.writeFully(request);
+                byte[] entries = request.array();
                 for (int i = from; i < to; i++) {
                     byte code = readStatus(c, status);
                     if (code != Wire.DATA) {
                         throw stopped(c, code, i);
                     }
-                    receive(c, chunks.get(i), plan.pieces[i]);
+                    if (chunkMacs) {
+                        Wire.chunkMacStart(mac, n, i - from, entries,
+                                Wire.REQUEST_HEADER_BYTES + (i - from) * Wire.CHUNK_ENTRY_BYTES);
+                    }
+                    receive(c, chunks.get(i), plan.pieces[i], chunkMacs ? mac : null);
+                    if (chunkMacs) {
+                        checkMac(c, mac, i);
+                    }
                     delivered++;
                 }
                 byte end = readStatus(c, status);
                 if (end != Wire.DONE) {
                     throw new IOException("server " + c.peer + " sent status " + end + " where the response ends");
                 }
+            }
+        }
+
+        /** Reads the chunk's MAC and compares: bytes changed on the way never count as delivered. */
+        private void checkMac(Connection c, Mac mac, int i) throws IOException {
+            byte[] expected = new byte[Wire.MAC_BYTES];
+            Wire.chunkMacEnd(mac, expected);
+            ByteBuffer tag = ByteBuffer.allocate(Wire.MAC_BYTES);
+            c.readFully(tag);
+            if (!MessageDigest.isEqual(expected, tag.array())) {
+                throw new IOException("chunk " + i + " from " + c.peer + " fails its MAC: changed on the way");
             }
         }
 
@@ -417,19 +446,38 @@ public final class TcpTransport implements Transport {
             return status.get(0);
         }
 
-        /** Reads one chunk's bytes, each piece straight into place, skipping spans nobody asked for. */
-        private void receive(Connection c, Offer chunk, long[] pieces) throws IOException {
+        /**
+         * Reads one chunk's bytes, each piece straight into place, skipping spans nobody asked for; every byte also
+         * goes through {@code mac} when given.
+         */
+        private void receive(Connection c, Offer chunk, long[] pieces, Mac mac) throws IOException {
             long at = 0;
             for (int p = 0; p < pieces.length; p += 3) {
                 if (pieces[p] > at) {
-                    c.skip(pieces[p] - at, scratch());
+                    skip(c, pieces[p] - at, mac);
                 }
-                view.limit(view.capacity()).position((int) pieces[p + 1]).limit((int) (pieces[p + 1] + pieces[p + 2]));
+                int start = (int) pieces[p + 1];
+                view.limit(view.capacity()).position(start).limit((int) (start + pieces[p + 2]));
                 c.readFully(view);
+                if (mac != null) {
+                    mac.update(view.position(start));
+                }
                 at = pieces[p] + pieces[p + 2];
             }
             if (chunk.length() > at) {
-                c.skip(chunk.length() - at, scratch());
+                skip(c, chunk.length() - at, mac);
+            }
+        }
+
+        private void skip(Connection c, long n, Mac mac) throws IOException {
+            ByteBuffer s = scratch();
+            while (n > 0) {
+                s.clear().limit((int) Math.min(s.capacity(), n));
+                c.readFully(s);
+                if (mac != null) {
+                    mac.update(s.flip());
+                }
+                n -= s.limit();
             }
         }
 

@@ -25,6 +25,8 @@ import java.util.Optional;
  *       the bind address nor the first non-loopback one.</li>
  *   <li>{@value #SEED_GBPS} / {@code KVMARKET_TCP_SEED_GBPS}: the throughput imports plan with before they measure
  *       one (GB/s, 1.0 by default).</li>
+ *   <li>{@value #CHUNK_MACS} / {@code KVMARKET_TCP_CHUNK_MACS}: {@code false} to import without a MAC per chunk, where
+ *       the network itself guarantees integrity ({@code true} by default).</li>
  * </ul>
  */
 public final class TcpTransportProvider implements TransportProvider {
@@ -33,6 +35,7 @@ public final class TcpTransportProvider implements TransportProvider {
     public static final String BIND = "kvmarket.tcp.bind";
     public static final String ADVERTISE = "kvmarket.tcp.advertise";
     public static final String SEED_GBPS = "kvmarket.tcp.seedGBps";
+    public static final String CHUNK_MACS = "kvmarket.tcp.chunkMacs";
 
     @Override
     public String name() {
@@ -87,6 +90,13 @@ public final class TcpTransportProvider implements TransportProvider {
             } catch (NumberFormatException e) {
                 throw new IllegalArgumentException(SEED_GBPS + " is not a number: " + seed, e);
             }
+        }
+        String macs = setting(CHUNK_MACS, "KVMARKET_TCP_CHUNK_MACS");
+        if (macs != null) {
+            if (!macs.equalsIgnoreCase("true") && !macs.equalsIgnoreCase("false")) {
+                throw new IllegalArgumentException(CHUNK_MACS + " must be true or false, was " + macs);
+            }
+            config = config.withChunkMacs(Boolean.parseBoolean(macs));
         }
         return config;
     }

@@ -1,8 +1,11 @@
 package io.kvmarket.transfer.tcp;
 
+import javax.crypto.Mac;
+import javax.crypto.spec.SecretKeySpec;
 import java.io.IOException;
 import java.nio.ByteBuffer;
 import java.nio.charset.StandardCharsets;
+import java.security.GeneralSecurityException;
 import java.security.SecureRandom;
 
 /**
@@ -13,13 +16,20 @@ import java.security.SecureRandom;
  *   server: MAGIC (4) | VERSION (2) | server nonce (32)
  *   client: MAGIC (4) | VERSION (2) | client nonce (32) | HMAC(secret, "client" | server nonce | client nonce) (32)
  *   server: HMAC(secret, "server" | client nonce | server nonce) (32), or it closes the connection
- * Then any number of pulls, one at a time:
- *   request:  REQUEST (4) | pool id (8) | chunk count n (4) | n x (key hi, key lo, generation, offset, length: 8 each)
- *   response: per chunk, in order: DATA (1) then the chunk's length bytes, or one stop status (1) that ends the
- *             response; after the last chunk, DONE (1)
+ * Both sides then hold a session key, HMAC(secret, "session" | server nonce | client nonce), that no one without
+ * the secret can compute, relaying the handshake or not. Then any number of pulls, one at a time, the n-th of the
+ * connection numbered n:
+ *   request:  REQUEST (4) | flags (4) | pool id (8) | chunk count c (4)
+ *             | c x (key hi, key lo, generation, offset, length: 8 each)
+ *             | HMAC(session, n | all of the above) (32)
+ *   response: per chunk, in order: DATA (1), the chunk's length bytes, and when flags has {@link #CHUNK_MACS}
+ *             HMAC(session, n | chunk index | the chunk's request entry | its bytes) (32); or one stop status (1)
+ *             that ends the response; after the last chunk, DONE (1)
  * </pre>
  * A chunk is served only while the pool publishes exactly that (key, generation, offset, length), held in place as
- * it streams; a stop status names why the rest is not served, so what arrived stays a prefix.
+ * it streams; a stop status names why the rest is not served, so what arrived stays a prefix. The request's MAC keeps
+ * a stranger who relayed a member's handshake from being served; a chunk's MAC binds its bytes to what was asked,
+ * so bytes rewritten on the way never count as delivered.
  */
 final class Wire {
 
@@ -29,7 +39,9 @@ final class Wire {
     static final int NONCE_BYTES = 32;
     static final int MAC_BYTES = 32;
     static final int CHUNK_ENTRY_BYTES = 40;
-    static final int REQUEST_HEADER_BYTES = 16;
+    static final int REQUEST_HEADER_BYTES = 20;
+    /** Request flag: a MAC follows every chunk's bytes. */
+    static final int CHUNK_MACS = 1;
 
     static final byte DATA = 0;
     static final byte DONE = 1;
@@ -40,6 +52,7 @@ final class Wire {
 
     private static final byte[] CLIENT = "client".getBytes(StandardCharsets.US_ASCII);
     private static final byte[] SERVER = "server".getBytes(StandardCharsets.US_ASCII);
+    private static final byte[] SESSION = "session".getBytes(StandardCharsets.US_ASCII);
     private static final SecureRandom RANDOM = new SecureRandom();
 
     private Wire() {
@@ -52,7 +65,8 @@ final class Wire {
         }
     }
 
-    static void serverHandshake(Connection c, ClusterSecret secret) throws IOException {
+    /** Proves membership both ways; returns the session key. */
+    static byte[] serverHandshake(Connection c, ClusterSecret secret) throws IOException {
         byte[] serverNonce = nonce();
         ByteBuffer hello = ByteBuffer.allocate(6 + NONCE_BYTES);
         hello.putInt(MAGIC).putShort(VERSION).put(serverNonce).flip();
@@ -70,9 +84,11 @@ final class Wire {
             throw new NotAMemberException("peer " + c.peer + " does not hold the cluster secret");
         }
         c.writeFully(ByteBuffer.wrap(secret.mac(SERVER, clientNonce, serverNonce)));
+        return secret.mac(SESSION, serverNonce, clientNonce);
     }
 
-    static void clientHandshake(Connection c, ClusterSecret secret) throws IOException {
+    /** Proves membership both ways; returns the session key. */
+    static byte[] clientHandshake(Connection c, ClusterSecret secret) throws IOException {
         ByteBuffer hello = ByteBuffer.allocate(6 + NONCE_BYTES);
         c.readFully(hello);
         hello.flip();
@@ -93,6 +109,41 @@ final class Wire {
         }
         if (!secret.verify(secret.mac(SERVER, clientNonce, serverNonce), proof.array())) {
             throw new NotAMemberException("server " + c.peer + " does not hold the cluster secret");
+        }
+        return secret.mac(SESSION, serverNonce, clientNonce);
+    }
+
+    /**
+     * The MAC of chunk {@code index} of request {@code n}: over the request's entry for it (40 bytes of
+     * {@code entries} at {@code entry}) and its bytes, the {@code remaining} bytes of {@code bytes}, into {@code tag}.
+     */
+    static void chunkMac(Mac mac, long n, int index, byte[] entries, int entry, ByteBuffer bytes, byte[] tag) {
+        chunkMacStart(mac, n, index, entries, entry);
+        mac.update(bytes);
+        chunkMacEnd(mac, tag);
+    }
+
+    static void chunkMacStart(Mac mac, long n, int index, byte[] entries, int entry) {
+        mac.update(ByteBuffer.allocate(12).putLong(n).putInt(index).array());
+        mac.update(entries, entry, CHUNK_ENTRY_BYTES);
+    }
+
+    static void chunkMacEnd(Mac mac, byte[] tag) {
+        try {
+            mac.doFinal(tag, 0);
+        } catch (javax.crypto.ShortBufferException impossible) { // the tag holds MAC_BYTES
+            throw new IllegalStateException(impossible);
+        }
+    }
+
+    /** A fresh HMAC-SHA256 under the session key; one per connection side, used by one thread at a time. */
+    static Mac sessionMac(byte[] sessionKey) {
+        try {
+            Mac mac = Mac.getInstance("HmacSHA256");
+            mac.init(new SecretKeySpec(sessionKey, "HmacSHA256"));
+            return mac;
+        } catch (GeneralSecurityException e) {
+            throw new IllegalStateException("HMAC-SHA256 is missing from this JVM", e);
         }
     }
 

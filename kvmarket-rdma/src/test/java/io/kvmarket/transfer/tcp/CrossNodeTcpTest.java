@@ -57,10 +57,12 @@ class CrossNodeTcpTest {
             importer.awaitLine("READY", Duration.ofSeconds(60));
             String full = "LOADED " + TcpNodeProcess.TOKENS + " NONE -1";
 
-            assertEquals(full, load(importer, "load 7"), "node 1's KV, imported on node 2 over TCP byte for byte");
-            assertEquals(full, load(importer, "costly-load 7"), "a fast link beats a 0.5 ms/token prefill");
+            for (int i = 0; i < 3; i++) { // the first runs cold: the link's figure settles after a few
+                assertEquals(full, load(importer, "load 7"), "node 1's KV, imported on node 2 over TCP byte for byte");
+            }
+            assertEquals(full, load(importer, "costly-load 7"), "a fast link beats a 0.25 ms/token prefill");
 
-            // 100 Mbit/s: 32 MiB take about 2.7 s, against 0.5 s to prefill. The first import runs on the seed
+            // 100 Mbit/s: 32 MiB take about 2.7 s, against 0.25 s to prefill. The first import runs on the seed
             // estimate and measures the link; the next is declined.
             cluster.shapeLink(2, 100);
             assertEquals(full, load(importer, "costly-load 7"));

@@ -12,7 +12,6 @@ import io.kvmarket.testkit.PublishedChunks;
 import io.kvmarket.transfer.TransferException;
 import org.junit.jupiter.api.AfterEach;
 import org.junit.jupiter.api.BeforeEach;
-import org.junit.jupiter.api.Disabled;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.Timeout;
 import org.junit.jupiter.api.io.TempDir;
@@ -37,6 +36,11 @@ import static org.junit.jupiter.api.Assertions.assertTrue;
 import static org.junit.jupiter.api.Assertions.fail;
 
 @Timeout(120)
+/**
+ * A server under abuse: idle members and silent strangers at the connection limit, an on-path relay rewriting bytes,
+ * close() with fetches queued, many transports in one JVM, a member cut mid-request. Members stay served, rewritten
+ * bytes never count, nothing is left running.
+ */
 class TcpServerAbuseTest {
 
     static final int CHUNK = 64 * 1024;
@@ -109,8 +113,8 @@ class TcpServerAbuseTest {
     }
 
     /**
-     * Idle pooled client connections each pin one of the server's maxConnections threads for the server's whole
-     * idle timeout (60 s by default), so a handful of importers that once fetched lock every other importer out.
+     * Importers that once fetched keep idle connections to the server: at the server's connection limit they must
+     * make room for a new importer, not lock it out for the idle timeout.
      */
     @Test
     void idlePooledConnectionsOfOtherImportersLockOutANewImporter() {
@@ -128,8 +132,8 @@ class TcpServerAbuseTest {
     }
 
     /**
-     * Peers that do not hold the secret can occupy every connection thread just by connecting and saying nothing:
-     * members are then refused.
+     * Peers that do not hold the secret connect and say nothing, as many as the server allows: a member must still be
+     * served.
      */
     @Test
     void nonMembersThatConnectAndStaySilentLockOutMembers() throws Exception {
@@ -152,12 +156,10 @@ class TcpServerAbuseTest {
     }
 
     /**
-     * Only the handshake is authenticated: an on-path relay that does not know the secret passes the handshake
-     * through, then flips one byte of a chunk. The fetch succeeds and the wrong bytes are delivered as imported.
+     * An on-path relay that does not know the secret passes the handshake through, then flips one byte of a chunk:
+     * the chunk fails its MAC, and the fetch never reports those bytes delivered.
      */
     @Test
-    @Disabled("not defended yet: the handshake proves membership but chunks carry no MAC keyed to the session; "
-            + "see the README's Across nodes section. Enable once every chunk and status is authenticated.")
     void anOnPathRelayWithoutTheSecretRewritesChunkBytesAndTheFetchSucceeds() throws Exception {
         TcpTransport server = open(exporterDevice, 1, TcpTransportContractTest.serving());
         Endpoint real = server.advertise(pool).orElseThrow();
@@ -181,11 +183,7 @@ class TcpServerAbuseTest {
         List<Offer> one = List.of(o);
         TcpTransport importer = open(importerDevice, 2, TcpTransportContractTest.fetchingOnly());
         String r = outcome(importer.fetch(one, destination, inOrder(one)));
-        byte[] got = DeviceBytes.HOST.read(destination, 0, CHUNK);
-        byte[] want = Arrays.copyOfRange(sourceBytes, 2 * CHUNK, 3 * CHUNK);
-        if ("ok".equals(r)) {
-            assertArrayEquals(want, got, "fetch reported success but delivered bytes a non-member rewrote");
-        }
+        assertTrue(r.contains("fails its MAC") && r.contains("after 0 of 1 chunks"), r);
     }
 
     static void pipe(Socket from, Socket to, long flipAt) {
@@ -299,8 +297,8 @@ class TcpServerAbuseTest {
         try (java.nio.channels.SocketChannel ch = java.nio.channels.SocketChannel.open(at)) {
             Connection c = new Connection(ch, at, 10_000);
             Wire.clientHandshake(c, TcpTransportContractTest.SECRET);
-            java.nio.ByteBuffer req = java.nio.ByteBuffer.allocate(16 + 40);
-            req.putInt(Wire.REQUEST).putLong(1).putInt(TcpServer.MAX_CHUNKS).putLong(1).flip();
+            java.nio.ByteBuffer req = java.nio.ByteBuffer.allocate(Wire.REQUEST_HEADER_BYTES + 40);
+            req.putInt(Wire.REQUEST).putInt(0).putLong(1).putInt(TcpServer.MAX_CHUNKS).putLong(1).flip();
             c.writeFully(req);
             long t0 = System.nanoTime();
             while (server.servedConnections() > 0 && System.nanoTime() - t0 < TimeUnit.SECONDS.toNanos(5)) {

@@ -17,6 +17,7 @@ import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.Timeout;
 import org.junit.jupiter.api.io.TempDir;
 
+import javax.crypto.Mac;
 import java.io.IOException;
 import java.net.InetAddress;
 import java.net.InetSocketAddress;
@@ -185,7 +186,7 @@ class TcpTransportTest {
         }
     }
 
-    /** Raw peers speaking garbage: each loses its own connection, members are still served. */
+    /** Raw peers speaking garbage or forging requests: each loses its own connection, members are still served. */
     @Test
     void malformedAndOversizedFramesCloseOnlyTheirConnection() throws Exception {
         InetSocketAddress at = server.serving().orElseThrow();
@@ -203,10 +204,23 @@ class TcpTransportTest {
                 Connection c = new Connection(ch, at, 2000);
                 Wire.clientHandshake(c, TcpTransportContractTest.SECRET);
                 ByteBuffer req = ByteBuffer.allocate(Wire.REQUEST_HEADER_BYTES);
-                req.putInt(frame[0]).putLong(0).putInt(frame[1]).flip();
+                req.putInt(frame[0]).putInt(0).putLong(0).putInt(frame[1]).flip();
                 c.writeFully(req);
                 assertClosedByPeer(ch.socket());
             }
+        }
+        // A well-formed request under a MAC that is not the session's (what a stranger relaying a member's
+        // handshake would send): closed, nothing held.
+        try (SocketChannel ch = SocketChannel.open(at)) {
+            Connection c = new Connection(ch, at, 2000);
+            Wire.clientHandshake(c, TcpTransportContractTest.SECRET);
+            ByteBuffer req = ByteBuffer.allocate(Wire.REQUEST_HEADER_BYTES + Wire.CHUNK_ENTRY_BYTES + Wire.MAC_BYTES);
+            TcpEndpoint te = TcpEndpoint.decode(endpoint);
+            req.putInt(Wire.REQUEST).putInt(0).putLong(te.poolId()).putInt(1).putLong(o.key().hi()).putLong(o.key().lo())
+                    .putLong(o.generation()).putLong(o.offset()).putLong(o.length()).put(new byte[Wire.MAC_BYTES]).flip();
+            c.writeFully(req);
+            assertClosedByPeer(ch.socket());
+            assertEquals(0, pool.holdsTaken(), "a request without the session's MAC is served nothing");
         }
         client.fetch(List.of(o), destination, inOrder(List.of(o))).join();
         assertArrayEquals(sourceChunk(o), destinationSlot(0));
@@ -272,10 +286,16 @@ class TcpTransportTest {
             CompletableFuture<Void> fetch = client.fetch(chunks, destination, inOrder(chunks));
             try (SocketChannel ch = stall.accept()) {
                 Connection c = new Connection(ch, at, 5000);
-                Wire.serverHandshake(c, TcpTransportContractTest.SECRET);
-                c.readFully(ByteBuffer.allocate(Wire.REQUEST_HEADER_BYTES + 2 * Wire.CHUNK_ENTRY_BYTES));
-                ByteBuffer data = ByteBuffer.allocate(1 + CHUNK + 1 + CHUNK / 2);
-                data.put(Wire.DATA).put(sourceBytes, 0, CHUNK).put(Wire.DATA).put(sourceBytes, CHUNK, CHUNK / 2).flip();
+                Mac mac = Wire.sessionMac(Wire.serverHandshake(c, TcpTransportContractTest.SECRET));
+                ByteBuffer request = ByteBuffer.allocate(Wire.REQUEST_HEADER_BYTES + 2 * Wire.CHUNK_ENTRY_BYTES
+                        + Wire.MAC_BYTES);
+                c.readFully(request);
+                byte[] tag = new byte[Wire.MAC_BYTES];
+                Wire.chunkMac(mac, 0, 0, request.array(), Wire.REQUEST_HEADER_BYTES,
+                        ByteBuffer.wrap(sourceBytes, 0, CHUNK), tag);
+                ByteBuffer data = ByteBuffer.allocate(1 + CHUNK + Wire.MAC_BYTES + 1 + CHUNK / 2);
+                data.put(Wire.DATA).put(sourceBytes, 0, CHUNK).put(tag).put(Wire.DATA).put(sourceBytes, CHUNK, CHUNK / 2)
+                        .flip();
                 c.writeFully(data);
                 long start = System.nanoTime();
                 TransferException e = failure(fetch);
