@@ -35,12 +35,12 @@ import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 import static org.junit.jupiter.api.Assertions.fail;
 
-@Timeout(120)
 /**
  * A server under abuse: idle members and silent strangers at the connection limit, an on-path relay rewriting bytes,
  * close() with fetches queued, many transports in one JVM, a member cut mid-request. Members stay served, rewritten
  * bytes never count, nothing is left running.
  */
+@Timeout(120)
 class TcpServerAbuseTest {
 
     static final int CHUNK = 64 * 1024;
