@@ -39,7 +39,8 @@ import java.util.Optional;
  * {@code tcp_import}: 256 MiB of paged KV (8,192 tokens of an 8-layer, 8-head, 128-dim fp16 model in 16-token
  * blocks, 256-token chunks) imported over TCP between two network-namespace nodes (Redis on the exporter's), against
  * a raw socket copy of the same bytes between the same two nodes, alternating, in the same run. Prints the median
- * of each and their ratio (target >= 0.7), and whether the last import was byte-exact.
+ * of each and their ratio (target >= 0.7), and whether the last import was byte-exact: once with chunk MACs (the
+ * default), once without.
  *
  * <p>Usage: {@code TcpImport [rounds]} (default 9); needs root and redis-server.
  */
@@ -78,9 +79,14 @@ public final class TcpImport {
             ChildJvm exporter = cluster.startJvm(0, TcpImport.class, with(jvm, "node-0"), "exporter", redis.uri(),
                     cluster.address(0));
             exporter.awaitLine("READY", Duration.ofSeconds(120));
-            ChildJvm importer = cluster.startJvm(1, TcpImport.class, with(jvm, "node-1"), "importer", redis.uri(),
-                    cluster.address(0), Integer.toString(rounds));
-            System.out.println(importer.awaitLine("tcp_import:", Duration.ofSeconds(600)));
+            for (boolean macs : new boolean[] {true, false}) {
+                List<String> importerJvm = with(jvm, "node-1");
+                importerJvm.add("-D" + TcpTransportProvider.CHUNK_MACS + "=" + macs);
+                ChildJvm importer = cluster.startJvm(1, TcpImport.class, importerJvm, "importer", redis.uri(),
+                        cluster.address(0), Integer.toString(rounds));
+                System.out.println(importer.awaitLine("tcp_import:", Duration.ofSeconds(600)));
+                importer.close();
+            }
         } finally {
             Workloads.deleteTree(dir);
         }
@@ -146,8 +152,9 @@ public final class TcpImport {
             double ratio = base / imp;
             System.out.printf(Locale.ROOT, "tcp_import: bytes=%d import_ms=%.1f import_gbps=%.2f"
                             + " baseline_raw_socket_ms=%.1f baseline_gbps=%.2f ratio=%.2f target=>=0.7 met=%b"
-                            + " bitexact=%b rounds=%d%n", kvBytes, imp, kvBytes / imp / 1e6, base,
-                    kvBytes / base / 1e6, ratio, ratio >= 0.7, exact, rounds);
+                            + " bitexact=%b chunk_macs=%s rounds=%d%n", kvBytes, imp, kvBytes / imp / 1e6, base,
+                    kvBytes / base / 1e6, ratio, ratio >= 0.7, exact,
+                    TcpTransportProvider.configFromEnvironment().chunkMacs(), rounds);
         } finally {
             transports.forEach(Transport::close);
         }

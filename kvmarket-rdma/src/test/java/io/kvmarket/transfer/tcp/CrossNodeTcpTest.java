@@ -60,9 +60,9 @@ class CrossNodeTcpTest {
             for (int i = 0; i < 3; i++) { // the first runs cold: the link's figure settles after a few
                 assertEquals(full, load(importer, "load 7"), "node 1's KV, imported on node 2 over TCP byte for byte");
             }
-            assertEquals(full, load(importer, "costly-load 7"), "a fast link beats a 0.25 ms/token prefill");
+            assertEquals(full, load(importer, "costly-load 7"), "a fast link beats a 1 ms/token prefill");
 
-            // 100 Mbit/s: 32 MiB take about 2.7 s, against 0.25 s to prefill. The first import runs on the seed
+            // 100 Mbit/s: 32 MiB take about 2.7 s, against 1 s to prefill. The first import runs on the seed
             // estimate and measures the link; the next is declined.
             cluster.shapeLink(2, 100);
             assertEquals(full, load(importer, "costly-load 7"));

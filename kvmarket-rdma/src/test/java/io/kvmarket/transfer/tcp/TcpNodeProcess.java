@@ -25,7 +25,7 @@ import java.util.List;
  * process's configuration makes available (device IPC, and TCP with the cluster secret), a 32 MiB KV cache of
  * {@value #TOKENS} tokens. {@code export URI SALT}: exports a prompt, prints {@code READY <chunks>}, waits.
  * {@code import URI}: for each stdin line {@code load SALT} or {@code costly-load SALT} (planned against a prefill
- * of 0.25 ms per token), imports into shuffled blocks and prints {@code LOADED <tokens> <reason> <first wrong block>}.
+ * of 1 ms per token), imports into shuffled blocks and prints {@code LOADED <tokens> <reason> <first wrong block>}.
  */
 public final class TcpNodeProcess {
 
@@ -39,7 +39,7 @@ public final class TcpNodeProcess {
     public static void main(String[] args) throws Exception {
         HostDevice device = new HostDevice();
         List<Transport> transports = Transports.openAvailable(device, NodeId.local(), 60_000);
-        PrefillCost cost = tokens -> costly ? tokens * 250_000L : Long.MAX_VALUE;
+        PrefillCost cost = tokens -> costly ? tokens * 1_000_000L : Long.MAX_VALUE;
         long pool = (long) TOKENS / KvFixture.CHUNK * KvFixture.chunkBytes(LAYOUT, KvFixture.CHUNK);
         try (RedisRegistry registry = RedisRegistry.open(args[1]);
              KvFixture engine = new KvFixture(device, DeviceBytes.HOST, true, registry, NS, t -> t,
