@@ -27,6 +27,7 @@ class TcpTransportProviderTest {
         System.clearProperty(TcpTransportProvider.BIND);
         System.clearProperty(TcpTransportProvider.ADVERTISE);
         System.clearProperty(TcpTransportProvider.SEED_GBPS);
+        System.clearProperty(TcpTransportProvider.CHUNK_MACS);
     }
 
     private Path secretFile(String content, String mode) throws Exception {
@@ -100,5 +101,14 @@ class TcpTransportProviderTest {
         assertThrows(IllegalArgumentException.class, TcpTransportProvider::configFromEnvironment);
         System.setProperty(TcpTransportProvider.SEED_GBPS, "0");
         assertThrows(IllegalArgumentException.class, TcpTransportProvider::configFromEnvironment);
+        System.clearProperty(TcpTransportProvider.SEED_GBPS);
+        assertTrue(TcpTransportProvider.configFromEnvironment().chunkMacs(), "chunk MACs are on by default");
+        System.setProperty(TcpTransportProvider.CHUNK_MACS, "false");
+        assertTrue(!TcpTransportProvider.configFromEnvironment().chunkMacs());
+        System.setProperty(TcpTransportProvider.CHUNK_MACS, "no");
+        assertThrows(IllegalArgumentException.class, TcpTransportProvider::configFromEnvironment, "neither true nor false");
+        System.setProperty(TcpTransportProvider.CHUNK_MACS, "true");
+        System.setProperty(TcpTransportProvider.ADVERTISE, "0.0.0.0");
+        assertThrows(IllegalArgumentException.class, TcpTransportProvider::configFromEnvironment, "a wildcard advertise");
     }
 }
