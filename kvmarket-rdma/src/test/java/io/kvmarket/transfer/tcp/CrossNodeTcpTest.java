@@ -26,7 +26,8 @@ import static org.junit.jupiter.api.Assumptions.assumeTrue;
  * exporter on node 1, an importer on node 2, 32 MiB of KV per prompt. Over TCP, configured as a user would (a
  * secret file, the default bind): an import byte for byte; a slow link ({@code tc tbf}) that the cost model
  * declines once it has measured it; the exporter SIGKILLed mid-transfer; the importer's link taken down
- * mid-transfer, then back. Each ends as a complete import or a miss with a reason whose imported prefix is exact.
+ * mid-transfer, then back; Redis stopped (SIGSTOP), then killed and restarted empty. Each ends as a complete import
+ * or a miss with a reason whose imported prefix is exact, and everything recovers by itself.
  */
 @Timeout(300)
 class CrossNodeTcpTest {
@@ -88,13 +89,21 @@ class CrossNodeTcpTest {
             }
             assertCutWithExactPrefix(stalled);
             cluster.unshapeLink(2);
-            String back = "";
-            long deadline = System.nanoTime() + Duration.ofSeconds(30).toNanos();
-            while (!back.equals(full) && System.nanoTime() < deadline) {
-                Thread.sleep(200);
-                back = load(importer, "load 8");
+            assertEquals(full, loadUntil(importer, "load 8", full), "imports recover by themselves once the link is back");
+
+            // Redis stalls (SIGSTOP), then dies (SIGKILL) and comes back empty: misses with their reason meanwhile,
+            // and the live exporter offers its KV again by itself.
+            redis.pause();
+            try {
+                assertEquals("LOADED 0 REGISTRY_UNAVAILABLE -1", load(importer, "load 8"));
+            } finally {
+                redis.resume();
             }
-            assertEquals(full, back, "imports over the link recover by themselves once it is back");
+            assertEquals(full, loadUntil(importer, "load 8", full), "imports recover by themselves once Redis answers");
+            redis.kill();
+            assertEquals("LOADED 0 REGISTRY_UNAVAILABLE -1", load(importer, "load 8"));
+            redis.restart();
+            assertEquals(full, loadUntil(importer, "load 8", full), "a restarted Redis learns the live offers again");
         }
         ProcessBuilder list = new ProcessBuilder("ip", "netns", "list").redirectErrorStream(true);
         String left = new String(list.start().getInputStream().readAllBytes());
@@ -106,6 +115,17 @@ class CrossNodeTcpTest {
     private static ChildJvm node(NetnsCluster cluster, int n, Path secret, String... args) {
         return cluster.startJvm(n, TcpNodeProcess.class, List.of("-D" + NodeId.PROPERTY + "=node-" + n,
                 "-D" + TcpTransportProvider.SECRET_FILE + "=" + secret), args);
+    }
+
+    /** Repeats {@code command} until it answers {@code wanted}, for up to 30 s; the last answer. */
+    private static String loadUntil(ChildJvm importer, String command, String wanted) throws InterruptedException {
+        String last = "";
+        long deadline = System.nanoTime() + Duration.ofSeconds(30).toNanos();
+        while (!last.equals(wanted) && System.nanoTime() < deadline) {
+            Thread.sleep(200);
+            last = load(importer, command);
+        }
+        return last;
     }
 
     private static String load(ChildJvm importer, String command) {

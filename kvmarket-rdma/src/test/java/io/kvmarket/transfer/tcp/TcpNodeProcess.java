@@ -23,7 +23,7 @@ import java.util.List;
 /**
  * One engine of a node for the cross-node TCP tests: the Redis registry at {@code URI}, the transports the
  * process's configuration makes available (device IPC, and TCP with the cluster secret), a 32 MiB KV cache of
- * {@value #TOKENS} tokens. {@code export URI SALT}: exports a prompt, prints {@code READY <chunks>}, waits.
+ * {@value #TOKENS} tokens, offers leased for 3 s (renewed, or offered again after a Redis restart, every second). {@code export URI SALT}: exports a prompt, prints {@code READY <chunks>}, waits.
  * {@code import URI}: for each stdin line {@code load SALT} or {@code costly-load SALT} (planned against a prefill
  * of 1 ms per token), imports into shuffled blocks and prints {@code LOADED <tokens> <reason> <first wrong block>}.
  */
@@ -43,7 +43,7 @@ public final class TcpNodeProcess {
         long pool = (long) TOKENS / KvFixture.CHUNK * KvFixture.chunkBytes(LAYOUT, KvFixture.CHUNK);
         try (RedisRegistry registry = RedisRegistry.open(args[1]);
              KvFixture engine = new KvFixture(device, DeviceBytes.HOST, true, registry, NS, t -> t,
-                     b -> b.poolBytes(pool).transports(transports).prefillCost(cost))) {
+                     b -> b.poolBytes(pool).transports(transports).prefillCost(cost).offerLeaseMillis(3000))) {
             BufferedReader in = new BufferedReader(new InputStreamReader(System.in, StandardCharsets.UTF_8));
             if (args[0].equals("export")) {
                 int salt = Integer.parseInt(args[2]);
