@@ -201,7 +201,8 @@ final class Importer {
             return CompletableFuture.completedFuture(new LoadResult(0, 0, match.reason(), ""));
         }
         List<CompletableFuture<SourceOutcome>> copies = new ArrayList<>();
-        for (SourcePlan plan : plan(offers, blockIds)) {
+        List<SourcePlan> plans = plan(offers, blockIds);
+        for (SourcePlan plan : plans) {
             CompletableFuture<Void> copy;
             try {
                 copy = plan.transport == null
@@ -215,7 +216,7 @@ final class Importer {
                     : SourceOutcome.failed(plan.indices, error)));
         }
         return CompletableFuture.allOf(copies.toArray(new CompletableFuture<?>[0]))
-                .thenApply(ignored -> settle(match, offers, copies));
+                .thenApply(ignored -> settle(match, offers, plans, copies));
     }
 
     /** Fetches, and learns the transport's throughput from how long the fetch took. */
@@ -250,7 +251,8 @@ final class Importer {
     }
 
     /** After every copy: the first chunk not delivered or changed since match() ends the import. */
-    private LoadResult settle(Match match, List<Offer> offers, List<CompletableFuture<SourceOutcome>> copies) {
+    private LoadResult settle(Match match, List<Offer> offers, List<SourcePlan> plans,
+                              List<CompletableFuture<SourceOutcome>> copies) {
         int delivered = offers.size();
         MissReason reason = match.reason();
         String detail = "";
@@ -280,7 +282,19 @@ final class Importer {
             metrics.miss(reason);
             LOG.info("load delivered {} of {} chunks: {} {}", delivered, offers.size(), reason, detail);
         }
-        return new LoadResult(tokens, match.tokens(), reason, detail);
+        return new LoadResult(tokens, match.tokens(), reason, detail, transportsOf(plans, delivered));
+    }
+
+    /** The names of the transports that delivered some of the first {@code delivered} chunks, in plan order. */
+    private static String transportsOf(List<SourcePlan> plans, int delivered) {
+        List<String> names = new ArrayList<>(2);
+        for (SourcePlan p : plans) {
+            if (p.transport != null && !p.indices.isEmpty() && p.indices.get(0) < delivered
+                    && !names.contains(p.transport.name())) {
+                names.add(p.transport.name());
+            }
+        }
+        return String.join("+", names);
     }
 
     private boolean[] areCurrent(List<Offer> offers) {

@@ -78,7 +78,7 @@ class MarketplaceTest {
         assertEquals(96, m.tokens(), "127 tokens hold three full chunks");
         int[] bBlocks = scattered(8, 99);
         LoadResult r = b.market.load(m, bBlocks).join();
-        assertEquals(new LoadResult(96, 96, MissReason.NONE, ""), r);
+        assertEquals(new LoadResult(96, 96, MissReason.NONE, "", "faulty-device-ipc"), r);
         assertArrayEquals(a.kvBytes(aBlocks, 6), b.kvBytes(bBlocks, 6));
         assertEquals(96, b.market.metrics().snapshot().tokensImported());
     }

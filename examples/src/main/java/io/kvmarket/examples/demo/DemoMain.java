@@ -7,13 +7,21 @@ import io.kvmarket.examples.model.ModelWeights;
 import io.kvmarket.examples.server.EngineOptions;
 import io.kvmarket.examples.server.ServerOptions;
 
+import io.kvmarket.testkit.NetnsCluster;
+import io.kvmarket.testkit.RedisServer;
+
 import java.io.IOException;
 import java.io.PrintStream;
+import java.net.InetAddress;
 import java.nio.file.Files;
 import java.nio.file.Path;
+import java.nio.file.attribute.PosixFilePermissions;
+import java.util.ArrayList;
 import java.util.Comparator;
 import java.util.List;
 import java.util.Locale;
+import java.util.Optional;
+import java.util.UUID;
 import java.util.stream.Stream;
 
 /**
@@ -26,6 +34,11 @@ import java.util.stream.Stream;
  * where the means A and B are over the requests that imported a prefix. Exits 0 when every generated token is
  * the same with and without the marketplace. Everything lives in a fresh node directory, deleted at the end
  * unless the run failed (then its server logs are kept there).
+ *
+ * <p>{@code --across-nodes} runs the same workload with A and B on two nodes: network namespaces on a bridge, each
+ * server with its own /dev/shm, Redis (the cluster registry) on A's node, KV moving between them over TCP under a
+ * cluster secret. It needs root, iproute2 and redis-server; the table's transport column says how each import
+ * travelled.
  */
 public final class DemoMain {
 
@@ -42,12 +55,27 @@ public final class DemoMain {
     }
 
     public static void main(String[] args) throws Exception {
+        boolean acrossNodes = List.of(args).contains("--across-nodes");
+        if (args.length > (acrossNodes ? 1 : 0)) {
+            System.err.println("usage: DemoMain [--across-nodes]");
+            System.exit(2);
+        }
+        if (acrossNodes) {
+            Optional<String> cause = NetnsCluster.unavailabilityCause()
+                    .or(() -> RedisServer.installed() ? Optional.empty() : Optional.of("redis-server is not installed"));
+            if (cause.isPresent()) {
+                System.err.println("the demo across nodes cannot run here: " + cause.get());
+                System.exit(2);
+            }
+        }
         Path shm = Path.of("/dev/shm");
         Path base = Files.isDirectory(shm) && Files.isWritable(shm) ? shm : Path.of(System.getProperty("java.io.tmpdir"));
-        Path nodeDir = Files.createTempDirectory(base, "kvmarket-demo-");
+        Path nodeDir = Files.createTempDirectory(acrossNodes ? Path.of(System.getProperty("java.io.tmpdir")) : base,
+                "kvmarket-demo-");
         boolean identical = false;
         try {
-            identical = run(nodeDir);
+            identical = acrossNodes ? runAcrossNodes(nodeDir) : run(nodeDir, List.of(Placement.local(nodeDir),
+                    Placement.local(nodeDir)));
         } finally {
             if (identical) {
                 deleteTree(nodeDir);
@@ -58,7 +86,36 @@ public final class DemoMain {
         System.exit(identical ? 0 : 1);
     }
 
-    private static boolean run(Path nodeDir) throws IOException, InterruptedException {
+    /** Two nodes, Redis on the first, a cluster secret in {@code dir}; A on node 0, B on node 1. */
+    private static boolean runAcrossNodes(Path dir) throws IOException, InterruptedException {
+        Path secret = dir.resolve("cluster.secret");
+        Files.writeString(secret, UUID.randomUUID() + "-" + UUID.randomUUID());
+        Files.setPosixFilePermissions(secret, PosixFilePermissions.fromString("rw-------"));
+        try (NetnsCluster cluster = NetnsCluster.create(2);
+             RedisServer redis = RedisServer.start(dir, cluster.inNode(0), cluster.address(0))) {
+            OUT.println("nodes: A on " + cluster.address(0) + " (with Redis), B on " + cluster.address(1)
+                    + ", TCP between them under a cluster secret");
+            List<Placement> nodes = new ArrayList<>();
+            for (int n = 0; n < 2; n++) {
+                nodes.add(new Placement(cluster.inNode(n), List.of("-Dkvmarket.redis.uri=" + redis.uri(),
+                        "-Dkvmarket.cluster.secretFile=" + secret, "-Dkvmarket.node.id=demo-node-" + n),
+                        InetAddress.getByName(cluster.address(n)), Path.of("/dev/shm/kvmarket-node")));
+            }
+            return run(dir, nodes);
+        }
+    }
+
+    /**
+     * Where a server runs: the command prefix entering its node (empty on this one), its JVM flags, the address it
+     * serves HTTP on, and its node directory.
+     */
+    private record Placement(List<String> prefix, List<String> jvmArgs, InetAddress bind, Path nodeDir) {
+        static Placement local(Path nodeDir) {
+            return new Placement(List.of(), List.of(), InetAddress.getLoopbackAddress(), nodeDir);
+        }
+    }
+
+    private static boolean run(Path nodeDir, List<Placement> servers) throws IOException, InterruptedException {
         ModelConfig model = ModelConfig.demo();
         Workload workload = new Workload();
         int threads = Runtime.getRuntime().availableProcessors();
@@ -71,17 +128,18 @@ public final class DemoMain {
                 ByteTokenizer.encode(workload.systemPrompt()).length, Workload.MAX_NEW_TOKENS, CHUNK_TOKENS, threads);
         OUT.println("node directory: " + nodeDir);
 
-        List<Outcome> on = runPhase("on", true, nodeDir, workload, model, threads);
-        List<Outcome> off = runPhase("off", false, nodeDir, workload, model, threads);
+        List<Outcome> on = runPhase("on", true, nodeDir, servers, workload, model, threads);
+        List<Outcome> off = runPhase("off", false, nodeDir, servers, workload, model, threads);
 
         Summary summary = Summary.of(on, off);
         OUT.println();
-        OUT.printf(Locale.ROOT, "%-7s %-6s %7s %9s %12s %12s%n", "id", "server", "prompt", "imported", "ttft_on_ms",
-                "ttft_off_ms");
+        OUT.printf(Locale.ROOT, "%-7s %-6s %7s %9s %-14s %12s %12s%n", "id", "server", "prompt", "imported",
+                "transport", "ttft_on_ms", "ttft_off_ms");
         for (int i = 0; i < on.size(); i++) {
             Outcome o = on.get(i);
-            OUT.printf(Locale.ROOT, "%-7s %-6s %7d %9d %12.1f %12.1f%n", o.id(), o.server(),
-                    o.result().promptTokens(), o.result().importedTokens(), o.result().ttftMs(),
+            String transport = o.result().transports().isEmpty() ? "-" : o.result().transports();
+            OUT.printf(Locale.ROOT, "%-7s %-6s %7d %9d %-14s %12.1f %12.1f%n", o.id(), o.server(),
+                    o.result().promptTokens(), o.result().importedTokens(), transport, o.result().ttftMs(),
                     off.get(i).result().ttftMs());
         }
         OUT.println();
@@ -90,24 +148,32 @@ public final class DemoMain {
     }
 
     /** Starts servers A and B with the marketplace on or off, runs the workload on them, and stops them. */
-    private static List<Outcome> runPhase(String label, boolean marketplace, Path nodeDir, Workload workload,
-                                          ModelConfig model, int threads) throws IOException, InterruptedException {
+    private static List<Outcome> runPhase(String label, boolean marketplace, Path logDir, List<Placement> servers,
+                                          Workload workload, ModelConfig model, int threads)
+            throws IOException, InterruptedException {
         OUT.printf("[%-3s] starting servers A and B (marketplace %s) ...%n", label, label);
-        ServerOptions options = new ServerOptions(0,
-                new EngineOptions(model, SEED, nodeDir, marketplace, CHUNK_TOKENS, threads));
-        try (ServerProcess a = ServerProcess.launch("A", options, nodeDir.resolve("server-" + label + "-A.log"));
-             ServerProcess b = ServerProcess.launch("B", options, nodeDir.resolve("server-" + label + "-B.log"))) {
+        try (ServerProcess a = launch("A", servers.get(0), label, marketplace, logDir, model, threads);
+             ServerProcess b = launch("B", servers.get(1), label, marketplace, logDir, model, threads)) {
             a.awaitListening();
             b.awaitListening();
             List<Outcome> outcomes = workload.run(a, b, o -> OUT.printf(Locale.ROOT,
-                    "[%-3s] %-6s on %s: prompt %5d tokens, imported %5d, ttft %8.1f ms%n", label, o.id(),
-                    o.server(), o.result().promptTokens(), o.result().importedTokens(), o.result().ttftMs()));
+                    "[%-3s] %-6s on %s: prompt %5d tokens, imported %5d%s, ttft %8.1f ms%n", label, o.id(),
+                    o.server(), o.result().promptTokens(), o.result().importedTokens(),
+                    o.result().transports().isEmpty() ? "" : " over " + o.result().transports(), o.result().ttftMs()));
             if (marketplace) {
                 OUT.println("[on ] metrics A: " + a.metrics().strip().replace('\n', ' '));
                 OUT.println("[on ] metrics B: " + b.metrics().strip().replace('\n', ' '));
             }
             return outcomes;
         }
+    }
+
+    private static ServerProcess launch(String name, Placement p, String label, boolean marketplace, Path logDir,
+                                        ModelConfig model, int threads) throws IOException {
+        ServerOptions options = new ServerOptions(0, p.bind(),
+                new EngineOptions(model, SEED, p.nodeDir(), marketplace, CHUNK_TOKENS, threads));
+        return ServerProcess.launch(name, options, logDir.resolve("server-" + label + "-" + name + ".log"), p.prefix(),
+                p.jvmArgs());
     }
 
     private static void deleteTree(Path dir) throws IOException {

@@ -30,24 +30,32 @@ final class ServerProcess implements AutoCloseable {
     private final String name;
     private final Process process;
     private final Path log;
+    private final String host;
     private final HttpClient http = HttpClient.newBuilder().connectTimeout(Duration.ofSeconds(10)).build();
     private int port = -1;
 
-    private ServerProcess(String name, Process process, Path log) {
+    private ServerProcess(String name, Process process, Path log, String host) {
         this.name = name;
         this.process = process;
         this.log = log;
+        this.host = host;
     }
 
-    /** Starts the child; {@link #awaitListening()} waits until it serves. */
-    static ServerProcess launch(String name, ServerOptions options, Path log) throws IOException {
-        List<String> command = new ArrayList<>(List.of(Path.of(System.getProperty("java.home"), "bin", "java").toString(),
-                "-cp", System.getProperty("java.class.path"), InferenceServer.class.getName()));
+    /**
+     * Starts the child, its java command run through {@code prefix} (entering a node's namespace; empty on this
+     * node) with {@code jvmArgs}; {@link #awaitListening()} waits until it serves.
+     */
+    static ServerProcess launch(String name, ServerOptions options, Path log, List<String> prefix,
+                                List<String> jvmArgs) throws IOException {
+        List<String> command = new ArrayList<>(prefix);
+        command.add(Path.of(System.getProperty("java.home"), "bin", "java").toString());
+        command.addAll(jvmArgs);
+        command.addAll(List.of("-cp", System.getProperty("java.class.path"), InferenceServer.class.getName()));
         command.addAll(options.toArgs());
         Process process = new ProcessBuilder(command)
                 .redirectError(ProcessBuilder.Redirect.appendTo(log.toFile()))
                 .start();
-        return new ServerProcess(name, process, log);
+        return new ServerProcess(name, process, log, options.bind().getHostAddress());
     }
 
     /** Reads the child's stdout up to its {@code LISTENING <port>} line. */
@@ -90,7 +98,7 @@ final class ServerProcess implements AutoCloseable {
         if (port < 0) {
             throw new IllegalStateException("server " + name + " is not listening yet");
         }
-        return URI.create("http://127.0.0.1:" + port + path);
+        return URI.create("http://" + host + ":" + port + path);
     }
 
     /** Asks the child to stop and waits for it; kills it if it does not stop within 30 s. */

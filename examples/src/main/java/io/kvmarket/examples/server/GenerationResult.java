@@ -17,11 +17,17 @@ import java.util.stream.Collectors;
  * @param importedTokens prompt tokens whose KV was imported rather than computed
  * @param ttftMs         request start to first generated token, measured in the server
  * @param outputTokens   generated token ids
+ * @param transports     the transports that moved the imported KV ({@code device-ipc}, {@code tcp}); empty when
+ *                       nothing was imported
  */
-public record GenerationResult(int promptTokens, int importedTokens, double ttftMs, List<Integer> outputTokens) {
+public record GenerationResult(int promptTokens, int importedTokens, double ttftMs, List<Integer> outputTokens,
+                               String transports) {
 
     public GenerationResult {
         outputTokens = List.copyOf(outputTokens);
+        if (transports == null || transports.contains("\n")) {
+            throw new IllegalArgumentException("transports must be one line: " + transports);
+        }
     }
 
     /** The generated tokens as text. */
@@ -33,7 +39,8 @@ public record GenerationResult(int promptTokens, int importedTokens, double ttft
         return "prompt_tokens=" + promptTokens + "\n"
                 + "imported_tokens=" + importedTokens + "\n"
                 + "ttft_ms=" + String.format(Locale.ROOT, "%.3f", ttftMs) + "\n"
-                + "output=" + outputTokens.stream().map(String::valueOf).collect(Collectors.joining(" ")) + "\n";
+                + "output=" + outputTokens.stream().map(String::valueOf).collect(Collectors.joining(" ")) + "\n"
+                + "transports=" + transports + "\n";
     }
 
     /** @throws IllegalArgumentException when a field is missing or malformed */
@@ -55,7 +62,7 @@ public record GenerationResult(int promptTokens, int importedTokens, double ttft
             }
             return new GenerationResult(Integer.parseInt(field(fields, "prompt_tokens")),
                     Integer.parseInt(field(fields, "imported_tokens")), Double.parseDouble(field(fields, "ttft_ms")),
-                    output);
+                    output, fields.getOrDefault("transports", ""));
         } catch (NumberFormatException e) {
             throw new IllegalArgumentException("malformed generation result: " + wire, e);
         }

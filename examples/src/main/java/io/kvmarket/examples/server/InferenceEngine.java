@@ -15,6 +15,10 @@ import io.kvmarket.examples.model.PagedKvStore;
 import io.kvmarket.examples.model.Transformer;
 import io.kvmarket.key.Namespace;
 import io.kvmarket.kv.PagedKvCache;
+import io.kvmarket.registry.OfferRegistry;
+import io.kvmarket.registry.Registries;
+import io.kvmarket.registry.RegistryProvider;
+import io.kvmarket.registry.RegistryScope;
 import io.kvmarket.registry.shm.NodeLocalRegistry;
 import org.slf4j.Logger;
 import org.slf4j.LoggerFactory;
@@ -43,7 +47,7 @@ public final class InferenceEngine implements AutoCloseable {
     private final HostDevice device;
     private final BlockAllocator blocks;
     private final Transformer model;
-    private final NodeLocalRegistry registry;
+    private final OfferRegistry registry;
     private final KvMarketplace marketplace;
     private boolean closed;
 
@@ -56,7 +60,7 @@ public final class InferenceEngine implements AutoCloseable {
         this.blocks = new BlockAllocator(config.maxBlocks());
         this.model = new Transformer(weights, new PagedKvStore(cache), options.threads());
         if (options.marketplace()) {
-            this.registry = NodeLocalRegistry.open(options.nodeDir(), NodeLocalRegistry.DEFAULT_CAPACITY);
+            this.registry = openRegistry(options);
             this.marketplace = KvMarketplace.builder()
                     .namespace(namespace(config, options.seed()))
                     .kvCache(cache)
@@ -72,6 +76,16 @@ public final class InferenceEngine implements AutoCloseable {
         }
         LOG.info("engine ready: model {} ({} parameters, seed {}), {} KV blocks, marketplace {}", config.name(),
                 weights.parameters(), options.seed(), config.maxBlocks(), options.marketplace() ? "on" : "off");
+    }
+
+    /**
+     * The cluster registry when one is configured ({@code kvmarket.redis.uri} with kvmarket-redis on the class path),
+     * else the node-local registry in the engine's node directory.
+     */
+    private static OfferRegistry openRegistry(EngineOptions options) {
+        RegistryProvider widest = Registries.widestAvailable();
+        return widest.scope() == RegistryScope.CLUSTER ? widest.open()
+                : NodeLocalRegistry.open(options.nodeDir(), NodeLocalRegistry.DEFAULT_CAPACITY);
     }
 
     /**
@@ -126,14 +140,17 @@ public final class InferenceEngine implements AutoCloseable {
         int[] table = blocks.allocate((withKv + ModelConfig.TOKENS_PER_BLOCK - 1) / ModelConfig.TOKENS_PER_BLOCK);
         try {
             int imported = 0;
+            String transports = "";
             String importNote = "marketplace off";
             if (mp != null) {
                 Match match = mp.match(prompt, len - 1);
                 if (match.tokens() > 0) {
                     LoadResult loaded = mp.load(match, table).join();
                     imported = loaded.tokensImported();
-                    importNote = imported == loaded.tokensMatched() ? "loaded all matched"
-                            : "loaded " + imported + " of " + loaded.tokensMatched() + ": " + loaded.reason();
+                    transports = loaded.transports();
+                    importNote = (imported == loaded.tokensMatched() ? "loaded all matched"
+                            : "loaded " + imported + " of " + loaded.tokensMatched() + ": " + loaded.reason())
+                            + (transports.isEmpty() ? "" : " over " + transports);
                 } else {
                     mp.release(match);
                     importNote = "no match: " + match.reason();
@@ -157,7 +174,7 @@ public final class InferenceEngine implements AutoCloseable {
                     len, imported, importNote, (firstToken - prefillStart) / 1_000_000, Math.round(ttftMs),
                     (System.nanoTime() - start) / 1_000_000, exportNote);
             return new GenerationResult(len, imported, ttftMs,
-                    Arrays.stream(sequence, len, sequence.length).boxed().toList());
+                    Arrays.stream(sequence, len, sequence.length).boxed().toList(), transports);
         } finally {
             blocks.free(table);
         }

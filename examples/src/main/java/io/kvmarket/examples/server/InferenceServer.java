@@ -8,7 +8,6 @@ import org.slf4j.LoggerFactory;
 import java.io.IOException;
 import java.io.InputStream;
 import java.io.OutputStream;
-import java.net.InetAddress;
 import java.net.InetSocketAddress;
 import java.nio.charset.StandardCharsets;
 import java.util.concurrent.CountDownLatch;
@@ -50,7 +49,7 @@ public final class InferenceServer implements AutoCloseable {
         InferenceEngine engine = new InferenceEngine(options.engine());
         try {
             engine.warmUp();
-            HttpServer http = HttpServer.create(new InetSocketAddress(InetAddress.getLoopbackAddress(), options.port()), 16);
+            HttpServer http = HttpServer.create(new InetSocketAddress(options.bind(), options.port()), 16);
             ExecutorService handler = Executors.newSingleThreadExecutor(r -> new Thread(r, "inference-http"));
             InferenceServer server = new InferenceServer(engine, http, handler);
             http.createContext("/generate", server::generate);

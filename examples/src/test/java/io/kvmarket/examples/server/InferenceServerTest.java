@@ -66,18 +66,18 @@ class InferenceServerTest {
 
     @Test
     void optionsRoundTripThroughTheirFlags() {
-        ServerOptions options = ServerOptions.parse("--port", "8080", "--node-dir", "/tmp/x", "--marketplace", "off",
-                "--seed", "9", "--model", "tiny", "--chunk-tokens", "64", "--threads", "3");
-        assertEquals(List.of("--port", "8080", "--node-dir", "/tmp/x", "--marketplace", "off", "--seed", "9",
-                "--model", "tiny", "--chunk-tokens", "64", "--threads", "3"), options.toArgs());
+        ServerOptions options = ServerOptions.parse("--port", "8080", "--bind", "10.1.2.3", "--node-dir", "/tmp/x",
+                "--marketplace", "off", "--seed", "9", "--model", "tiny", "--chunk-tokens", "64", "--threads", "3");
+        assertEquals(List.of("--port", "8080", "--bind", "10.1.2.3", "--node-dir", "/tmp/x", "--marketplace", "off",
+                "--seed", "9", "--model", "tiny", "--chunk-tokens", "64", "--threads", "3"), options.toArgs());
         assertEquals(options, ServerOptions.parse(options.toArgs().toArray(String[]::new)));
     }
 
     @Test
     void wireFormatsRoundTrip() {
-        GenerationResult result = new GenerationResult(3400, 3328, 12.3456, List.of(72, 105));
+        GenerationResult result = new GenerationResult(3400, 3328, 12.3456, List.of(72, 105), "tcp");
         assertEquals("prompt_tokens=3400\nimported_tokens=3328\nttft_ms=12.346\noutput=72 105\n", result.toWire());
-        assertEquals(new GenerationResult(3400, 3328, 12.346, List.of(72, 105)), GenerationResult.parse(result.toWire()));
+        assertEquals(new GenerationResult(3400, 3328, 12.346, List.of(72, 105), "tcp"), GenerationResult.parse(result.toWire()));
         assertEquals("Hi", result.outputText());
         assertEquals(new GenerateRequest(8, "line one\nline two"), GenerateRequest.parse("8\nline one\nline two"));
     }

@@ -19,6 +19,8 @@ final class Connection implements AutoCloseable {
     final SocketAddress peer;
     private final long ioTimeoutNanos;
     private volatile long deadlineNanos = Long.MAX_VALUE;
+    /** True while the deadline is hard (the handshake's): progress does not push it out. */
+    private volatile boolean hard;
     private volatile boolean timedOut;
     /** When the connection was last returned to a client's idle pool (System.nanoTime). */
     volatile long idleSinceNanos;
@@ -32,13 +34,24 @@ final class Connection implements AutoCloseable {
         this.ioTimeoutNanos = TimeUnit.MILLISECONDS.toNanos(ioTimeoutMillis);
     }
 
-    /** Blocking operations from now on must complete by {@code nanos} (System.nanoTime), or the socket closes. */
+    /**
+     * Blocking operations from now on must complete by {@code nanos} (System.nanoTime), or the socket closes; no
+     * progress pushes it out (the handshake: a peer trickling bytes must not hold the connection).
+     */
+    void hardDeadline(long nanos) {
+        hard = true;
+        deadlineNanos = nanos;
+    }
+
+    /** The next byte must move by {@code nanos} (System.nanoTime); each byte moved then pushes it out. */
     void deadline(long nanos) {
+        hard = false;
         deadlineNanos = nanos;
     }
 
     /** No deadline: the connection waits idle (a pooled client connection, a server between requests). */
     void noDeadline() {
+        hard = false;
         deadlineNanos = Long.MAX_VALUE;
     }
 
@@ -75,13 +88,14 @@ final class Connection implements AutoCloseable {
     }
 
     private void progressed() {
-        if (deadlineNanos != Long.MAX_VALUE) {
+        if (!hard && deadlineNanos != Long.MAX_VALUE) {
             deadlineNanos = System.nanoTime() + ioTimeoutNanos;
         }
     }
 
-    /** Starts a deadline of one I/O timeout from now. */
+    /** Starts a deadline of one I/O timeout from now, pushed out by each byte moved. */
     void armIoDeadline() {
+        hard = false;
         deadlineNanos = System.nanoTime() + ioTimeoutNanos;
     }
 

@@ -80,8 +80,8 @@ final class TcpServer implements AutoCloseable {
         this.advertised = advertised;
         int id = SERVERS.incrementAndGet();
         AtomicInteger threads = new AtomicInteger();
-        // Bounded by admission below, not by the pool: a dropped connection's thread may still be unwinding.
-        this.workers = new ThreadPoolExecutor(0, Integer.MAX_VALUE, 30, TimeUnit.SECONDS, new SynchronousQueue<>(),
+        // Admission bounds connections; threads may exceed them while dropped connections' threads unwind, twice at most.
+        this.workers = new ThreadPoolExecutor(0, 2 * config.maxConnections(), 30, TimeUnit.SECONDS, new SynchronousQueue<>(),
                 r -> daemon(r, "kvmarket-tcp-serve-" + id + "-" + threads.incrementAndGet()));
         this.acceptor = daemon(this::acceptLoop, "kvmarket-tcp-accept-" + id);
     }
@@ -141,10 +141,13 @@ final class TcpServer implements AutoCloseable {
             try {
                 ch = listener.accept();
             } catch (IOException e) {
-                if (!closed) {
-                    LOG.warn("TCP transport stops accepting: {}", e.toString());
+                if (closed || !listener.isOpen()) {
+                    return;
                 }
-                return;
+                // Out of file descriptors, say: passing, and serving must outlive it.
+                warnRateLimited("accepting failed: {}; retrying in 50 ms{}", e.toString(), "");
+                pause(50);
+                continue;
             }
             Connection c;
             try {
@@ -163,7 +166,7 @@ final class TcpServer implements AutoCloseable {
             watchdog.watch(c);
             try {
                 workers.execute(() -> handle(c));
-            } catch (RejectedExecutionException e) { // only once closed
+            } catch (RejectedExecutionException e) { // closed, or dropped connections' threads still unwinding
                 drop(c);
             }
             if (closed) { // close() ran after this connection was accepted: it must not outlive it
@@ -213,7 +216,7 @@ final class TcpServer implements AutoCloseable {
 
     private void handle(Connection c) {
         try {
-            c.deadline(System.nanoTime() + TimeUnit.MILLISECONDS.toNanos(config.connectTimeoutMillis()));
+            c.hardDeadline(System.nanoTime() + TimeUnit.MILLISECONDS.toNanos(config.connectTimeoutMillis()));
             Mac mac = Wire.sessionMac(Wire.serverHandshake(c, config.secret()));
             proven(c);
             ByteBuffer header = ByteBuffer.allocate(Wire.REQUEST_HEADER_BYTES);
@@ -377,6 +380,14 @@ final class TcpServer implements AutoCloseable {
             }
         }
         return v6 != null ? v6 : InetAddress.getLoopbackAddress();
+    }
+
+    private static void pause(long millis) {
+        try {
+            Thread.sleep(millis);
+        } catch (InterruptedException e) {
+            Thread.currentThread().interrupt();
+        }
     }
 
     private static Thread daemon(Runnable r, String name) {

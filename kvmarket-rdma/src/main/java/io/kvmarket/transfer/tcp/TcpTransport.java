@@ -177,9 +177,12 @@ public final class TcpTransport implements Transport {
                     done.complete(null);
                 } catch (TransferException e) {
                     done.completeExceptionally(e);
-                } catch (RuntimeException e) {
+                } catch (RuntimeException | Error e) { // an Error too: the engine must not wait forever
                     done.completeExceptionally(new TransferException(TransferFailure.FAILED,
                             "TCP fetch from " + endpoint.address() + " failed: " + e, e));
+                    if (e instanceof Error) {
+                        throw e;
+                    }
                 }
             });
         } catch (RejectedExecutionException e) {
@@ -194,7 +197,7 @@ public final class TcpTransport implements Transport {
 
     /**
      * Runs one pull on a pooled connection, or on a fresh one when a pooled one turns out closed by its peer before
-     * any byte came back. A stop from the server leaves the connection in step, so it goes back to the pool.
+     * any byte came back. Only a connection whose response ended as it should goes back to the pool.
      */
     private void pull(TcpEndpoint endpoint, FetchPlan plan, ByteBuffer view) {
         InetSocketAddress peer = endpoint.address();
@@ -210,9 +213,10 @@ public final class TcpTransport implements Transport {
                 release(peer, c);
                 return;
             } catch (TransferException stop) {
-                release(peer, c);
+                // In step with the server, unless someone on the way forged the stop: a fresh connection is cheap.
+                closeQuietly(c);
                 throw stop;
-            } catch (RuntimeException e) { // out of step with the stream: nobody may read on after it
+            } catch (RuntimeException | Error e) { // out of step with the stream: nobody may read on after it
                 closeQuietly(c);
                 throw e;
             } catch (IOException e) {
@@ -242,7 +246,7 @@ public final class TcpTransport implements Transport {
             SocketChannel ch = SocketChannel.open();
             c = new Connection(ch, peer, config.ioTimeoutMillis());
             watchdog.watch(c);
-            c.deadline(System.nanoTime() + TimeUnit.MILLISECONDS.toNanos(config.connectTimeoutMillis()));
+            c.hardDeadline(System.nanoTime() + TimeUnit.MILLISECONDS.toNanos(config.connectTimeoutMillis()));
             if (closed) {
                 throw new IOException("TCP transport closed");
             }

@@ -105,7 +105,8 @@ final class Wire {
         try {
             c.readFully(proof);
         } catch (java.io.EOFException e) {
-            throw new NotAMemberException("server " + c.peer + " refused this node: the cluster secrets differ");
+            throw new NotAMemberException("server " + c.peer + " closed the connection during the handshake: the "
+                    + "cluster secrets differ, or the server is at its connection limit");
         }
         if (!secret.verify(secret.mac(SERVER, clientNonce, serverNonce), proof.array())) {
             throw new NotAMemberException("server " + c.peer + " does not hold the cluster secret");

@@ -46,6 +46,7 @@ class TcpMarketplaceTest {
             int[] into = KvFixture.scattered(8, 2);
             LoadResult r = e.b.market.load(m, into).join();
             assertEquals(128, r.tokensImported(), r.toString());
+            assertEquals("tcp", r.transports(), "the transport that delivered is named");
             assertEquals(-1, e.b.firstWrongBlock(into, 8, 21));
         }
     }
