@@ -13,11 +13,18 @@ import java.time.Duration;
 final class ChildServer implements AutoCloseable {
 
     private final ChildJvm child;
+    private final String host;
     private final int port;
     private final HttpClient http = HttpClient.newHttpClient();
 
     ChildServer(String... args) {
-        child = ChildJvm.start(InferenceServer.class, args);
+        this(ChildJvm.start(InferenceServer.class, args), "127.0.0.1");
+    }
+
+    /** A server already started in {@code child}, serving HTTP on {@code host}. */
+    ChildServer(ChildJvm child, String host) {
+        this.child = child;
+        this.host = host;
         try {
             port = Integer.parseInt(child.awaitLine("LISTENING ", Duration.ofSeconds(60)).substring("LISTENING ".length()));
         } catch (RuntimeException e) {
@@ -27,7 +34,7 @@ final class ChildServer implements AutoCloseable {
     }
 
     GenerationResult generate(String prompt, int maxNewTokens) throws IOException, InterruptedException {
-        HttpResponse<String> response = http.send(HttpRequest.newBuilder(URI.create("http://127.0.0.1:" + port + "/generate"))
+        HttpResponse<String> response = http.send(HttpRequest.newBuilder(URI.create("http://" + host + ":" + port + "/generate"))
                         .POST(HttpRequest.BodyPublishers.ofString(new GenerateRequest(maxNewTokens, prompt).toWire()))
                         .build(),
                 HttpResponse.BodyHandlers.ofString());
