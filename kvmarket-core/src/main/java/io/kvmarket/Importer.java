@@ -347,7 +347,8 @@ final class Importer {
             MissReason reason = cause instanceof TransferException te ? MissReason.of(te.failure())
                     : MissReason.TRANSFER_FAILED;
             // A failed fetch delivered one chunk fewer than it had at most, whatever a transport claims.
-            int delivered = cause instanceof TransferException te ? Math.min(te.chunksDelivered(), indices.size() - 1) : 0;
+            int delivered = cause instanceof TransferException te
+                    ? Math.min(te.chunksDelivered(), indices.size() - 1) : 0;
             return new SourceOutcome(indices.get(delivered), reason, String.valueOf(cause.getMessage()));
         }
     }

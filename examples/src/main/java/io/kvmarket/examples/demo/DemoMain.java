@@ -61,8 +61,8 @@ public final class DemoMain {
             System.exit(2);
         }
         if (acrossNodes) {
-            Optional<String> cause = NetnsCluster.unavailabilityCause()
-                    .or(() -> RedisServer.installed() ? Optional.empty() : Optional.of("redis-server is not installed"));
+            Optional<String> cause = NetnsCluster.unavailabilityCause().or(() -> RedisServer.installed()
+                    ? Optional.empty() : Optional.of("redis-server is not installed"));
             if (cause.isPresent()) {
                 System.err.println("the demo across nodes cannot run here: " + cause.get());
                 System.exit(2);

@@ -68,7 +68,8 @@ public record ServerOptions(int port, InetAddress bind, EngineOptions engine) {
                 throw new IllegalArgumentException(args[i] + " takes a number, not " + value);
             }
         }
-        return new ServerOptions(port, bind, new EngineOptions(model, seed, nodeDir, marketplace, chunkTokens, threads));
+        return new ServerOptions(port, bind,
+                new EngineOptions(model, seed, nodeDir, marketplace, chunkTokens, threads));
     }
 
     private static InetAddress address(String value) {

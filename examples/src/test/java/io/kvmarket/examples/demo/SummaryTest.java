@@ -12,7 +12,8 @@ import static org.junit.jupiter.api.Assertions.assertEquals;
 class SummaryTest {
 
     private static Outcome outcome(String id, int imported, double ttftMs, List<Integer> output) {
-        return new Outcome(id, "A", new GenerationResult(1000, imported, ttftMs, output, imported > 0 ? "device-ipc" : ""));
+        return new Outcome(id, "A",
+                new GenerationResult(1000, imported, ttftMs, output, imported > 0 ? "device-ipc" : ""));
     }
 
     @Test

@@ -34,7 +34,8 @@ final class ChildServer implements AutoCloseable {
     }
 
     GenerationResult generate(String prompt, int maxNewTokens) throws IOException, InterruptedException {
-        HttpResponse<String> response = http.send(HttpRequest.newBuilder(URI.create("http://" + host + ":" + port + "/generate"))
+        URI uri = URI.create("http://" + host + ":" + port + "/generate");
+        HttpResponse<String> response = http.send(HttpRequest.newBuilder(uri)
                         .POST(HttpRequest.BodyPublishers.ofString(new GenerateRequest(maxNewTokens, prompt).toWire()))
                         .build(),
                 HttpResponse.BodyHandlers.ofString());

@@ -77,7 +77,8 @@ class InferenceServerTest {
     void wireFormatsRoundTrip() {
         GenerationResult result = new GenerationResult(3400, 3328, 12.3456, List.of(72, 105), "tcp");
         assertEquals("prompt_tokens=3400\nimported_tokens=3328\nttft_ms=12.346\noutput=72 105\n", result.toWire());
-        assertEquals(new GenerationResult(3400, 3328, 12.346, List.of(72, 105), "tcp"), GenerationResult.parse(result.toWire()));
+        assertEquals(new GenerationResult(3400, 3328, 12.346, List.of(72, 105), "tcp"),
+                GenerationResult.parse(result.toWire()));
         assertEquals("Hi", result.outputText());
         assertEquals(new GenerateRequest(8, "line one\nline two"), GenerateRequest.parse("8\nline one\nline two"));
     }
