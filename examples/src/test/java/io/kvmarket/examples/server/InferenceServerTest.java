@@ -76,7 +76,10 @@ class InferenceServerTest {
     @Test
     void wireFormatsRoundTrip() {
         GenerationResult result = new GenerationResult(3400, 3328, 12.3456, List.of(72, 105), "tcp");
-        assertEquals("prompt_tokens=3400\nimported_tokens=3328\nttft_ms=12.346\noutput=72 105\n", result.toWire());
+        assertEquals("prompt_tokens=3400\nimported_tokens=3328\nttft_ms=12.346\noutput=72 105\ntransports=tcp\n",
+                result.toWire());
+        assertEquals("", GenerationResult.parse("prompt_tokens=1\nimported_tokens=0\nttft_ms=1\noutput=5\n")
+                .transports(), "a server without the transports line: nothing imported over any");
         assertEquals(new GenerationResult(3400, 3328, 12.346, List.of(72, 105), "tcp"),
                 GenerationResult.parse(result.toWire()));
         assertEquals("Hi", result.outputText());
