@@ -88,8 +88,13 @@ final class Exporter {
         int already = 0;
         int republished = 0;
         try {
+            // One lookup for the offered prefix: a round trip to a remote registry, where asking key by key cost one
+            // each. Past it, only keys this pool holds are asked about; any other is copied and published, and a
+            // publish that finds it offered meanwhile (publish-if-absent) counts it as already offered.
+            List<Offer> prefix = registry.lookupPrefix(keys, keys.length);
             for (int i = 0; i < keys.length; i++) {
-                Offer existing = registry.lookup(keys[i]);
+                Offer existing = i < prefix.size() ? prefix.get(i)
+                        : pool.held(keys[i]) != null ? registry.lookup(keys[i]) : null;
                 Offer held = existing == null ? pool.held(keys[i]) : null;
                 if (held != null && pool.republish(held,
                         OfferRegistry.expiry(registry.clockMillis(), ctx.offerLeaseMs()))) {

@@ -62,6 +62,27 @@ class MarketplaceTest {
         registry.close();
     }
 
+    /**
+     * A's prompt with its second chunk withdrawn: B's export of the same prompt looks up the offered prefix once,
+     * publishes the gap, and counts the chunks past it, which it copies but finds offered, as already offered.
+     */
+    @Test
+    void anExportPastAGapInTheOfferedPrefixPublishesOnlyTheGap() {
+        int[] t = tokens(128, 40);
+        exportFromA(t, 128, 40);
+        ChunkKey[] keys = a.market.hasher().keys(t, 128);
+        registry.withdraw(registry.lookup(keys[1]));
+        assertEquals(1, registry.lookupPrefix(keys, 4).size(), "the gap");
+        int[] blocks = scattered(8, 41);
+        b.fill(blocks, 8, 40);
+        ExportResult r = b.market.export(t, 128, blocks);
+        assertEquals(1, r.chunksPublished(), r.toString());
+        assertEquals(3, r.chunksAlreadyOffered(), r.toString());
+        assertEquals(0, r.chunksSkipped(), r.toString());
+        assertEquals(4, registry.lookupPrefix(keys, 4).size(), "the whole prompt is offered again");
+        assertEquals(1, b.market.pool().publishedChunks(), "B's pool keeps only the chunk it published");
+    }
+
     /** A prefills {@code n} tokens into scattered blocks and exports them; returns A's block table. */
     int[] exportFromA(int[] tokens, int n, int salt) {
         int[] blocks = scattered((n + 15) / 16, salt);

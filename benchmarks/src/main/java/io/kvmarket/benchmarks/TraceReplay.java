@@ -44,8 +44,8 @@ import java.util.regex.Pattern;
 public final class TraceReplay {
 
     private static final int BLOCK_TOKENS = 512;
-    private static final KvLayout LAYOUT = KvLayout.of(1, 1, 16, DType.BFLOAT16, 16, LayoutOrder.LAYER_MAJOR);
-    private static final Namespace NAMESPACE = Namespace.of("trace-replay", "r1", "synthetic", LAYOUT);
+    static final KvLayout LAYOUT = KvLayout.of(1, 1, 16, DType.BFLOAT16, 16, LayoutOrder.LAYER_MAJOR);
+    static final Namespace NAMESPACE = Namespace.of("trace-replay", "r1", "synthetic", LAYOUT);
     private static final Pattern LENGTH = Pattern.compile("\"input_length\":\\s*(\\d+)");
     private static final Pattern IDS = Pattern.compile("\"hash_ids\":\\s*\\[([^\\]]*)]");
     private static final Pattern SETUP = Pattern.compile("(\\d+)(?:x(\\d+))?");
