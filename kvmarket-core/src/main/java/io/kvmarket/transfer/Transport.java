@@ -35,10 +35,10 @@ public interface Transport extends AutoCloseable {
 
     /**
      * Copies {@code batch} into {@code dst} as one submission. Its source offsets are relative to the buffer the
-     * chunks' endpoints name, fall inside the chunks' spans, and no two segments read the same byte; {@code chunks} are every offer the import takes
-     * from that buffer, in import order, all with the same endpoints. Every runtime failure completes the future
-     * exceptionally with a {@link TransferException}, which says how many of {@code chunks}, from the first,
-     * landed in full before it.
+     * chunks' endpoints name, fall inside the chunks' spans, and no two segments read the same byte; {@code chunks}
+     * are every offer the import takes from that buffer, in import order, all with the same endpoints. Every runtime
+     * failure completes the future exceptionally with a {@link TransferException}, which says how many of
+     * {@code chunks}, from the first, landed in full before it.
      *
      * @throws IllegalStateException when the transport is closed
      */

@@ -47,7 +47,7 @@ import java.util.concurrent.atomic.AtomicLong;
  */
 final class TcpServer implements AutoCloseable {
 
-    /** Chunks one request may name: 8,192 tokens in chunks of 16, twice over. */
+    /** Chunks one request may name: a 256K-token prompt in chunks of 16; a client splits longer pulls. */
     static final int MAX_CHUNKS = 16_384;
 
     private static final Logger LOG = LoggerFactory.getLogger(TcpServer.class);
@@ -62,7 +62,7 @@ final class TcpServer implements AutoCloseable {
     private final InetSocketAddress advertised;
     private final Map<Long, ServedPool> pools = new ConcurrentHashMap<>();
     private final Set<Connection> open = ConcurrentHashMap.newKeySet();
-    /** Guarded by this: connections still in the handshake, oldest first; members waiting for a request, idle longest first. */
+    /** Guarded by this: connections in the handshake, oldest first; members waiting for a request, idle longest first. */
     private final Set<Connection> proving = new LinkedHashSet<>();
     private final Set<Connection> waiting = new LinkedHashSet<>();
     private final ThreadPoolExecutor workers;
@@ -80,9 +80,9 @@ final class TcpServer implements AutoCloseable {
         this.advertised = advertised;
         int id = SERVERS.incrementAndGet();
         AtomicInteger threads = new AtomicInteger();
-        // Admission bounds connections; threads may exceed them while dropped connections' threads unwind, twice at most.
-        this.workers = new ThreadPoolExecutor(0, 2 * config.maxConnections(), 30, TimeUnit.SECONDS, new SynchronousQueue<>(),
-                r -> daemon(r, "kvmarket-tcp-serve-" + id + "-" + threads.incrementAndGet()));
+        // Admission bounds connections; threads may outnumber them while dropped connections' threads unwind.
+        this.workers = new ThreadPoolExecutor(0, 2 * config.maxConnections(), 30, TimeUnit.SECONDS,
+                new SynchronousQueue<>(), r -> daemon(r, "kvmarket-tcp-serve-" + id + "-" + threads.incrementAndGet()));
         this.acceptor = daemon(this::acceptLoop, "kvmarket-tcp-accept-" + id);
     }
 

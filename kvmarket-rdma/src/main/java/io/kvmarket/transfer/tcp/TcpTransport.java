@@ -189,9 +189,7 @@ public final class TcpTransport implements Transport {
             done.completeExceptionally(new TransferException(TransferFailure.FAILED, closed ? "TCP transport closed"
                     : "TCP transport has " + fetchers.getQueue().size() + " fetches queued; refusing more"));
         }
-        if (closed) { // close() may have run between the check above and the queueing
-            done.completeExceptionally(new TransferException(TransferFailure.FAILED, "TCP transport closed"));
-        }
+        // A close() from here on fails `done` itself, once no thread can still write into the engine's memory.
         return done;
     }
 

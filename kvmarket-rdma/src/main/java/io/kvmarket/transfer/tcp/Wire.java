@@ -99,7 +99,8 @@ final class Wire {
         hello.get(serverNonce);
         byte[] clientNonce = nonce();
         ByteBuffer answer = ByteBuffer.allocate(6 + NONCE_BYTES + MAC_BYTES);
-        answer.putInt(MAGIC).putShort(VERSION).put(clientNonce).put(secret.mac(CLIENT, serverNonce, clientNonce)).flip();
+        answer.putInt(MAGIC).putShort(VERSION).put(clientNonce).put(secret.mac(CLIENT, serverNonce, clientNonce))
+                .flip();
         c.writeFully(answer);
         ByteBuffer proof = ByteBuffer.allocate(MAC_BYTES);
         try {
