@@ -54,8 +54,23 @@ public interface Device extends AutoCloseable {
     }
 
     /**
+     * Host memory this device's {@link #copy} moves to and from like its own (pinned for a GPU), which the JVM reads
+     * and writes through {@link #hostView}: where memory only the device reaches meets a socket. Freed by
+     * {@link #free}; it has no IPC handle.
+     *
+     * @throws UnsupportedOperationException when the device has none
+     * @throws DeviceException               when memory runs out
+     */
+    default DeviceBuffer allocateStaging(long bytes) {
+        if (isHostAddressable()) {
+            return allocate(bytes);
+        }
+        throw new UnsupportedOperationException(name() + " has no staging memory");
+    }
+
+    /**
      * The buffer's memory as this JVM reads and writes it in place, for transports that move it through a socket
-     * without a staging copy; empty when only the device reaches it (GPU memory). Position 0 is the buffer's first
+     * without a staging copy; empty when only the device reaches it (GPU memory), present for staging memory. Position 0 is the buffer's first
      * byte; the view is the caller's own (independent position and limit).
      *
      * @throws IllegalArgumentException when the buffer is not this device's

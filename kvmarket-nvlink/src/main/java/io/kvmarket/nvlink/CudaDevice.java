@@ -11,11 +11,14 @@ import io.kvmarket.nativecopy.NativeCopyException;
 import io.kvmarket.node.ProcessIdentity;
 import org.bytedeco.cuda.cudart.CUstream_st;
 import org.bytedeco.cuda.cudart.cudaIpcMemHandle_t;
+import org.bytedeco.javacpp.BytePointer;
 import org.bytedeco.javacpp.Pointer;
 import org.bytedeco.javacpp.PointerPointer;
 
+import java.nio.ByteBuffer;
 import java.nio.charset.StandardCharsets;
 import java.util.Map;
+import java.util.Optional;
 import java.util.concurrent.CompletableFuture;
 import java.util.concurrent.ConcurrentHashMap;
 import java.util.concurrent.ExecutorService;
@@ -48,6 +51,8 @@ public final class CudaDevice implements Device {
     private final CopyMethod method;
     private final ProcessIdentity self = ProcessIdentity.current();
     private final Map<Long, CudaBuffer> owned = new ConcurrentHashMap<>();
+    /** Pinned host memory this device allocated for staging, by allocation id. */
+    private final Map<Long, CudaBuffer> staging = new ConcurrentHashMap<>();
     private final CUstream_st stream = new CUstream_st();
     private final ExecutorService copyThread;
     private final String pciBusId;
@@ -114,9 +119,45 @@ public final class CudaDevice implements Device {
         return buffer;
     }
 
+    /**
+     * Pinned, mapped host memory (cudaHostAlloc, portable): the batched copy reaches it like device memory, through
+     * unified addressing, and the JVM through {@link #hostView}. Not verified on a GPU yet.
+     */
+    @Override
+    public DeviceBuffer allocateStaging(long bytes) {
+        ensureOpen();
+        if (bytes <= 0 || bytes > Integer.MAX_VALUE) {
+            throw new IllegalArgumentException("staging allocation of " + bytes + " bytes outside (0, 2 GiB)");
+        }
+        Pointer p = onDevice(() -> {
+            PointerPointer<Pointer> out = new PointerPointer<>(1);
+            int err = cudaHostAlloc(out, bytes, cudaHostAllocPortable | cudaHostAllocMapped);
+            if (err != cudaSuccess) {
+                throw new DeviceException("cudaHostAlloc of " + bytes + " bytes failed: " + CudaRuntime.errorString(err));
+            }
+            return out.get(0);
+        });
+        long id = NEXT_ID.getAndIncrement();
+        CudaBuffer buffer = new CudaBuffer(p, bytes, self, id, false);
+        staging.put(id, buffer);
+        return buffer;
+    }
+
+    /** Staging memory only: device memory is out of the JVM's reach. */
+    @Override
+    public Optional<ByteBuffer> hostView(DeviceBuffer buffer) {
+        CudaBuffer b = cast(buffer);
+        return staging.get(b.allocationId) == b
+                ? Optional.of(new BytePointer(b.pointer).capacity(b.size).asByteBuffer()) : Optional.empty();
+    }
+
     @Override
     public void free(DeviceBuffer buffer) {
         CudaBuffer b = cast(buffer);
+        if (!b.isPeerMapping() && staging.remove(b.allocationId, b)) {
+            onDevice(() -> check(cudaFreeHost(b.pointer), "cudaFreeHost"));
+            return;
+        }
         if (b.isPeerMapping() || owned.remove(b.allocationId) == null) {
             throw new IllegalArgumentException("not an allocation of this device: " + b);
         }
@@ -210,6 +251,10 @@ public final class CudaDevice implements Device {
                 cudaFree(b.pointer);
             }
             owned.clear();
+            for (CudaBuffer b : staging.values()) {
+                cudaFreeHost(b.pointer);
+            }
+            staging.clear();
             NativeCopy.releaseStream(stream.address());
             return cudaStreamDestroy(stream);
         });

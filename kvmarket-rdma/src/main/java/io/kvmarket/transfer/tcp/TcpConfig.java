@@ -23,10 +23,14 @@ import java.util.Objects;
  *                             key (HMAC-SHA256, about 1 GB/s per core each side): bytes rewritten on the way then
  *                             never count as delivered. Off only where the network itself guarantees integrity
  *                             (IPsec, WireGuard, a trusted fabric)
+ * @param stagingSlots         slots of the staging ring, for a device whose memory the JVM cannot address (a GPU):
+ *                             transfers of all connections share them
+ * @param stagingSlotBytes     bytes of each slot: the ring pins {@code stagingSlots x stagingSlotBytes} of host memory
  */
 public record TcpConfig(ClusterSecret secret, InetSocketAddress bind, InetAddress advertise, int maxConnections,
                         int fetchThreads, long connectTimeoutMillis, long ioTimeoutMillis, long idleTimeoutMillis,
-                        double seedGigabytesPerSecond, long seedLatencyMicros, boolean chunkMacs) {
+                        double seedGigabytesPerSecond, long seedLatencyMicros, boolean chunkMacs, int stagingSlots,
+                        int stagingSlotBytes) {
 
     public TcpConfig {
         Objects.requireNonNull(secret, "a cluster secret is required: without one, TCP serving is off");
@@ -42,6 +46,10 @@ public record TcpConfig(ClusterSecret secret, InetSocketAddress bind, InetAddres
             throw new IllegalArgumentException("timeouts must be at least 1 ms: connect " + connectTimeoutMillis
                     + ", io " + ioTimeoutMillis + ", idle " + idleTimeoutMillis);
         }
+        if (stagingSlots < 1 || stagingSlotBytes < 4096) {
+            throw new IllegalArgumentException("a staging ring needs a slot and slots of at least 4 KiB: "
+                    + stagingSlots + " x " + stagingSlotBytes);
+        }
         if (!(seedGigabytesPerSecond > 0) || Double.isInfinite(seedGigabytesPerSecond) || seedLatencyMicros < 0) {
             throw new IllegalArgumentException("seed throughput must be positive and finite, latency non-negative: "
                     + seedGigabytesPerSecond + " GB/s, " + seedLatencyMicros + " us");
@@ -50,36 +58,42 @@ public record TcpConfig(ClusterSecret secret, InetSocketAddress bind, InetAddres
 
     /** Serves on every interface at a kernel-picked port, with the default limits. */
     public static TcpConfig of(ClusterSecret secret) {
-        return new TcpConfig(secret, new InetSocketAddress(0), null, 64, 16, 1000, 2000, 60_000, 1.0, 200, true);
+        return new TcpConfig(secret, new InetSocketAddress(0), null, 64, 16, 1000, 2000, 60_000, 1.0, 200, true, 8, 4 << 20);
     }
 
     public TcpConfig withBind(InetSocketAddress bind) {
         return new TcpConfig(secret, bind, advertise, maxConnections, fetchThreads, connectTimeoutMillis,
-                ioTimeoutMillis, idleTimeoutMillis, seedGigabytesPerSecond, seedLatencyMicros, chunkMacs);
+                ioTimeoutMillis, idleTimeoutMillis, seedGigabytesPerSecond, seedLatencyMicros, chunkMacs, stagingSlots, stagingSlotBytes);
     }
 
     public TcpConfig withAdvertise(InetAddress advertise) {
         return new TcpConfig(secret, bind, advertise, maxConnections, fetchThreads, connectTimeoutMillis,
-                ioTimeoutMillis, idleTimeoutMillis, seedGigabytesPerSecond, seedLatencyMicros, chunkMacs);
+                ioTimeoutMillis, idleTimeoutMillis, seedGigabytesPerSecond, seedLatencyMicros, chunkMacs, stagingSlots, stagingSlotBytes);
     }
 
     public TcpConfig withLimits(int maxConnections, int fetchThreads) {
         return new TcpConfig(secret, bind, advertise, maxConnections, fetchThreads, connectTimeoutMillis,
-                ioTimeoutMillis, idleTimeoutMillis, seedGigabytesPerSecond, seedLatencyMicros, chunkMacs);
+                ioTimeoutMillis, idleTimeoutMillis, seedGigabytesPerSecond, seedLatencyMicros, chunkMacs, stagingSlots, stagingSlotBytes);
     }
 
     public TcpConfig withTimeouts(long connectTimeoutMillis, long ioTimeoutMillis, long idleTimeoutMillis) {
         return new TcpConfig(secret, bind, advertise, maxConnections, fetchThreads, connectTimeoutMillis,
-                ioTimeoutMillis, idleTimeoutMillis, seedGigabytesPerSecond, seedLatencyMicros, chunkMacs);
+                ioTimeoutMillis, idleTimeoutMillis, seedGigabytesPerSecond, seedLatencyMicros, chunkMacs, stagingSlots, stagingSlotBytes);
     }
 
     public TcpConfig withSeed(double gigabytesPerSecond, long latencyMicros) {
         return new TcpConfig(secret, bind, advertise, maxConnections, fetchThreads, connectTimeoutMillis,
-                ioTimeoutMillis, idleTimeoutMillis, gigabytesPerSecond, latencyMicros, chunkMacs);
+                ioTimeoutMillis, idleTimeoutMillis, gigabytesPerSecond, latencyMicros, chunkMacs, stagingSlots, stagingSlotBytes);
     }
 
     public TcpConfig withChunkMacs(boolean chunkMacs) {
         return new TcpConfig(secret, bind, advertise, maxConnections, fetchThreads, connectTimeoutMillis,
-                ioTimeoutMillis, idleTimeoutMillis, seedGigabytesPerSecond, seedLatencyMicros, chunkMacs);
+                ioTimeoutMillis, idleTimeoutMillis, seedGigabytesPerSecond, seedLatencyMicros, chunkMacs, stagingSlots, stagingSlotBytes);
+    }
+
+    public TcpConfig withStaging(int stagingSlots, int stagingSlotBytes) {
+        return new TcpConfig(secret, bind, advertise, maxConnections, fetchThreads, connectTimeoutMillis,
+                ioTimeoutMillis, idleTimeoutMillis, seedGigabytesPerSecond, seedLatencyMicros, chunkMacs, stagingSlots,
+                stagingSlotBytes);
     }
 }

@@ -1,5 +1,6 @@
 package io.kvmarket.transfer.tcp;
 
+import io.kvmarket.device.CopyBatch;
 import io.kvmarket.device.Device;
 import io.kvmarket.key.ChunkKey;
 import io.kvmarket.transfer.ServedPool;
@@ -56,6 +57,8 @@ final class TcpServer implements AutoCloseable {
     private static final SecureRandom RANDOM = new SecureRandom();
 
     private final Device device;
+    /** Staging for a device whose memory the JVM cannot address; null when it can. */
+    private final StagingRing ring;
     private final TcpConfig config;
     private final Watchdog watchdog;
     private final ServerSocketChannel listener;
@@ -71,9 +74,10 @@ final class TcpServer implements AutoCloseable {
     private final AtomicLong refused = new AtomicLong();
     private volatile boolean closed;
 
-    private TcpServer(Device device, TcpConfig config, Watchdog watchdog, ServerSocketChannel listener,
-                      InetSocketAddress advertised) {
+    private TcpServer(Device device, StagingRing ring, TcpConfig config, Watchdog watchdog,
+                      ServerSocketChannel listener, InetSocketAddress advertised) {
         this.device = device;
+        this.ring = ring;
         this.config = config;
         this.watchdog = watchdog;
         this.listener = listener;
@@ -91,14 +95,14 @@ final class TcpServer implements AutoCloseable {
      *
      * @throws IOException when the address cannot be bound (in use, not local)
      */
-    static TcpServer start(Device device, TcpConfig config, Watchdog watchdog) throws IOException {
+    static TcpServer start(Device device, StagingRing ring, TcpConfig config, Watchdog watchdog) throws IOException {
         ServerSocketChannel listener = ServerSocketChannel.open();
         try {
             listener.setOption(StandardSocketOptions.SO_REUSEADDR, true);
             listener.bind(config.bind(), 128);
             InetSocketAddress bound = (InetSocketAddress) listener.getLocalAddress();
             InetSocketAddress advertised = new InetSocketAddress(advertisedAddress(config, bound), bound.getPort());
-            TcpServer server = new TcpServer(device, config, watchdog, listener, advertised);
+            TcpServer server = new TcpServer(device, ring, config, watchdog, listener, advertised);
             server.acceptor.start();
             LOG.info("TCP transport serving cluster members on {} (advertised as {})", bound, advertised);
             return server;
@@ -267,11 +271,13 @@ final class TcpServer implements AutoCloseable {
 
     /**
      * Streams the requested chunks while the pool holds each, each followed by its MAC when {@code mac} is given;
-     * the first chunk it cannot serve ends the response.
+     * the first chunk it cannot serve ends the response. Memory the JVM addresses goes to the socket in place; other
+     * memory through the staging ring, a window at a time.
      */
     private void serve(Connection c, ServedPool pool, ByteBuffer entries, int count, ByteBuffer status, Mac mac,
                        long n, byte[] tag) throws IOException {
-        ByteBuffer view = pool == null || pool.isClosed() ? null : device.hostView(pool.buffer()).orElse(null);
+        boolean serving = pool != null && !pool.isClosed();
+        ByteBuffer view = serving && ring == null ? device.hostView(pool.buffer()).orElse(null) : null;
         long size = pool == null ? 0 : pool.buffer().size();
         for (int i = 0; i < count; i++) {
             int entry = entries.position();
@@ -279,7 +285,7 @@ final class TcpServer implements AutoCloseable {
             long generation = entries.getLong();
             long offset = entries.getLong();
             long length = entries.getLong();
-            if (view == null) {
+            if (!serving || view == null && ring == null) {
                 stop(c, status, Wire.NOT_OFFERED);
                 return;
             }
@@ -293,19 +299,53 @@ final class TcpServer implements AutoCloseable {
                 return;
             }
             try {
-                view.limit(view.capacity()).position((int) offset).limit((int) (offset + length));
                 status.clear().put(Wire.DATA).flip();
-                if (mac == null) {
-                    c.writeFully(status, view);
+                c.writeFully(status);
+                if (mac != null) {
+                    Wire.chunkMacStart(mac, n, i, entries.array(), entry);
+                }
+                if (view != null) {
+                    view.limit(view.capacity()).position((int) offset).limit((int) (offset + length));
+                    if (mac != null) {
+                        mac.update(view.duplicate());
+                    }
+                    c.writeFully(view);
                 } else {
-                    Wire.chunkMac(mac, n, i, entries.array(), entry, view.duplicate(), tag);
-                    c.writeFully(status, view, ByteBuffer.wrap(tag));
+                    sendStaged(c, pool, offset, length, mac);
+                }
+                if (mac != null) {
+                    Wire.chunkMacEnd(mac, tag);
+                    c.writeFully(ByteBuffer.wrap(tag));
                 }
             } finally {
                 hold.close();
             }
         }
         stop(c, status, Wire.DONE);
+    }
+
+    /** Copies the chunk into staging slots a window at a time, one batched device copy each, and sends them. */
+    private void sendStaged(Connection c, ServedPool pool, long offset, long length, Mac mac) throws IOException {
+        for (long at = 0; at < length; ) {
+            StagingRing.Slot slot = ring.acquire(config.ioTimeoutMillis());
+            try {
+                int window = (int) Math.min(slot.view().capacity(), length - at);
+                try {
+                    device.copy(pool.buffer(), slot.buffer(), CopyBatch.builder().add(offset + at, 0, window).build())
+                            .join();
+                } catch (RuntimeException e) {
+                    throw new IOException("staging copy of the pool failed: " + e, e);
+                }
+                ByteBuffer bytes = slot.view().duplicate().clear().limit(window);
+                if (mac != null) {
+                    mac.update(bytes.duplicate());
+                }
+                c.writeFully(bytes);
+                at += window;
+            } finally {
+                ring.release(slot);
+            }
+        }
     }
 
     private static void stop(Connection c, ByteBuffer status, byte code) throws IOException {

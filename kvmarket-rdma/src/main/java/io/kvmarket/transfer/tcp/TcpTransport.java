@@ -34,7 +34,6 @@ import java.util.concurrent.LinkedBlockingQueue;
 import java.util.concurrent.RejectedExecutionException;
 import java.util.concurrent.ThreadPoolExecutor;
 import java.util.concurrent.TimeUnit;
-import java.util.concurrent.atomic.AtomicBoolean;
 import java.util.concurrent.atomic.AtomicInteger;
 
 /**
@@ -44,8 +43,9 @@ import java.util.concurrent.atomic.AtomicInteger;
  * are authenticated once (cluster secret, {@link Wire}) and kept per peer for reuse. Every failure is a
  * {@link TransferException} saying how many chunks landed whole first.
  *
- * <p>Needs memory this JVM can address ({@link Device#isHostAddressable}); a GPU's pool would stage through pinned
- * host memory, which is not built yet, so on such a device this transport neither advertises nor routes.
+ * <p>Memory this JVM addresses ({@link Device#isHostAddressable}) moves between socket and memory in place. Other
+ * memory (a GPU's) moves through a bounded {@link StagingRing} of the device's staging memory (pinned host memory),
+ * a window per batched device copy; a device without staging memory gets no TCP at all, said once.
  */
 public final class TcpTransport implements Transport {
 
@@ -59,18 +59,21 @@ public final class TcpTransport implements Transport {
     private final long nodeId;
     private final TcpConfig config;
     private final Watchdog watchdog;
+    /** Staging for a device whose memory the JVM cannot address; null when it can, or when it has none. */
+    private final StagingRing ring;
     private final TcpServer server;
     private final ThreadPoolExecutor fetchers;
     private final Map<InetSocketAddress, ConcurrentLinkedDeque<Connection>> idle = new ConcurrentHashMap<>();
     private final Set<CompletableFuture<Void>> running = ConcurrentHashMap.newKeySet();
-    private final AtomicBoolean warnedNotAddressable = new AtomicBoolean();
     private volatile boolean closed;
 
-    private TcpTransport(Device device, long nodeId, TcpConfig config, Watchdog watchdog, TcpServer server) {
+    private TcpTransport(Device device, long nodeId, TcpConfig config, Watchdog watchdog, StagingRing ring,
+                         TcpServer server) {
         this.device = device;
         this.nodeId = nodeId;
         this.config = config;
         this.watchdog = watchdog;
+        this.ring = ring;
         this.server = server;
         int id = TRANSPORTS.incrementAndGet();
         AtomicInteger threads = new AtomicInteger();
@@ -90,16 +93,30 @@ public final class TcpTransport implements Transport {
      */
     public static TcpTransport open(Device device, long nodeId, TcpConfig config) {
         Watchdog watchdog = new Watchdog("kvmarket-tcp-watchdog");
-        TcpServer server = null;
-        if (config.bind() != null && device.isHostAddressable()) {
+        StagingRing ring = null;
+        if (!device.isHostAddressable()) {
             try {
-                server = TcpServer.start(device, config, watchdog);
+                ring = new StagingRing(device, config.stagingSlots(), config.stagingSlotBytes());
+            } catch (UnsupportedOperationException e) {
+                LOG.warn("TCP transport cannot reach {} memory (no host view, no staging memory): it moves nothing",
+                        device.name());
+            }
+        }
+        TcpServer server = null;
+        if (config.bind() != null && (device.isHostAddressable() || ring != null)) {
+            try {
+                server = TcpServer.start(device, ring, config, watchdog);
             } catch (IOException | RuntimeException e) {
                 LOG.warn("TCP transport cannot listen on {} ({}): this process serves nothing over TCP",
                         config.bind(), e.toString());
             }
         }
-        return new TcpTransport(device, nodeId, config, watchdog, server);
+        return new TcpTransport(device, nodeId, config, watchdog, ring, server);
+    }
+
+    /** True when this transport can move this device's memory: in place, or through staging. */
+    private boolean reaches() {
+        return device.isHostAddressable() || ring != null;
     }
 
     @Override
@@ -119,13 +136,6 @@ public final class TcpTransport implements Transport {
 
     @Override
     public Optional<Endpoint> advertise(ServedPool pool) {
-        if (!device.isHostAddressable()) {
-            if (warnedNotAddressable.compareAndSet(false, true)) {
-                LOG.warn("TCP transport does not serve {}: staging GPU memory through host memory is not built yet",
-                        device.name());
-            }
-            return Optional.empty();
-        }
         if (server == null || closed) {
             return Optional.empty();
         }
@@ -133,12 +143,12 @@ public final class TcpTransport implements Transport {
     }
 
     /**
-     * Offers with a TCP endpoint, when this device's memory is addressable here. The figures are the configured
+     * Offers with a TCP endpoint, when this transport reaches the device's memory. The figures are the configured
      * seed; the importer learns the real throughput from the fetches it runs.
      */
     @Override
     public Optional<Route> route(Offer offer) {
-        if (!device.isHostAddressable() || offer.endpoint(Endpoint.TCP).isEmpty()) {
+        if (!reaches() || offer.endpoint(Endpoint.TCP).isEmpty()) {
             return Optional.empty();
         }
         Locality locality = offer.nodeId() == nodeId ? Locality.SAME_NODE : Locality.OTHER_NODE;
@@ -161,10 +171,10 @@ public final class TcpTransport implements Transport {
             return CompletableFuture.failedFuture(new TransferException(TransferFailure.MALFORMED,
                     "malformed TCP endpoint in " + chunks.get(0) + ": " + e.getMessage(), e));
         }
-        ByteBuffer view = device.hostView(dst).orElse(null);
-        if (view == null) {
+        ByteBuffer view = ring == null ? device.hostView(dst).orElse(null) : null;
+        if (view == null && ring == null) {
             return CompletableFuture.failedFuture(new TransferException(TransferFailure.UNREACHABLE,
-                    "TCP transport cannot write into " + device.name() + " memory: staging is not built yet"));
+                    "TCP transport cannot write into " + device.name() + " memory: no host view, no staging"));
         }
         FetchPlan plan = FetchPlan.of(chunks, batch, dst.size());
         CompletableFuture<Void> done = new CompletableFuture<>();
@@ -173,7 +183,7 @@ public final class TcpTransport implements Transport {
         try {
             fetchers.execute(() -> {
                 try {
-                    pull(endpoint, plan, view);
+                    pull(endpoint, plan, dst, view);
                     done.complete(null);
                 } catch (TransferException e) {
                     done.completeExceptionally(e);
@@ -197,7 +207,7 @@ public final class TcpTransport implements Transport {
      * Runs one pull on a pooled connection, or on a fresh one when a pooled one turns out closed by its peer before
      * any byte came back. Only a connection whose response ended as it should goes back to the pool.
      */
-    private void pull(TcpEndpoint endpoint, FetchPlan plan, ByteBuffer view) {
+    private void pull(TcpEndpoint endpoint, FetchPlan plan, DeviceBuffer dst, ByteBuffer view) {
         InetSocketAddress peer = endpoint.address();
         Connection c = pooled(peer);
         boolean fresh = c == null;
@@ -205,7 +215,7 @@ public final class TcpTransport implements Transport {
             c = connect(peer);
         }
         while (true) {
-            Pull p = new Pull(plan, view, config.chunkMacs());
+            Pull p = new Pull(plan, dst, view, config.chunkMacs());
             try {
                 p.run(c, endpoint.poolId());
                 release(peer, c);
@@ -362,10 +372,14 @@ public final class TcpTransport implements Transport {
         fetchers.shutdownNow();
         watchdog.close();
         closeIdle();
+        boolean stopped = false;
         try {
-            fetchers.awaitTermination(5, TimeUnit.SECONDS);
+            stopped = fetchers.awaitTermination(5, TimeUnit.SECONDS);
         } catch (InterruptedException e) {
             Thread.currentThread().interrupt();
+        }
+        if (ring != null && stopped) { // else a thread may still copy through it: kept until exit
+            ring.close();
         }
         for (CompletableFuture<Void> f : running) {
             f.completeExceptionally(new TransferException(TransferFailure.FAILED, "TCP transport closed"));
@@ -373,16 +387,19 @@ public final class TcpTransport implements Transport {
     }
 
     /** One request and its response on one connection; counts what landed so a failure keeps the prefix. */
-    private static final class Pull {
+    private final class Pull {
         final FetchPlan plan;
+        final DeviceBuffer dst;
+        /** The destination as the JVM addresses it, or null to write it through the staging ring. */
         final ByteBuffer view;
         final boolean chunkMacs;
         int delivered;
         boolean anyByte;
         private ByteBuffer scratch;
 
-        Pull(FetchPlan plan, ByteBuffer view, boolean chunkMacs) {
+        Pull(FetchPlan plan, DeviceBuffer dst, ByteBuffer view, boolean chunkMacs) {
             this.plan = plan;
+            this.dst = dst;
             this.view = view;
             this.chunkMacs = chunkMacs;
         }
@@ -453,6 +470,10 @@ public final class TcpTransport implements Transport {
          * goes through {@code mac} when given.
          */
         private void receive(Connection c, Offer chunk, long[] pieces, Mac mac) throws IOException {
+            if (view == null) {
+                receiveStaged(c, chunk.length(), pieces, mac);
+                return;
+            }
             long at = 0;
             for (int p = 0; p < pieces.length; p += 3) {
                 if (pieces[p] > at) {
@@ -468,6 +489,42 @@ public final class TcpTransport implements Transport {
             }
             if (chunk.length() > at) {
                 skip(c, chunk.length() - at, mac);
+            }
+        }
+
+        /**
+         * Reads one chunk a staging window at a time, each window then copied into its pieces' places by one
+         * batched device call.
+         */
+        private void receiveStaged(Connection c, long length, long[] pieces, Mac mac) throws IOException {
+            for (long window = 0; window < length; ) {
+                StagingRing.Slot slot = ring.acquire(config.ioTimeoutMillis());
+                try {
+                    int n = (int) Math.min(slot.view().capacity(), length - window);
+                    ByteBuffer bytes = slot.view().duplicate().clear().limit(n);
+                    c.readFully(bytes);
+                    if (mac != null) {
+                        mac.update(bytes.flip());
+                    }
+                    CopyBatch.Builder batch = CopyBatch.builder();
+                    for (int p = 0; p < pieces.length; p += 3) {
+                        long from = Math.max(pieces[p], window);
+                        long to = Math.min(pieces[p] + pieces[p + 2], window + n);
+                        if (from < to) {
+                            batch.add(from - window, pieces[p + 1] + (from - pieces[p]), to - from);
+                        }
+                    }
+                    if (batch.segments() > 0) {
+                        try {
+                            device.copy(slot.buffer(), dst, batch.build()).join();
+                        } catch (RuntimeException e) {
+                            throw new IOException("copy out of staging failed: " + e, e);
+                        }
+                    }
+                    window += n;
+                } finally {
+                    ring.release(slot);
+                }
             }
         }
 

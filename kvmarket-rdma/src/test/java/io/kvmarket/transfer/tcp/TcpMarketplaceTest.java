@@ -2,6 +2,7 @@ package io.kvmarket.transfer.tcp;
 
 import io.kvmarket.LoadResult;
 import io.kvmarket.Match;
+import io.kvmarket.device.Device;
 import io.kvmarket.device.host.HostDevice;
 import io.kvmarket.registry.InProcessRegistry;
 import io.kvmarket.testkit.DeviceBytes;
@@ -37,7 +38,7 @@ class TcpMarketplaceTest {
     @Test
     void anImportOverTcpDeliversExactlyTheExportedBytes() {
         try (InProcessRegistry registry = new InProcessRegistry();
-             Engines e = new Engines(registry, 8, 10_000)) {
+             Engines e = new Engines(registry, 8, 10_000, false)) {
             int[] blocks = KvFixture.scattered(8, 1);
             e.a.fill(blocks, 8, 21);
             assertEquals(4, e.a.market.export(KvFixture.tokens(128, 21), 128, blocks).chunksPublished());
@@ -51,6 +52,23 @@ class TcpMarketplaceTest {
         }
     }
 
+    /** Engines on devices whose memory the JVM cannot read (as GPUs): the import stages through both rings. */
+    @Test
+    void anImportBetweenDevicesTheJvmCannotReadStagesAndDeliversExactBytes() {
+        try (InProcessRegistry registry = new InProcessRegistry();
+             Engines e = new Engines(registry, 8, 10_000, true)) {
+            int[] blocks = KvFixture.scattered(8, 3);
+            e.a.fill(blocks, 8, 33);
+            assertEquals(4, e.a.market.export(KvFixture.tokens(128, 33), 128, blocks).chunksPublished());
+            Match m = e.b.market.match(KvFixture.tokens(128, 33), 128);
+            int[] into = KvFixture.scattered(8, 4);
+            LoadResult r = e.b.market.load(m, into).join();
+            assertEquals(128, r.tokensImported(), r.toString());
+            assertEquals("tcp", r.transports());
+            assertEquals(-1, e.b.firstWrongBlock(into, 8, 33));
+        }
+    }
+
     /**
      * A pool of four chunks (two prompts) on the exporter, which keeps exporting new prompts (evicting) in another thread while
      * the importer, whose pins last 1 ms, pulls over TCP: imports may stop short, but every token reported imported
@@ -59,7 +77,7 @@ class TcpMarketplaceTest {
     @Test
     void underEvictionEveryImportedTokenIsExact() throws Exception {
         try (InProcessRegistry registry = new InProcessRegistry();
-             Engines e = new Engines(registry, 4, 1)) {
+             Engines e = new Engines(registry, 4, 1, false)) {
             AtomicBoolean stop = new AtomicBoolean();
             Thread exporter = new Thread(() -> {
                 Random rnd = new Random(3);
@@ -96,21 +114,26 @@ class TcpMarketplaceTest {
 
     /** Two engines, each on its own device, TCP their only transport. */
     private final class Engines implements AutoCloseable {
+        final Device devA;
+        final Device devB;
         final TcpTransport tcpA;
         final TcpTransport tcpB;
         final KvFixture a;
         final KvFixture b;
 
-        /** @param pinLeaseMillis the importer's: 1 ms lets eviction race every pull */
-        Engines(InProcessRegistry registry, int poolChunks, long pinLeaseMillis) {
-            HostDevice devA = new HostDevice(nodeA);
-            HostDevice devB = new HostDevice(nodeB);
-            tcpA = TcpTransport.open(devA, 1, TcpTransportContractTest.serving());
-            tcpB = TcpTransport.open(devB, 2, TcpTransportContractTest.serving());
+        /**
+         * @param pinLeaseMillis the importer's: 1 ms lets eviction race every pull
+         * @param opaque         devices whose memory the JVM cannot read, staged through two 4 KiB slots
+         */
+        Engines(InProcessRegistry registry, int poolChunks, long pinLeaseMillis, boolean opaque) {
+            devA = opaque ? new OpaqueDevice(new HostDevice(nodeA)) : new HostDevice(nodeA);
+            devB = opaque ? new OpaqueDevice(new HostDevice(nodeB)) : new HostDevice(nodeB);
+            tcpA = TcpTransport.open(devA, 1, TcpTransportContractTest.serving().withStaging(2, 4096));
+            tcpB = TcpTransport.open(devB, 2, TcpTransportContractTest.serving().withStaging(2, 4096));
             long pool = poolChunks * KvFixture.chunkBytes(KvFixture.LAYOUT, KvFixture.CHUNK);
-            a = new KvFixture(devA, DeviceBytes.HOST, true, registry, KvFixture.NS, t -> t,
+            a = new KvFixture(devA, DeviceBytes.HOST, false, registry, KvFixture.NS, t -> t,
                     builder -> builder.poolBytes(pool).transports(List.of(tcpA)));
-            b = new KvFixture(devB, DeviceBytes.HOST, true, registry, KvFixture.NS, t -> t,
+            b = new KvFixture(devB, DeviceBytes.HOST, false, registry, KvFixture.NS, t -> t,
                     builder -> builder.poolBytes(pool).pinLeaseMillis(pinLeaseMillis).transports(List.of(tcpB)));
         }
 
@@ -120,6 +143,8 @@ class TcpMarketplaceTest {
             a.close();
             tcpB.close();
             tcpA.close();
+            devB.close();
+            devA.close();
         }
     }
 }
