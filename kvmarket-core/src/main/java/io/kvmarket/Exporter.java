@@ -152,24 +152,29 @@ final class Exporter {
             if (closing.getAsBoolean()) {
                 return skipped(republished, already, fresh.size(), "marketplace closed during the export");
             }
+            List<Offer> offers = new ArrayList<>(reserved.size());
+            for (int s = 0; s < reserved.size(); s++) {
+                offers.add(new Offer(keys[fresh.get(s)], ctx.nodeId(), ctx.self(), endpoints, reserved.offset(s),
+                        format.chunkBytes(), ctx.layoutFingerprint(), ExportPool.nextGeneration(), expiry));
+            }
+            PublishOutcome[] outcomes;
+            try {
+                outcomes = registry.publishAll(offers);
+            } catch (RegistryException e) { // every outcome unknown
+                outcomes = new PublishOutcome[offers.size()];
+            }
             for (int s = 0; s < reserved.size(); s++) {
                 int k = fresh.get(s);
-                Offer offer = new Offer(keys[k], ctx.nodeId(), ctx.self(), endpoints, reserved.offset(s),
-                        format.chunkBytes(), ctx.layoutFingerprint(), ExportPool.nextGeneration(), expiry);
-                PublishOutcome outcome;
-                try {
-                    outcome = registry.publish(offer);
-                } catch (RegistryException e) {
+                PublishOutcome outcome = outcomes[s];
+                if (outcome == null) {
                     // The write may still land (a remote registry that timed out runs it when it catches up): the
                     // chunk stays in the pool as if published, so it is withdrawn before its memory is reused, and
                     // renewed or offered again once the registry answers.
-                    outcome = null;
-                    offeredAt[k] = offer;
+                    offeredAt[k] = offers.get(s);
                     reservedAt[k] = s;
-                    skipReason = "registry unavailable: " + e.getMessage();
-                }
-                if (outcome == PublishOutcome.PUBLISHED) {
-                    offeredAt[k] = offer;
+                    skipReason = "registry unavailable";
+                } else if (outcome == PublishOutcome.PUBLISHED) {
+                    offeredAt[k] = offers.get(s);
                     reservedAt[k] = s;
                     published++;
                 } else if (outcome == PublishOutcome.ALREADY_OFFERED) {

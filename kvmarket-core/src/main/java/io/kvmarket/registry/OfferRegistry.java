@@ -21,6 +21,22 @@ public interface OfferRegistry extends AutoCloseable {
     PublishOutcome publish(Offer offer);
 
     /**
+     * {@link #publish} of each offer, in order; an entry is null where the registry failed and the outcome is unknown
+     * (the write may still land). A registry across the network answers in a few round trips, not one per offer.
+     */
+    default PublishOutcome[] publishAll(List<Offer> offers) {
+        PublishOutcome[] outcomes = new PublishOutcome[offers.size()];
+        for (int i = 0; i < outcomes.length; i++) {
+            try {
+                outcomes[i] = publish(offers.get(i));
+            } catch (RegistryException e) {
+                outcomes[i] = null;
+            }
+        }
+        return outcomes;
+    }
+
+    /**
      * The served offers for {@code keys[0..k)} with k as large as possible (and at most {@code maxChunks}): the
      * lookup stops at the first key that has no served offer.
      */

@@ -185,6 +185,105 @@ public final class RedisRegistry implements OfferRegistry {
         return PublishOutcome.ALREADY_OFFERED; // another publisher won both races
     }
 
+    /**
+     * Every read in one pipelined round trip, every conditional write in another; an offer whose read failed or
+     * whose write lost a race goes through {@link #publish} alone. A write that failed is an unknown outcome (null),
+     * never retried: it may still land, and retrying could then misread the offer as another's.
+     */
+    @Override
+    public PublishOutcome[] publishAll(List<Offer> offers) {
+        PublishOutcome[] outcomes = new PublishOutcome[offers.size()];
+        if (offers.isEmpty()) {
+            return outcomes;
+        }
+        try {
+            for (Offer o : offers) {
+                if (o.owner().equals(ProcessIdentity.current())) {
+                    ownKeys.computeIfAbsent(OfferCodec.ownerKey(prefix, o.nodeId(), o.owner()), k -> {
+                        beat(k);
+                        return Boolean.TRUE;
+                    });
+                }
+            }
+        } catch (RegistryException e) {
+            return outcomes; // nothing written: unknown to the caller, as a failed publish would be
+        }
+        List<RedisFuture<List<byte[]>>> reads;
+        try {
+            reads = call(() -> {
+                String sha = sha(RedisScripts.READ);
+                List<RedisFuture<List<byte[]>>> out = new ArrayList<>(offers.size());
+                for (Offer o : offers) {
+                    out.add(connection.async().evalsha(sha, ScriptOutputType.MULTI,
+                            new String[] {OfferCodec.hashKey(prefix, o.key())}));
+                }
+                return out;
+            });
+        } catch (RegistryException e) {
+            return OfferRegistry.super.publishAll(offers);
+        }
+        byte[][] expected = new byte[offers.size()][];
+        boolean[] alone = new boolean[offers.size()];
+        for (int i = 0; i < outcomes.length; i++) {
+            Offer offer = offers.get(i);
+            try {
+                List<byte[]> cur = awaited(reads.get(i), RedisScripts.READ);
+                if (cur.isEmpty()) {
+                    expected[i] = NONE;
+                } else if (cur.size() == 1) {
+                    LOG.warn("replacing something foreign under {}", OfferCodec.hashKey(prefix, offer.key()));
+                    expected[i] = FOREIGN;
+                } else {
+                    Offer existing = decode(offer.key(), cur.get(0), cur.get(1));
+                    if (existing != null && existing.leaseExpiryMs() > clockMillis()
+                            && (ownerAlive(existing, false) || ownerAlive(existing, true))) {
+                        outcomes[i] = PublishOutcome.ALREADY_OFFERED;
+                    } else {
+                        expected[i] = cur.get(0);
+                    }
+                }
+            } catch (RegistryException e) {
+                alone[i] = true; // nothing written for it yet
+            }
+        }
+        List<RedisFuture<Long>> writes = new ArrayList<>(offers.size());
+        try {
+            call(() -> {
+                String sha = sha(RedisScripts.PUBLISH);
+                for (int i = 0; i < outcomes.length; i++) {
+                    Offer o = offers.get(i);
+                    writes.add(expected[i] == null ? null : connection.async().evalsha(sha, ScriptOutputType.INTEGER,
+                            new String[] {OfferCodec.hashKey(prefix, o.key())}, expected[i], OfferCodec.identity(o),
+                            OfferCodec.lease(o.leaseExpiryMs()), ascii(gcTtl(o.leaseExpiryMs()))));
+                }
+                return null;
+            });
+        } catch (RegistryException e) {
+            return outcomes; // some writes may have been sent: every undecided outcome stays unknown
+        }
+        for (int i = 0; i < outcomes.length; i++) {
+            if (writes.get(i) != null) {
+                try {
+                    if (awaited(writes.get(i), RedisScripts.PUBLISH) == 1) {
+                        outcomes[i] = PublishOutcome.PUBLISHED;
+                    } else {
+                        alone[i] = true; // the key changed since it was read: nothing of ours was written
+                    }
+                } catch (RegistryException e) {
+                    outcomes[i] = null;
+                }
+            }
+            if (alone[i]) {
+                try {
+                    outcomes[i] = publish(offers.get(i));
+                } catch (RegistryException e) {
+                    outcomes[i] = null;
+                }
+            }
+        }
+        return outcomes;
+    }
+
     @Override
     public List<Offer> lookupPrefix(ChunkKey[] keys, int maxChunks) {
         int limit = Math.min(keys.length, maxChunks);

@@ -124,6 +124,27 @@ public abstract class RegistryContractTest {
                 List.of(ipc(1), ipc(2)), 0, 4096, 42, 1, clock.get() + 1000), "two endpoints of one kind");
     }
 
+    /**
+     * A batch publishes like one publish per offer, in order: fresh keys are published, a live offer is kept (first
+     * wins, within the batch too), an expired one or one of a dead owner is replaced.
+     */
+    @Test
+    void publishAllPublishesEachAsPublishWouldInOrder() throws Exception {
+        registry.publish(offer(1, 1));
+        registry.publish(offer(key(2), deadProcess(), 2, clock.get() + 10_000));
+        registry.publish(offer(key(3), ProcessIdentity.current(), 3, clock.get() + 5));
+        clock.addAndGet(10);
+        List<Offer> batch = List.of(offer(0, 20), offer(1, 21), offer(2, 22), offer(3, 23), offer(4, 24),
+                offer(4, 25));
+        PublishOutcome[] outcomes = registry.publishAll(batch);
+        assertArrayEquals(new PublishOutcome[] {PublishOutcome.PUBLISHED, PublishOutcome.ALREADY_OFFERED,
+                PublishOutcome.PUBLISHED, PublishOutcome.PUBLISHED, PublishOutcome.PUBLISHED,
+                PublishOutcome.ALREADY_OFFERED}, outcomes);
+        assertEquals(List.of(20L, 1L, 22L, 23L, 24L), registry.lookupPrefix(keys(5), 5).stream()
+                .map(Offer::generation).toList());
+        assertEquals(0, registry.publishAll(List.of()).length);
+    }
+
     @Test
     void firstLiveOfferOfAKeyWins() {
         registry.publish(offer(0, 1));
