@@ -30,6 +30,7 @@ final class StagingRing implements AutoCloseable {
     private final Device device;
     private final List<Slot> all = new ArrayList<>();
     private final BlockingQueue<Slot> free;
+    private volatile boolean closed;
 
     /**
      * @throws UnsupportedOperationException when the device has no staging memory
@@ -61,6 +62,9 @@ final class StagingRing implements AutoCloseable {
      * @throws IOException when none frees up in time, or the wait is interrupted (the transport closing)
      */
     Slot acquire(long waitMillis) throws IOException {
+        if (closed) {
+            throw new IOException("staging ring closed");
+        }
         try {
             Slot s = free.poll(waitMillis, TimeUnit.MILLISECONDS);
             if (s == null) {
@@ -73,13 +77,20 @@ final class StagingRing implements AutoCloseable {
         }
     }
 
+    /** Returns a slot; after {@link #close} its memory is freed and it is dropped. */
     void release(Slot s) {
-        free.add(s);
+        if (!closed) {
+            free.add(s);
+        }
     }
 
     /** Frees the staging memory; call once no transfer uses the ring any more. */
     @Override
-    public void close() {
+    public synchronized void close() {
+        if (closed) {
+            return;
+        }
+        closed = true;
         for (Slot s : all) {
             try {
                 device.free(s.buffer);

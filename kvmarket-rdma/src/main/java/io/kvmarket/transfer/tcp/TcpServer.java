@@ -376,19 +376,30 @@ final class TcpServer implements AutoCloseable {
 
     @Override
     public void close() {
+        stop();
+    }
+
+    /**
+     * Stops serving and waits up to 5 s for the connection threads.
+     *
+     * @return true when they all ended: nothing of this server reads the pools or the staging ring any more
+     */
+    boolean stop() {
         closed = true;
         closeQuietly(listener);
         for (Connection c : open) {
             drop(c);
         }
         workers.shutdownNow();
+        boolean stopped = false;
         try {
             acceptor.join(TimeUnit.SECONDS.toMillis(5));
-            workers.awaitTermination(5, TimeUnit.SECONDS);
+            stopped = workers.awaitTermination(5, TimeUnit.SECONDS);
         } catch (InterruptedException e) {
             Thread.currentThread().interrupt();
         }
         pools.clear();
+        return stopped;
     }
 
     /**

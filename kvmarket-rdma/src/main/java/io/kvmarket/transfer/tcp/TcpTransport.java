@@ -59,21 +59,29 @@ public final class TcpTransport implements Transport {
     private final long nodeId;
     private final TcpConfig config;
     private final Watchdog watchdog;
-    /** Staging for a device whose memory the JVM cannot address; null when it can, or when it has none. */
+    /**
+     * Staging for a device whose memory the JVM cannot address, for fetching; null when it can, or when it has none.
+     * The server has a ring of its own: a fetcher holds its slot while it waits for a peer's server, which must never
+     * wait for that slot in turn (two nodes importing from each other would deadlock).
+     */
     private final StagingRing ring;
+    private final StagingRing serveRing;
     private final TcpServer server;
     private final ThreadPoolExecutor fetchers;
     private final Map<InetSocketAddress, ConcurrentLinkedDeque<Connection>> idle = new ConcurrentHashMap<>();
     private final Set<CompletableFuture<Void>> running = ConcurrentHashMap.newKeySet();
+    /** Fetches whose thread has begun: close() fails those only once their thread ended. */
+    private final Set<CompletableFuture<Void>> begun = ConcurrentHashMap.newKeySet();
     private volatile boolean closed;
 
     private TcpTransport(Device device, long nodeId, TcpConfig config, Watchdog watchdog, StagingRing ring,
-                         TcpServer server) {
+                         StagingRing serveRing, TcpServer server) {
         this.device = device;
         this.nodeId = nodeId;
         this.config = config;
         this.watchdog = watchdog;
         this.ring = ring;
+        this.serveRing = serveRing;
         this.server = server;
         int id = TRANSPORTS.incrementAndGet();
         AtomicInteger threads = new AtomicInteger();
@@ -94,6 +102,7 @@ public final class TcpTransport implements Transport {
     public static TcpTransport open(Device device, long nodeId, TcpConfig config) {
         Watchdog watchdog = new Watchdog("kvmarket-tcp-watchdog");
         StagingRing ring = null;
+        StagingRing serveRing = null;
         if (!device.isHostAddressable()) {
             try {
                 ring = new StagingRing(device, config.stagingSlots(), config.stagingSlotBytes());
@@ -105,13 +114,19 @@ public final class TcpTransport implements Transport {
         TcpServer server = null;
         if (config.bind() != null && (device.isHostAddressable() || ring != null)) {
             try {
-                server = TcpServer.start(device, ring, config, watchdog);
+                serveRing = ring == null ? null
+                        : new StagingRing(device, config.stagingSlots(), config.stagingSlotBytes());
+                server = TcpServer.start(device, serveRing, config, watchdog);
             } catch (IOException | RuntimeException e) {
+                if (serveRing != null) {
+                    serveRing.close();
+                    serveRing = null;
+                }
                 LOG.warn("TCP transport cannot listen on {} ({}): this process serves nothing over TCP",
                         config.bind(), e.toString());
             }
         }
-        return new TcpTransport(device, nodeId, config, watchdog, ring, server);
+        return new TcpTransport(device, nodeId, config, watchdog, ring, serveRing, server);
     }
 
     /** True when this transport can move this device's memory: in place, or through staging. */
@@ -179,9 +194,13 @@ public final class TcpTransport implements Transport {
         FetchPlan plan = FetchPlan.of(chunks, batch, dst.size());
         CompletableFuture<Void> done = new CompletableFuture<>();
         running.add(done);
-        done.whenComplete((ok, error) -> running.remove(done));
+        done.whenComplete((ok, error) -> {
+            running.remove(done);
+            begun.remove(done);
+        });
         try {
             fetchers.execute(() -> {
+                begun.add(done);
                 try {
                     pull(endpoint, plan, dst, view);
                     done.complete(null);
@@ -356,9 +375,9 @@ public final class TcpTransport implements Transport {
     }
 
     /**
-     * Stops serving, fails fetches still running or queued, closes every connection. A running fetch's future fails
-     * once its thread has stopped (at most 5 s), so no byte lands in the engine's memory after the engine was told
-     * the fetch failed. Idempotent.
+     * Stops serving, fails fetches still running or queued, closes every connection. A fetch that has begun fails
+     * once its thread stopped (close waits up to 5 s; past that, the thread fails its own fetch when its copy ends),
+     * so no byte lands in the engine's memory after the engine was told the fetch failed. Idempotent.
      */
     @Override
     public void close() {
@@ -366,9 +385,7 @@ public final class TcpTransport implements Transport {
             return;
         }
         closed = true;
-        if (server != null) {
-            server.close();
-        }
+        boolean serverStopped = server == null || server.stop();
         fetchers.shutdownNow();
         watchdog.close();
         closeIdle();
@@ -378,11 +395,17 @@ public final class TcpTransport implements Transport {
         } catch (InterruptedException e) {
             Thread.currentThread().interrupt();
         }
-        if (ring != null && stopped) { // else a thread may still copy through it: kept until exit
+        // A ring a thread may still copy through (a device copy cannot be interrupted) is kept until exit.
+        if (ring != null && stopped) {
             ring.close();
         }
+        if (serveRing != null && serverStopped) {
+            serveRing.close();
+        }
         for (CompletableFuture<Void> f : running) {
-            f.completeExceptionally(new TransferException(TransferFailure.FAILED, "TCP transport closed"));
+            if (stopped || !begun.contains(f)) {
+                f.completeExceptionally(new TransferException(TransferFailure.FAILED, "TCP transport closed"));
+            }
         }
     }
 
