@@ -14,6 +14,7 @@ import org.slf4j.Logger;
 import org.slf4j.LoggerFactory;
 
 import java.util.ArrayList;
+import java.util.Arrays;
 import java.util.HashSet;
 import java.util.List;
 import java.util.Set;
@@ -88,13 +89,13 @@ final class Exporter {
         int already = 0;
         int republished = 0;
         try {
-            // One lookup for the offered prefix: a round trip to a remote registry, where asking key by key cost one
-            // each. Past it, only keys this pool holds are asked about; any other is copied and published, and a
-            // publish that finds it offered meanwhile (publish-if-absent) counts it as already offered.
+            // Two lookups whatever the prompt's length (two round trips to a remote registry, where asking key by key
+            // cost one each): the offered prefix, then each key past it.
             List<Offer> prefix = registry.lookupPrefix(keys, keys.length);
+            Offer[] rest = prefix.size() == keys.length ? new Offer[0]
+                    : registry.lookupEach(Arrays.asList(keys).subList(prefix.size(), keys.length));
             for (int i = 0; i < keys.length; i++) {
-                Offer existing = i < prefix.size() ? prefix.get(i)
-                        : pool.held(keys[i]) != null ? registry.lookup(keys[i]) : null;
+                Offer existing = i < prefix.size() ? prefix.get(i) : rest[i - prefix.size()];
                 Offer held = existing == null ? pool.held(keys[i]) : null;
                 if (held != null && pool.republish(held,
                         OfferRegistry.expiry(registry.clockMillis(), ctx.offerLeaseMs()))) {

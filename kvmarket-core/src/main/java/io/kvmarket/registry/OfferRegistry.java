@@ -46,6 +46,18 @@ public interface OfferRegistry extends AutoCloseable {
     Offer lookup(ChunkKey key);
 
     /**
+     * {@link #lookup} of each key, in order, null where none is served; a registry across the network answers in one
+     * round trip.
+     */
+    default Offer[] lookupEach(List<ChunkKey> keys) {
+        Offer[] found = new Offer[keys.size()];
+        for (int i = 0; i < found.length; i++) {
+            found[i] = lookup(keys.get(i));
+        }
+        return found;
+    }
+
+    /**
      * Pins the offer until released or until {@code leaseMs} from now; a lease past the end of the clock holds
      * until released.
      *

@@ -311,6 +311,32 @@ public final class RedisRegistry implements OfferRegistry {
         return found;
     }
 
+    /** Pipelined: every key read in one round trip; a key whose read failed fails the call, as a lookup would. */
+    @Override
+    public Offer[] lookupEach(List<ChunkKey> keys) {
+        List<RedisFuture<List<byte[]>>> reads = call(() -> {
+            String sha = sha(RedisScripts.READ);
+            List<RedisFuture<List<byte[]>>> out = new ArrayList<>(keys.size());
+            for (ChunkKey k : keys) {
+                out.add(connection.async().evalsha(sha, ScriptOutputType.MULTI,
+                        new String[] {OfferCodec.hashKey(prefix, k)}));
+            }
+            return out;
+        });
+        long now = clockMillis();
+        Offer[] found = new Offer[keys.size()];
+        for (int i = 0; i < found.length; i++) {
+            List<byte[]> cur = awaited(reads.get(i), RedisScripts.READ);
+            if (cur.size() == 1) {
+                LOG.warn("skipping something foreign under {}", OfferCodec.hashKey(prefix, keys.get(i)));
+            } else if (cur.size() == 2) {
+                Offer o = decode(keys.get(i), cur.get(0), cur.get(1));
+                found[i] = o != null && o.leaseExpiryMs() > now && ownerAlive(o, false) ? o : null;
+            }
+        }
+        return found;
+    }
+
     @Override
     public Offer lookup(ChunkKey key) {
         List<Offer> found = lookupPrefix(new ChunkKey[] {key}, 1);

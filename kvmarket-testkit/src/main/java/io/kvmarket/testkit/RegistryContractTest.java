@@ -145,6 +145,26 @@ public abstract class RegistryContractTest {
         assertEquals(0, registry.publishAll(List.of()).length);
     }
 
+    /** Each key on its own, gaps or not: served offers, null for absent, expired, or a dead owner's. */
+    @Test
+    void lookupEachAnswersEveryKeyOnItsOwn() throws Exception {
+        Offer zero = offer(0, 10);
+        Offer two = offer(2, 12);
+        registry.publish(zero);
+        registry.publish(two);
+        registry.publish(offer(key(3), deadProcess(), 13, clock.get() + 10_000));
+        registry.publish(offer(key(4), ProcessIdentity.current(), 14, clock.get() + 5));
+        clock.addAndGet(10);
+        Offer[] found = registry.lookupEach(List.of(key(0), key(1), key(2), key(3), key(4), key(2)));
+        assertEquals(zero, found[0]);
+        assertNull(found[1]);
+        assertEquals(two, found[2]);
+        assertNull(found[3], "a dead owner's");
+        assertNull(found[4], "an expired lease");
+        assertEquals(two, found[5]);
+        assertEquals(0, registry.lookupEach(List.of()).length);
+    }
+
     @Test
     void firstLiveOfferOfAKeyWins() {
         registry.publish(offer(0, 1));
