@@ -21,7 +21,9 @@ import java.util.Comparator;
 import java.util.List;
 import java.util.Locale;
 import java.util.Optional;
+import java.util.Set;
 import java.util.UUID;
+import java.util.concurrent.ConcurrentHashMap;
 import java.util.stream.Stream;
 
 /**
@@ -50,6 +52,8 @@ public final class DemoMain {
      */
     private static final int CHUNK_TOKENS = 16;
     private static final PrintStream OUT = System.out;
+    /** Servers running now, for the cleanup a signal runs. */
+    private static final Set<ServerProcess> LIVE = ConcurrentHashMap.newKeySet();
 
     private DemoMain() {
     }
@@ -93,16 +97,36 @@ public final class DemoMain {
         Files.setPosixFilePermissions(secret, PosixFilePermissions.fromString("rw-------"));
         try (NetnsCluster cluster = NetnsCluster.create(2);
              RedisServer redis = RedisServer.start(dir, cluster.inNode(0), cluster.address(0))) {
-            OUT.println("nodes: A on " + cluster.address(0) + " (with Redis), B on " + cluster.address(1)
-                    + ", TCP between them under a cluster secret");
-            List<Placement> nodes = new ArrayList<>();
-            for (int n = 0; n < 2; n++) {
-                nodes.add(new Placement(cluster.inNode(n), List.of("-Dkvmarket.redis.uri=" + redis.uri(),
-                        "-Dkvmarket.cluster.secretFile=" + secret, "-Dkvmarket.node.id=demo-node-" + n),
-                        InetAddress.getByName(cluster.address(n)), Path.of("/dev/shm/kvmarket-node")));
+            // Ctrl-C or a kill skips the closes below: the servers, Redis and the nodes must not outlive the demo.
+            Thread hook = new Thread(() -> {
+                LIVE.forEach(ServerProcess::kill);
+                redis.close();
+                cluster.close();
+            }, "demo-cleanup");
+            Runtime.getRuntime().addShutdownHook(hook);
+            try {
+                return runOnNodes(dir, cluster, redis, secret);
+            } finally {
+                try {
+                    Runtime.getRuntime().removeShutdownHook(hook);
+                } catch (IllegalStateException exiting) {
+                    // the hook is running or has run
+                }
             }
-            return run(dir, nodes);
         }
+    }
+
+    private static boolean runOnNodes(Path dir, NetnsCluster cluster, RedisServer redis, Path secret)
+            throws IOException, InterruptedException {
+        OUT.println("nodes: A on " + cluster.address(0) + " (with Redis), B on " + cluster.address(1)
+                + ", TCP between them under a cluster secret");
+        List<Placement> nodes = new ArrayList<>();
+        for (int n = 0; n < 2; n++) {
+            nodes.add(new Placement(cluster.inNode(n), List.of("-Dkvmarket.redis.uri=" + redis.uri(),
+                    "-Dkvmarket.cluster.secretFile=" + secret, "-Dkvmarket.node.id=demo-node-" + n),
+                    InetAddress.getByName(cluster.address(n)), Path.of("/dev/shm/kvmarket-node")));
+        }
+        return run(dir, nodes);
     }
 
     /**
@@ -173,7 +197,7 @@ public final class DemoMain {
         ServerOptions options = new ServerOptions(0, p.bind(),
                 new EngineOptions(model, SEED, p.nodeDir(), marketplace, CHUNK_TOKENS, threads));
         return ServerProcess.launch(name, options, logDir.resolve("server-" + label + "-" + name + ".log"), p.prefix(),
-                p.jvmArgs());
+                p.jvmArgs(), LIVE);
     }
 
     private static void deleteTree(Path dir) throws IOException {

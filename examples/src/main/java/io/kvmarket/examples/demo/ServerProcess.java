@@ -17,6 +17,7 @@ import java.nio.file.Path;
 import java.time.Duration;
 import java.util.ArrayList;
 import java.util.List;
+import java.util.Set;
 import java.util.concurrent.TimeUnit;
 
 /**
@@ -31,14 +32,22 @@ final class ServerProcess implements AutoCloseable {
     private final Process process;
     private final Path log;
     private final String host;
+    /** The servers running now, which this one leaves when it stops. */
+    private final Set<ServerProcess> live;
     private final HttpClient http = HttpClient.newBuilder().connectTimeout(Duration.ofSeconds(10)).build();
     private int port = -1;
 
-    private ServerProcess(String name, Process process, Path log, String host) {
+    private ServerProcess(String name, Process process, Path log, String host, Set<ServerProcess> live) {
         this.name = name;
         this.process = process;
         this.log = log;
         this.host = host;
+        this.live = live;
+    }
+
+    /** Kills the child at once (a signal's cleanup: no time to ask it to stop). */
+    void kill() {
+        process.destroyForcibly();
     }
 
     /**
@@ -46,7 +55,7 @@ final class ServerProcess implements AutoCloseable {
      * node) with {@code jvmArgs}; {@link #awaitListening()} waits until it serves.
      */
     static ServerProcess launch(String name, ServerOptions options, Path log, List<String> prefix,
-                                List<String> jvmArgs) throws IOException {
+                                List<String> jvmArgs, Set<ServerProcess> live) throws IOException {
         List<String> command = new ArrayList<>(prefix);
         command.add(Path.of(System.getProperty("java.home"), "bin", "java").toString());
         command.addAll(jvmArgs);
@@ -55,7 +64,9 @@ final class ServerProcess implements AutoCloseable {
         Process process = new ProcessBuilder(command)
                 .redirectError(ProcessBuilder.Redirect.appendTo(log.toFile()))
                 .start();
-        return new ServerProcess(name, process, log, options.bind().getHostAddress());
+        ServerProcess server = new ServerProcess(name, process, log, options.bind().getHostAddress(), live);
+        live.add(server);
+        return server;
     }
 
     /** Reads the child's stdout up to its {@code LISTENING <port>} line. */
@@ -104,6 +115,7 @@ final class ServerProcess implements AutoCloseable {
     /** Asks the child to stop and waits for it; kills it if it does not stop within 30 s. */
     @Override
     public void close() {
+        live.remove(this);
         try {
             if (port >= 0) {
                 send(HttpRequest.newBuilder(uri("/shutdown")).POST(HttpRequest.BodyPublishers.noBody()));

@@ -7,6 +7,9 @@ import java.net.InetAddress;
 import java.net.UnknownHostException;
 import java.nio.file.Path;
 import java.util.List;
+import java.util.regex.Matcher;
+import java.util.regex.Pattern;
+import java.util.stream.IntStream;
 
 /**
  * Command line of {@link InferenceServer}: {@code --port N} (0: any free port), {@code --bind ADDRESS} (loopback by
@@ -18,6 +21,8 @@ public record ServerOptions(int port, InetAddress bind, EngineOptions engine) {
 
     public static final long DEFAULT_SEED = 1;
     public static final int DEFAULT_CHUNK_TOKENS = 256;
+    private static final Pattern IPV4 = Pattern.compile("(\\d{1,3})\\.(\\d{1,3})\\.(\\d{1,3})\\.(\\d{1,3})");
+    private static final Pattern IPV6 = Pattern.compile("[0-9A-Fa-f:.]*:[0-9A-Fa-f:.]*");
 
     public ServerOptions {
         if (port < 0 || port > 65535) {
@@ -72,11 +77,22 @@ public record ServerOptions(int port, InetAddress bind, EngineOptions engine) {
                 new EngineOptions(model, seed, nodeDir, marketplace, chunkTokens, threads));
     }
 
+    /** An IPv4 or IPv6 literal of one host: no name lookup, no shorthand ({@code 10.1}), no multicast. */
     private static InetAddress address(String value) {
+        Matcher v4 = IPV4.matcher(value);
+        boolean literal = v4.matches() ? IntStream.rangeClosed(1, 4).allMatch(g -> Integer.parseInt(v4.group(g)) <= 255)
+                : IPV6.matcher(value).matches();
+        if (!literal) {
+            throw new IllegalArgumentException("--bind takes an IPv4 or IPv6 address, not '" + value + "'");
+        }
         try {
-            return InetAddress.getByName(value);
+            InetAddress a = InetAddress.getByName(value);
+            if (a.isMulticastAddress()) {
+                throw new IllegalArgumentException("--bind takes a unicast address, not multicast " + value);
+            }
+            return a;
         } catch (UnknownHostException e) {
-            throw new IllegalArgumentException("--bind takes an address, not " + value, e);
+            throw new IllegalArgumentException("--bind takes an IPv4 or IPv6 address, not '" + value + "'", e);
         }
     }
 
