@@ -49,8 +49,9 @@ import java.util.stream.Collectors;
  * marketplaces on the same requests: one on the shared Redis registry with device IPC and TCP (any engine imports
  * from any other), and one on a registry of its own (local only: a worker sees only its own cache), with the same
  * pool. The unbounded prefix-closed ideal is computed from the trace. Per total pool size it prints the hit rates,
- * the bytes each transport moved, and the Redis script calls (registry operations, a round trip each) and commands
- * (those the scripts run included) per request, and it draws hit rate against pool size for the three into a PNG.
+ * the bytes each transport moved, and the Redis script calls and commands (those the scripts run included) per
+ * request, and it draws hit rate against pool size for the three into a PNG. Script calls are not round trips: the
+ * registry pipelines the calls of one batch.
  *
  * <p>Usage: {@code ClusterReplay TRACE.jsonl [ENGINES [TOTAL_POOL_CHUNKS ...]]} (default 4 engines, pools of 2,048,
  * 8,192 and 32,768 chunks of 512 tokens in all); {@code -Dplot=PATH} sets the PNG (default cluster_replay.png),
@@ -225,7 +226,7 @@ public final class ClusterReplay {
 
     /**
      * What Redis has run so far, from a plain {@code INFO}: {commands in all (those scripts run inside them
-     * included), script calls (EVALSHA and EVAL: one per registry operation, so one round trip each)}.
+     * included), script calls (EVALSHA and EVAL)}.
      */
     private static long[] redisCounts(RedisServer redis) throws IOException {
         String host = redis.uri().substring("redis://".length(), redis.uri().lastIndexOf(':'));
