@@ -7,6 +7,7 @@ import io.kvmarket.registry.OfferRegistry;
 import io.kvmarket.registry.PublishOutcome;
 import io.kvmarket.registry.RegistryException;
 import io.kvmarket.registry.Withdrawal;
+import io.lettuce.core.AbstractRedisClient;
 import io.lettuce.core.ClientOptions;
 import io.lettuce.core.RedisClient;
 import io.lettuce.core.RedisFuture;
@@ -15,8 +16,14 @@ import io.lettuce.core.RedisURI;
 import io.lettuce.core.ScriptOutputType;
 import io.lettuce.core.SocketOptions;
 import io.lettuce.core.TimeoutOptions;
+import io.lettuce.core.api.StatefulConnection;
 import io.lettuce.core.api.StatefulRedisConnection;
-import io.lettuce.core.api.sync.RedisCommands;
+import io.lettuce.core.cluster.ClusterClientOptions;
+import io.lettuce.core.cluster.ClusterTopologyRefreshOptions;
+import io.lettuce.core.cluster.RedisClusterClient;
+import io.lettuce.core.cluster.api.StatefulRedisClusterConnection;
+import io.lettuce.core.cluster.api.async.RedisClusterAsyncCommands;
+import io.lettuce.core.cluster.api.sync.RedisClusterCommands;
 import io.lettuce.core.codec.ByteArrayCodec;
 import io.lettuce.core.codec.RedisCodec;
 import io.lettuce.core.codec.StringCodec;
@@ -36,9 +43,10 @@ import java.util.concurrent.TimeUnit;
 import java.util.function.LongSupplier;
 
 /**
- * The cluster registry: every node's offers in one Redis server, through Lettuce. One hash per chunk
- * ({@link OfferCodec}); a lookup of N chunks is one read-only script, one round trip; every write is one Lua script
- * on one chunk ({@link RedisScripts}); batched pins and checks are pipelined. An owner process is alive while its
+ * The cluster registry: every node's offers in one Redis server or one Redis Cluster ({@value #CLUSTER_SCHEME} URI),
+ * through Lettuce. One hash per chunk ({@link OfferCodec}); a lookup of N chunks is one read-only script, one round
+ * trip (on a Redis Cluster, N pipelined reads, since the keys lie in many slots); every write is one Lua script on one
+ * chunk ({@link RedisScripts}); batched pins, checks and publishes are pipelined. An owner process is alive while its
  * key, refreshed every {@value #HEARTBEAT_MS} ms with a {@value #OWNER_TTL_MS} ms expiry in Redis server time,
  * exists: a dead owner's offers stop being served within that, and the next publication of their key replaces them.
  * Redis down or slow: every call fails within the command timeout with a {@link RegistryException}, which the
@@ -58,12 +66,18 @@ public final class RedisRegistry implements OfferRegistry {
     private static final int LIVENESS_CACHE_LIMIT = 4096;
     private static final byte[] NONE = new byte[0];
     private static final byte[] FOREIGN = {'!'};
+    /** A URI naming a node of a Redis Cluster, from which the client learns the others. */
+    public static final String CLUSTER_SCHEME = "redis-cluster://";
 
     private static final Logger LOG = LoggerFactory.getLogger(RedisRegistry.class);
     private static final RedisCodec<String, byte[]> CODEC = RedisCodec.of(StringCodec.UTF8, ByteArrayCodec.INSTANCE);
 
-    private final RedisClient client;
-    private final StatefulRedisConnection<String, byte[]> connection;
+    private final AbstractRedisClient client;
+    private final StatefulConnection<String, byte[]> connection;
+    private final RedisClusterCommands<String, byte[]> sync;
+    private final RedisClusterAsyncCommands<String, byte[]> async;
+    /** A Redis Cluster: keys of one prompt lie in many slots, so no script may name more than one of them. */
+    private final boolean cluster;
     private final String prefix;
     private final LongSupplier clockMs;
     private final long timeoutMs;
@@ -93,16 +107,44 @@ public final class RedisRegistry implements OfferRegistry {
         // Opening runs once, in a JVM that may still be loading Netty: a handshake held to the 100 ms command bound
         // failed when several processes started together, so opening gets at least 2 s and calls get the bound.
         Duration opening = commandTimeout.compareTo(OPEN_TIMEOUT) > 0 ? commandTimeout : OPEN_TIMEOUT;
-        RedisURI redisUri = RedisURI.create(uri);
+        this.cluster = uri.startsWith(CLUSTER_SCHEME);
+        RedisURI redisUri = RedisURI.create(cluster ? "redis://" + uri.substring(CLUSTER_SCHEME.length()) : uri);
         redisUri.setTimeout(opening);
-        this.client = RedisClient.create(redisUri);
-        client.setOptions(ClientOptions.builder()
-                .disconnectedBehavior(ClientOptions.DisconnectedBehavior.REJECT_COMMANDS)
-                .timeoutOptions(TimeoutOptions.enabled())
-                .socketOptions(SocketOptions.builder().connectTimeout(opening).build())
-                .build());
+        SocketOptions socket = SocketOptions.builder().connectTimeout(opening).build();
+        if (cluster) {
+            RedisClusterClient clusterClient = RedisClusterClient.create(redisUri);
+            clusterClient.setOptions(ClusterClientOptions.builder()
+                    // Connections to the nodes open on first use, so a command may meet one still connecting: it
+                    // waits, bounded by the command timeout, instead of failing at once.
+                    .disconnectedBehavior(ClientOptions.DisconnectedBehavior.ACCEPT_COMMANDS)
+                    .timeoutOptions(TimeoutOptions.enabled())
+                    .socketOptions(socket)
+                    // A failover moves slots: the topology is read again when a command meets MOVED or a lost node.
+                    .topologyRefreshOptions(ClusterTopologyRefreshOptions.builder()
+                            .enableAllAdaptiveRefreshTriggers().build())
+                    .build());
+            this.client = clusterClient;
+        } else {
+            RedisClient standalone = RedisClient.create(redisUri);
+            standalone.setOptions(ClientOptions.builder()
+                    .disconnectedBehavior(ClientOptions.DisconnectedBehavior.REJECT_COMMANDS)
+                    .timeoutOptions(TimeoutOptions.enabled())
+                    .socketOptions(socket)
+                    .build());
+            this.client = standalone;
+        }
         try {
-            this.connection = client.connect(CODEC);
+            if (cluster) {
+                StatefulRedisClusterConnection<String, byte[]> c = ((RedisClusterClient) client).connect(CODEC);
+                this.connection = c;
+                this.sync = c.sync();
+                this.async = c.async();
+            } else {
+                StatefulRedisConnection<String, byte[]> c = ((RedisClient) client).connect(CODEC);
+                this.connection = c;
+                this.sync = c.sync();
+                this.async = c.async();
+            }
             this.clockMs = clockMs != null ? clockMs : serverClock();
             connection.setTimeout(commandTimeout);
         } catch (RuntimeException e) {
@@ -130,7 +172,7 @@ public final class RedisRegistry implements OfferRegistry {
     /** Redis server time, followed through this host's clock from one {@code TIME} read. */
     private LongSupplier serverClock() {
         long before = System.currentTimeMillis();
-        List<byte[]> time = connection.sync().time();
+        List<byte[]> time = sync.time();
         long after = System.currentTimeMillis();
         long server = Long.parseLong(ascii(time.get(0))) * 1000 + Long.parseLong(ascii(time.get(1))) / 1000;
         long offset = server - (before + after) / 2;
@@ -214,7 +256,7 @@ public final class RedisRegistry implements OfferRegistry {
                 String sha = sha(RedisScripts.READ);
                 List<RedisFuture<List<byte[]>>> out = new ArrayList<>(offers.size());
                 for (Offer o : offers) {
-                    out.add(connection.async().evalsha(sha, ScriptOutputType.MULTI,
+                    out.add(async.evalsha(sha, ScriptOutputType.MULTI,
                             new String[] {OfferCodec.hashKey(prefix, o.key())}));
                 }
                 return out;
@@ -252,7 +294,7 @@ public final class RedisRegistry implements OfferRegistry {
                 String sha = sha(RedisScripts.PUBLISH);
                 for (int i = 0; i < outcomes.length; i++) {
                     Offer o = offers.get(i);
-                    writes.add(expected[i] == null ? null : connection.async().evalsha(sha, ScriptOutputType.INTEGER,
+                    writes.add(expected[i] == null ? null : async.evalsha(sha, ScriptOutputType.INTEGER,
                             new String[] {OfferCodec.hashKey(prefix, o.key())}, expected[i], OfferCodec.identity(o),
                             OfferCodec.lease(o.leaseExpiryMs()), ascii(gcTtl(o.leaseExpiryMs()))));
                 }
@@ -284,11 +326,26 @@ public final class RedisRegistry implements OfferRegistry {
         return outcomes;
     }
 
+    /**
+     * One read-only script over the prompt's chunk keys on one Redis; on a Redis Cluster, where they lie in many
+     * slots, one read per key, pipelined to every node at once, cut at the first key not served.
+     */
     @Override
     public List<Offer> lookupPrefix(ChunkKey[] keys, int maxChunks) {
         int limit = Math.min(keys.length, maxChunks);
         if (limit == 0) {
             return List.of();
+        }
+        if (cluster) {
+            Offer[] each = lookupEach(Arrays.asList(keys).subList(0, limit));
+            List<Offer> found = new ArrayList<>(limit);
+            for (Offer o : each) {
+                if (o == null) {
+                    break;
+                }
+                found.add(o);
+            }
+            return found;
         }
         String[] hashKeys = new String[limit];
         for (int i = 0; i < limit; i++) {
@@ -318,7 +375,7 @@ public final class RedisRegistry implements OfferRegistry {
             String sha = sha(RedisScripts.READ);
             List<RedisFuture<List<byte[]>>> out = new ArrayList<>(keys.size());
             for (ChunkKey k : keys) {
-                out.add(connection.async().evalsha(sha, ScriptOutputType.MULTI,
+                out.add(async.evalsha(sha, ScriptOutputType.MULTI,
                         new String[] {OfferCodec.hashKey(prefix, k)}));
             }
             return out;
@@ -409,7 +466,7 @@ public final class RedisRegistry implements OfferRegistry {
         List<RedisFuture<byte[]>> reads = new ArrayList<>(offers.size());
         call(() -> {
             for (Offer o : offers) {
-                reads.add(connection.async().hget(OfferCodec.hashKey(prefix, o.key()), "o"));
+                reads.add(async.hget(OfferCodec.hashKey(prefix, o.key()), "o"));
             }
             return null;
         });
@@ -517,8 +574,8 @@ public final class RedisRegistry implements OfferRegistry {
         return new String(b, StandardCharsets.US_ASCII);
     }
 
-    private RedisCommands<String, byte[]> commands() {
-        return connection.sync();
+    private RedisClusterCommands<String, byte[]> commands() {
+        return sync;
     }
 
     /** Runs a script, loading it once per Redis server, and again after Redis restarted and forgot it. */
@@ -547,7 +604,7 @@ public final class RedisRegistry implements OfferRegistry {
             String sha = sha(body);
             List<RedisFuture<Long>> out = new ArrayList<>(offers.size());
             for (Offer o : offers) {
-                out.add(connection.async().evalsha(sha, ScriptOutputType.INTEGER,
+                out.add(async.evalsha(sha, ScriptOutputType.INTEGER,
                         new String[] {OfferCodec.hashKey(prefix, o.key())}, args.of(o)));
             }
             return out;

@@ -23,13 +23,47 @@ public final class RedisServer implements AutoCloseable {
     private final int port;
     private final List<String> prefix;
     private final String address;
+    private final List<String> extraArgs;
     private Process process;
 
     private RedisServer(Path dir, int port, List<String> prefix, String address) {
+        this(dir, port, prefix, address, List.of());
+    }
+
+    private RedisServer(Path dir, int port, List<String> prefix, String address, List<String> extraArgs) {
         this.dir = dir;
         this.port = port;
         this.prefix = prefix;
         this.address = address;
+        this.extraArgs = extraArgs;
+    }
+
+    /**
+     * Starts a node of a Redis Cluster on a free loopback port whose cluster bus port (10,000 above) is free too;
+     * {@link RedisCluster} joins such nodes.
+     */
+    static RedisServer startClusterNode(Path dir) {
+        for (int attempt = 0; attempt < 50; attempt++) {
+            int port;
+            try (ServerSocket s = new ServerSocket(0, 1, java.net.InetAddress.getLoopbackAddress())) {
+                port = s.getLocalPort();
+            } catch (IOException e) {
+                throw new UncheckedIOException(e);
+            }
+            if (port + 10_000 > 65_535) {
+                continue;
+            }
+            try (ServerSocket bus = new ServerSocket(port + 10_000, 1, java.net.InetAddress.getLoopbackAddress())) {
+                bus.getLocalPort();
+            } catch (IOException taken) {
+                continue;
+            }
+            RedisServer server = new RedisServer(dir, port, List.of(), "127.0.0.1", List.of("--cluster-enabled", "yes",
+                    "--cluster-config-file", "nodes-" + port + ".conf", "--cluster-node-timeout", "2000"));
+            server.launch();
+            return server;
+        }
+        throw new IllegalStateException("no free port pair for a Redis Cluster node");
     }
 
     /** True when {@code redis-server} runs here. */
@@ -71,6 +105,7 @@ public final class RedisServer implements AutoCloseable {
             List<String> command = new java.util.ArrayList<>(prefix);
             command.addAll(List.of("redis-server", "--port", Integer.toString(port), "--bind", address, "--save", "",
                     "--appendonly", "no", "--dir", dir.toString(), "--protected-mode", "no"));
+            command.addAll(extraArgs);
             process = new ProcessBuilder(command)
                     .redirectErrorStream(true).redirectOutput(dir.resolve("redis-" + port + ".log").toFile()).start();
         } catch (IOException e) {
