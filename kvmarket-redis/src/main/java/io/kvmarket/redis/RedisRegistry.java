@@ -250,78 +250,66 @@ public final class RedisRegistry implements OfferRegistry {
         } catch (RegistryException e) {
             return outcomes; // nothing written: unknown to the caller, as a failed publish would be
         }
-        List<RedisFuture<List<byte[]>>> reads;
+        Object[] reads;
         try {
-            reads = call(() -> {
-                String sha = sha(RedisScripts.READ);
-                List<RedisFuture<List<byte[]>>> out = new ArrayList<>(offers.size());
-                for (Offer o : offers) {
-                    out.add(async.evalsha(sha, ScriptOutputType.MULTI,
-                            new String[] {OfferCodec.hashKey(prefix, o.key())}));
-                }
-                return out;
-            });
+            reads = pipeline(offers.size(), RedisScripts.READ, ScriptOutputType.MULTI,
+                    i -> new String[] {OfferCodec.hashKey(prefix, offers.get(i).key())}, i -> new byte[0][]);
         } catch (RegistryException e) {
-            return OfferRegistry.super.publishAll(offers);
+            return outcomes; // nothing sent, or only reads: unknown to the caller, as a failed publish would be
         }
         byte[][] expected = new byte[offers.size()][];
-        boolean[] alone = new boolean[offers.size()];
         for (int i = 0; i < outcomes.length; i++) {
             Offer offer = offers.get(i);
-            try {
-                List<byte[]> cur = awaited(reads.get(i), RedisScripts.READ);
-                if (cur.isEmpty()) {
-                    expected[i] = NONE;
-                } else if (cur.size() == 1) {
-                    LOG.warn("replacing something foreign under {}", OfferCodec.hashKey(prefix, offer.key()));
-                    expected[i] = FOREIGN;
-                } else {
-                    Offer existing = decode(offer.key(), cur.get(0), cur.get(1));
+            if (reads[i] instanceof RegistryException) {
+                continue; // nothing written for it: unknown to the caller, who keeps its memory until withdrawn
+            }
+            @SuppressWarnings("unchecked")
+            List<byte[]> cur = (List<byte[]>) reads[i];
+            if (cur.isEmpty()) {
+                expected[i] = NONE;
+            } else if (cur.size() == 1) {
+                LOG.warn("replacing something foreign under {}", OfferCodec.hashKey(prefix, offer.key()));
+                expected[i] = FOREIGN;
+            } else {
+                Offer existing = decode(offer.key(), cur.get(0), cur.get(1));
+                try {
                     if (existing != null && existing.leaseExpiryMs() > clockMillis()
                             && (ownerAlive(existing, false) || ownerAlive(existing, true))) {
                         outcomes[i] = PublishOutcome.ALREADY_OFFERED;
-                    } else {
-                        expected[i] = cur.get(0);
+                        continue;
                     }
+                } catch (RegistryException e) {
+                    continue; // cannot tell whether it may be replaced: unknown
                 }
-            } catch (RegistryException e) {
-                alone[i] = true; // nothing written for it yet
+                expected[i] = cur.get(0);
             }
         }
-        List<RedisFuture<Long>> writes = new ArrayList<>(offers.size());
+        int[] toWrite = java.util.stream.IntStream.range(0, outcomes.length).filter(i -> expected[i] != null).toArray();
+        Object[] writes;
         try {
-            call(() -> {
-                String sha = sha(RedisScripts.PUBLISH);
-                for (int i = 0; i < outcomes.length; i++) {
-                    Offer o = offers.get(i);
-                    writes.add(expected[i] == null ? null : async.evalsha(sha, ScriptOutputType.INTEGER,
-                            new String[] {OfferCodec.hashKey(prefix, o.key())}, expected[i], OfferCodec.identity(o),
-                            OfferCodec.lease(o.leaseExpiryMs()), ascii(gcTtl(o.leaseExpiryMs()))));
-                }
-                return null;
-            });
+            writes = pipeline(toWrite.length, RedisScripts.PUBLISH, ScriptOutputType.INTEGER,
+                    j -> new String[] {OfferCodec.hashKey(prefix, offers.get(toWrite[j]).key())},
+                    j -> {
+                        Offer o = offers.get(toWrite[j]);
+                        return new byte[][] {expected[toWrite[j]], OfferCodec.identity(o),
+                                OfferCodec.lease(o.leaseExpiryMs()), ascii(gcTtl(o.leaseExpiryMs()))};
+                    });
         } catch (RegistryException e) {
             return outcomes; // some writes may have been sent: every undecided outcome stays unknown
         }
-        for (int i = 0; i < outcomes.length; i++) {
-            if (writes.get(i) != null) {
-                try {
-                    if (awaited(writes.get(i), RedisScripts.PUBLISH) == 1) {
-                        outcomes[i] = PublishOutcome.PUBLISHED;
-                    } else {
-                        alone[i] = true; // the key changed since it was read: nothing of ours was written
+        for (int j = 0; j < toWrite.length; j++) {
+            int i = toWrite[j];
+            if (writes[j] instanceof Long written) {
+                if (written == 1) {
+                    outcomes[i] = PublishOutcome.PUBLISHED;
+                } else { // the key changed since it was read, and nothing of ours was written: decided alone
+                    try {
+                        outcomes[i] = publish(offers.get(i));
+                    } catch (RegistryException e) {
+                        outcomes[i] = null;
                     }
-                } catch (RegistryException e) {
-                    outcomes[i] = null;
                 }
-            }
-            if (alone[i]) {
-                try {
-                    outcomes[i] = publish(offers.get(i));
-                } catch (RegistryException e) {
-                    outcomes[i] = null;
-                }
-            }
+            } // a write that failed may still land: unknown (null), never retried
         }
         return outcomes;
     }
@@ -371,19 +359,16 @@ public final class RedisRegistry implements OfferRegistry {
     /** Pipelined: every key read in one round trip; a key whose read failed fails the call, as a lookup would. */
     @Override
     public Offer[] lookupEach(List<ChunkKey> keys) {
-        List<RedisFuture<List<byte[]>>> reads = call(() -> {
-            String sha = sha(RedisScripts.READ);
-            List<RedisFuture<List<byte[]>>> out = new ArrayList<>(keys.size());
-            for (ChunkKey k : keys) {
-                out.add(async.evalsha(sha, ScriptOutputType.MULTI,
-                        new String[] {OfferCodec.hashKey(prefix, k)}));
-            }
-            return out;
-        });
+        Object[] reads = pipeline(keys.size(), RedisScripts.READ, ScriptOutputType.MULTI,
+                i -> new String[] {OfferCodec.hashKey(prefix, keys.get(i))}, i -> new byte[0][]);
         long now = clockMillis();
         Offer[] found = new Offer[keys.size()];
         for (int i = 0; i < found.length; i++) {
-            List<byte[]> cur = awaited(reads.get(i), RedisScripts.READ);
+            if (reads[i] instanceof RegistryException e) {
+                throw e;
+            }
+            @SuppressWarnings("unchecked")
+            List<byte[]> cur = (List<byte[]>) reads[i];
             if (cur.size() == 1) {
                 LOG.warn("skipping something foreign under {}", OfferCodec.hashKey(prefix, keys.get(i)));
             } else if (cur.size() == 2) {
@@ -427,35 +412,29 @@ public final class RedisRegistry implements OfferRegistry {
         byte[] expiry = ascii(OfferRegistry.expiry(now, leaseMs));
         byte[] at = ascii(now);
         boolean[] pinned = new boolean[offers.size()];
-        List<RedisFuture<Long>> pins;
+        Object[] pins;
         try {
-            pins = pipelined(RedisScripts.PIN, offers, o -> new byte[][] {OfferCodec.identity(o), expiry, at});
+            pins = pipeline(offers.size(), RedisScripts.PIN, ScriptOutputType.INTEGER,
+                    i -> new String[] {OfferCodec.hashKey(prefix, offers.get(i).key())},
+                    i -> new byte[][] {OfferCodec.identity(offers.get(i)), expiry, at});
         } catch (RegistryException e) {
             return pinned;
         }
         for (int i = 0; i < pinned.length; i++) {
-            try {
-                pinned[i] = awaited(pins.get(i), RedisScripts.PIN) == 1;
-            } catch (RegistryException e) {
-                pinned[i] = false; // a miss; a pin that landed anyway lapses with its lease
-            }
+            pinned[i] = pins[i] instanceof Long p && p == 1; // a failed pin is a miss; one that landed lapses
         }
         return pinned;
     }
 
-    /** Pipelined: one round trip for every unpin of a load; each that Redis no longer knows the script of is redone. */
+    /** Pipelined: one round trip for every unpin of a load. */
     @Override
     public void unpinAll(List<Offer> offers) {
-        List<RedisFuture<Long>> unpins = pipelined(RedisScripts.UNPIN, offers,
-                o -> new byte[][] {OfferCodec.identity(o)});
-        for (int i = 0; i < unpins.size(); i++) {
-            try {
-                awaited(unpins.get(i), RedisScripts.UNPIN);
-            } catch (RegistryException e) {
-                if (!restarted(e)) {
-                    throw e;
-                }
-                unpin(offers.get(i));
+        Object[] unpins = pipeline(offers.size(), RedisScripts.UNPIN, ScriptOutputType.INTEGER,
+                i -> new String[] {OfferCodec.hashKey(prefix, offers.get(i).key())},
+                i -> new byte[][] {OfferCodec.identity(offers.get(i))});
+        for (Object u : unpins) {
+            if (u instanceof RegistryException e) {
+                throw e;
             }
         }
     }
@@ -463,19 +442,20 @@ public final class RedisRegistry implements OfferRegistry {
     /** Pipelined: one round trip for the check after a load's copy; false where it cannot be proven current. */
     @Override
     public boolean[] areCurrent(List<Offer> offers) {
-        List<RedisFuture<byte[]>> reads = new ArrayList<>(offers.size());
-        call(() -> {
-            for (Offer o : offers) {
-                reads.add(async.hget(OfferCodec.hashKey(prefix, o.key()), "o"));
-            }
-            return null;
-        });
         boolean[] current = new boolean[offers.size()];
-        for (int i = 0; i < current.length; i++) {
-            try {
-                current[i] = Arrays.equals(awaited(reads.get(i), null), OfferCodec.identity(offers.get(i)));
-            } catch (RegistryException e) {
-                current[i] = false;
+        for (int from = 0; from < current.length; from += PIPELINE_WINDOW) {
+            int to = Math.min(current.length, from + PIPELINE_WINDOW);
+            int first = from;
+            List<RedisFuture<byte[]>> reads = call(() -> {
+                List<RedisFuture<byte[]>> fs = new ArrayList<>(to - first);
+                for (int i = first; i < to; i++) {
+                    fs.add(async.hget(OfferCodec.hashKey(prefix, offers.get(i).key()), "o"));
+                }
+                return fs;
+            });
+            for (int i = from; i < to; i++) {
+                current[i] = settled(reads.get(i - from)) instanceof byte[] stored
+                        && Arrays.equals(stored, OfferCodec.identity(offers.get(i)));
             }
         }
         return current;
@@ -583,48 +563,83 @@ public final class RedisRegistry implements OfferRegistry {
         return script(body, type, new String[] {key}, args);
     }
 
+    /** By its SHA-1; where Redis does not know it (restarted, a new cluster node), it never ran: sent whole. */
     private <T> T script(String body, ScriptOutputType type, String[] keys, byte[]... args) {
         return call(() -> {
             try {
                 return commands().<T>evalsha(sha(body), type, keys, args);
-            } catch (RedisNoScriptException restarted) {
-                shas.remove(body);
-                return commands().<T>evalsha(sha(body), type, keys, args);
+            } catch (RedisNoScriptException unknown) {
+                return commands().<T>eval(body, type, keys, args);
             }
         });
     }
 
-    private interface Args {
-        byte[][] of(Offer o);
-    }
+    /** Pipelines in windows of this many commands, each window given the command timeout of its own. */
+    static final int PIPELINE_WINDOW = 512;
 
-    /** One script per offer, all sent before the first answer is awaited. */
-    private List<RedisFuture<Long>> pipelined(String body, List<Offer> offers, Args args) {
-        return call(() -> {
-            String sha = sha(body);
-            List<RedisFuture<Long>> out = new ArrayList<>(offers.size());
-            for (Offer o : offers) {
-                out.add(async.evalsha(sha, ScriptOutputType.INTEGER,
-                        new String[] {OfferCodec.hashKey(prefix, o.key())}, args.of(o)));
+    /**
+     * One script per item, pipelined a window at a time, each window awaited within the command timeout: item i's
+     * value, or the {@link RegistryException} it failed with. A command Redis did not know the script of never ran,
+     * so it is sent again, whole ({@code EVAL}).
+     *
+     * @throws RegistryException when a window cannot even be sent
+     */
+    private Object[] pipeline(int n, String body, ScriptOutputType type, java.util.function.IntFunction<String[]> keys,
+                              java.util.function.IntFunction<byte[][]> args) {
+        Object[] out = new Object[n];
+        String sha = sha(body);
+        for (int from = 0; from < n; from += PIPELINE_WINDOW) {
+            int to = Math.min(n, from + PIPELINE_WINDOW);
+            int first = from;
+            List<RedisFuture<Object>> sent = call(() -> {
+                List<RedisFuture<Object>> fs = new ArrayList<>(to - first);
+                for (int i = first; i < to; i++) {
+                    fs.add(async.evalsha(sha, type, keys.apply(i), args.apply(i)));
+                }
+                return fs;
+            });
+            List<Integer> unknown = new ArrayList<>();
+            for (int i = from; i < to; i++) {
+                out[i] = settled(sent.get(i - from));
+                if (out[i] instanceof RegistryException e && restarted(e)) {
+                    unknown.add(i);
+                }
             }
-            return out;
-        });
+            if (!unknown.isEmpty()) {
+                List<RedisFuture<Object>> again = call(() -> {
+                    List<RedisFuture<Object>> fs = new ArrayList<>(unknown.size());
+                    for (int i : unknown) {
+                        fs.add(async.eval(body, type, keys.apply(i), args.apply(i)));
+                    }
+                    return fs;
+                });
+                for (int k = 0; k < unknown.size(); k++) {
+                    out[unknown.get(k)] = settled(again.get(k));
+                }
+            }
+        }
+        return out;
     }
 
-    private String sha(String body) {
-        return shas.computeIfAbsent(body, b -> commands().scriptLoad(b));
-    }
-
-    /** The future's value; NOSCRIPT (Redis restarted) makes {@code body} load again next time. */
-    private <T> T awaited(RedisFuture<T> f, String body) {
+    /** The future's value within the command timeout, or the RegistryException it failed with. */
+    private Object settled(RedisFuture<?> f) {
         try {
             return call(() -> f.get(timeoutMs, TimeUnit.MILLISECONDS));
         } catch (RegistryException e) {
-            if (body != null && restarted(e)) {
-                shas.remove(body);
-            }
-            throw e;
+            return e;
         }
+    }
+
+    /** The script's SHA-1, computed here: EVALSHA needs no SCRIPT LOAD, which a cluster would send to every node. */
+    private String sha(String body) {
+        return shas.computeIfAbsent(body, b -> {
+            try {
+                return java.util.HexFormat.of().formatHex(java.security.MessageDigest.getInstance("SHA-1")
+                        .digest(b.getBytes(StandardCharsets.UTF_8)));
+            } catch (java.security.NoSuchAlgorithmException e) {
+                throw new IllegalStateException("SHA-1 is missing from this JVM", e);
+            }
+        });
     }
 
     private static boolean restarted(RegistryException e) {
