@@ -5,7 +5,6 @@ import java.io.UncheckedIOException;
 import java.util.ArrayList;
 import java.util.List;
 import java.util.Optional;
-import java.util.concurrent.TimeUnit;
 
 /**
  * Nodes of a cluster on one machine: one network namespace per node on a bridge, addresses only inside them
@@ -166,7 +165,7 @@ public final class NetnsCluster implements AutoCloseable {
         try (java.nio.channels.FileChannel ch = java.nio.channels.FileChannel.open(lock,
                 java.nio.file.StandardOpenOption.CREATE, java.nio.file.StandardOpenOption.WRITE);
              java.nio.channels.FileLock ignored = ch.lock()) {
-            String used = output(List.of("ip", "-o", "-4", "addr", "show"));
+            String used = Commands.output(List.of("ip", "-o", "-4", "addr", "show"));
             for (int s = 20; s < 250; s++) {
                 if (!used.contains(" 10.213." + s + ".")) {
                     run(List.of("ip", "addr", "add", "10.213." + s + ".1/24", "dev", bridge));
@@ -205,22 +204,6 @@ public final class NetnsCluster implements AutoCloseable {
     }
 
     private static void run(List<String> command) {
-        output(command);
-    }
-
-    private static String output(List<String> command) {
-        try {
-            Process p = new ProcessBuilder(command).redirectErrorStream(true).start();
-            String out = new String(p.getInputStream().readAllBytes());
-            if (!p.waitFor(30, TimeUnit.SECONDS) || p.exitValue() != 0) {
-                throw new IllegalStateException(String.join(" ", command) + " failed: " + out.strip());
-            }
-            return out;
-        } catch (IOException e) {
-            throw new UncheckedIOException(String.join(" ", command) + " could not run", e);
-        } catch (InterruptedException e) {
-            Thread.currentThread().interrupt();
-            throw new IllegalStateException("interrupted running " + command, e);
-        }
+        Commands.output(command);
     }
 }

@@ -1,7 +1,5 @@
 package io.kvmarket.testkit;
 
-import java.io.IOException;
-import java.io.UncheckedIOException;
 import java.nio.file.Path;
 import java.util.ArrayList;
 import java.util.List;
@@ -20,19 +18,7 @@ public final class RedisCluster implements AutoCloseable {
 
     /** True when {@code redis-server} and {@code redis-cli} run here. */
     public static boolean installed() {
-        if (!RedisServer.installed()) {
-            return false;
-        }
-        try {
-            Process p = new ProcessBuilder("redis-cli", "--version").redirectErrorStream(true).start();
-            p.getInputStream().readAllBytes();
-            return p.waitFor(10, TimeUnit.SECONDS) && p.exitValue() == 0;
-        } catch (IOException e) {
-            return false;
-        } catch (InterruptedException e) {
-            Thread.currentThread().interrupt();
-            return false;
-        }
+        return RedisServer.installed() && Commands.succeeds("redis-cli", "--version");
     }
 
     /** Starts {@code masters} nodes (at least 3, as Redis requires), joins them, and waits until the cluster is ok. */
@@ -46,7 +32,7 @@ public final class RedisCluster implements AutoCloseable {
                 create.add("127.0.0.1:" + node.port());
             }
             create.addAll(List.of("--cluster-replicas", "0", "--cluster-yes"));
-            run(create);
+            Commands.output(create);
             long deadline = System.nanoTime() + TimeUnit.SECONDS.toNanos(30);
             while (!c.ready()) {
                 if (System.nanoTime() > deadline) {
@@ -68,7 +54,7 @@ public final class RedisCluster implements AutoCloseable {
     /** Every node says the cluster is ok. */
     private boolean ready() {
         for (RedisServer n : nodes) {
-            if (!run(List.of("redis-cli", "-p", Integer.toString(n.port()), "cluster", "info"))
+            if (!Commands.output(List.of("redis-cli", "-p", Integer.toString(n.port()), "cluster", "info"))
                     .contains("cluster_state:ok")) {
                 return false;
             }
@@ -83,22 +69,6 @@ public final class RedisCluster implements AutoCloseable {
 
     public List<RedisServer> nodes() {
         return List.copyOf(nodes);
-    }
-
-    private static String run(List<String> command) {
-        try {
-            Process p = new ProcessBuilder(command).redirectErrorStream(true).start();
-            String out = new String(p.getInputStream().readAllBytes());
-            if (!p.waitFor(30, TimeUnit.SECONDS) || p.exitValue() != 0) {
-                throw new IllegalStateException(String.join(" ", command) + " failed: " + out.strip());
-            }
-            return out;
-        } catch (IOException e) {
-            throw new UncheckedIOException(String.join(" ", command) + " could not run", e);
-        } catch (InterruptedException e) {
-            Thread.currentThread().interrupt();
-            throw new IllegalStateException("interrupted running " + command, e);
-        }
     }
 
     @Override

@@ -68,16 +68,7 @@ public final class RedisServer implements AutoCloseable {
 
     /** True when {@code redis-server} runs here. */
     public static boolean installed() {
-        try {
-            Process p = new ProcessBuilder("redis-server", "--version").redirectErrorStream(true).start();
-            p.getInputStream().readAllBytes();
-            return p.waitFor(10, TimeUnit.SECONDS) && p.exitValue() == 0;
-        } catch (IOException e) {
-            return false;
-        } catch (InterruptedException e) {
-            Thread.currentThread().interrupt();
-            return false;
-        }
+        return Commands.succeeds("redis-server", "--version");
     }
 
     /** Starts a server on the loopback whose working files go to {@code dir}, and waits until it answers. */
