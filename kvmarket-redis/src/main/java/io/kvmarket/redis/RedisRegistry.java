@@ -42,7 +42,9 @@ import java.util.concurrent.ConcurrentHashMap;
 import java.util.concurrent.Executors;
 import java.util.concurrent.ScheduledExecutorService;
 import java.util.concurrent.TimeUnit;
+import java.util.function.IntFunction;
 import java.util.function.LongSupplier;
+import java.util.stream.IntStream;
 
 /**
  * The cluster registry: every node's offers in one Redis server or one Redis Cluster ({@value #CLUSTER_SCHEME} URI),
@@ -66,6 +68,8 @@ public final class RedisRegistry implements OfferRegistry {
     /** Kept past a lease so that a renewal racing the expiry still finds its entry. */
     private static final long GC_GRACE_MS = 60_000;
     private static final int LIVENESS_CACHE_LIMIT = 4096;
+    /** Pipelines in windows of this many commands, each window given the command timeout of its own. */
+    static final int PIPELINE_WINDOW = 512;
     private static final byte[] NONE = new byte[0];
     private static final byte[] FOREIGN = {'!'};
     /** A URI naming a node of a Redis Cluster, from which the client learns the others. */
@@ -194,39 +198,53 @@ public final class RedisRegistry implements OfferRegistry {
     @Override
     public PublishOutcome publish(Offer offer) {
         String key = OfferCodec.hashKey(prefix, offer.key());
-        byte[] identity = OfferCodec.identity(offer);
-        if (offer.owner().equals(ProcessIdentity.current())) {
-            // Concurrent first publications wait for the first beat: none may land while its owner looks dead.
-            ownKeys.computeIfAbsent(OfferCodec.ownerKey(prefix, offer.nodeId(), offer.owner()), k -> {
-                beat(k);
-                return Boolean.TRUE;
-            });
-        }
+        beatingBefore(offer);
         for (int attempt = 0; attempt < 2; attempt++) {
-            List<byte[]> cur = script(RedisScripts.READ, ScriptOutputType.MULTI, key);
-            byte[] expected;
-            if (cur.isEmpty()) {
-                expected = NONE;
-            } else if (cur.size() == 1) {
-                LOG.warn("replacing something foreign under {}", key);
-                expected = FOREIGN;
-            } else {
-                expected = cur.get(0);
-                Offer existing = decode(offer.key(), cur.get(0), cur.get(1));
-                // A dead verdict is read afresh before it replaces anything: a cached one may be stale.
-                if (existing != null && existing.leaseExpiryMs() > clockMillis()
-                        && (ownerAlive(existing, false) || ownerAlive(existing, true))) {
-                    return PublishOutcome.ALREADY_OFFERED;
-                }
+            byte[] expected = replaceable(offer, script(RedisScripts.READ, ScriptOutputType.MULTI, key));
+            if (expected == null) {
+                return PublishOutcome.ALREADY_OFFERED;
             }
-            // Absent, expired, its owner dead, or foreign: replaced only if still what was read.
-            long published = script(RedisScripts.PUBLISH, ScriptOutputType.INTEGER, key, expected, identity,
-                    OfferCodec.lease(offer.leaseExpiryMs()), ascii(gcTtl(offer.leaseExpiryMs())));
+            long published = script(RedisScripts.PUBLISH, ScriptOutputType.INTEGER, key, publishArgs(offer, expected));
             if (published == 1) {
                 return PublishOutcome.PUBLISHED;
             }
         }
         return PublishOutcome.ALREADY_OFFERED; // another publisher won both races
+    }
+
+    /** Concurrent first publications of this process wait for its first beat: none may land while it looks dead. */
+    private void beatingBefore(Offer offer) {
+        if (offer.owner().equals(ProcessIdentity.current())) {
+            ownKeys.computeIfAbsent(OfferCodec.ownerKey(prefix, offer.nodeId(), offer.owner()), k -> {
+                beat(k);
+                return Boolean.TRUE;
+            });
+        }
+    }
+
+    /**
+     * What a publication of {@code offer} may replace, given what READ found under its key: nothing, something
+     * foreign, or an expired offer or one of a dead owner (its identity); null when a served offer holds the key.
+     */
+    private byte[] replaceable(Offer offer, List<byte[]> cur) {
+        if (cur.isEmpty()) {
+            return NONE;
+        }
+        if (cur.size() == 1) {
+            LOG.warn("replacing something foreign under {}", OfferCodec.hashKey(prefix, offer.key()));
+            return FOREIGN;
+        }
+        Offer existing = decode(offer.key(), cur.get(0), cur.get(1));
+        // A dead verdict is read afresh before it replaces anything: a cached one may be stale.
+        boolean served = existing != null && existing.leaseExpiryMs() > clockMillis()
+                && (ownerAlive(existing, false) || ownerAlive(existing, true));
+        return served ? null : cur.get(0);
+    }
+
+    /** PUBLISH's arguments: replaced only if the key still holds {@code expected}. */
+    private byte[][] publishArgs(Offer offer, byte[] expected) {
+        return new byte[][] {expected, OfferCodec.identity(offer), OfferCodec.lease(offer.leaseExpiryMs()),
+                ascii(gcTtl(offer.leaseExpiryMs()))};
     }
 
     /**
@@ -241,14 +259,7 @@ public final class RedisRegistry implements OfferRegistry {
             return outcomes;
         }
         try {
-            for (Offer o : offers) {
-                if (o.owner().equals(ProcessIdentity.current())) {
-                    ownKeys.computeIfAbsent(OfferCodec.ownerKey(prefix, o.nodeId(), o.owner()), k -> {
-                        beat(k);
-                        return Boolean.TRUE;
-                    });
-                }
-            }
+            offers.forEach(this::beatingBefore);
         } catch (RegistryException e) {
             return outcomes; // nothing written: unknown to the caller, as a failed publish would be
         }
@@ -261,41 +272,26 @@ public final class RedisRegistry implements OfferRegistry {
         }
         byte[][] expected = new byte[offers.size()][];
         for (int i = 0; i < outcomes.length; i++) {
-            Offer offer = offers.get(i);
             if (reads[i] instanceof RegistryException) {
                 continue; // nothing written for it: unknown to the caller, who keeps its memory until withdrawn
             }
             @SuppressWarnings("unchecked")
             List<byte[]> cur = (List<byte[]>) reads[i];
-            if (cur.isEmpty()) {
-                expected[i] = NONE;
-            } else if (cur.size() == 1) {
-                LOG.warn("replacing something foreign under {}", OfferCodec.hashKey(prefix, offer.key()));
-                expected[i] = FOREIGN;
-            } else {
-                Offer existing = decode(offer.key(), cur.get(0), cur.get(1));
-                try {
-                    if (existing != null && existing.leaseExpiryMs() > clockMillis()
-                            && (ownerAlive(existing, false) || ownerAlive(existing, true))) {
-                        outcomes[i] = PublishOutcome.ALREADY_OFFERED;
-                        continue;
-                    }
-                } catch (RegistryException e) {
-                    continue; // cannot tell whether it may be replaced: unknown
-                }
-                expected[i] = cur.get(0);
+            try {
+                expected[i] = replaceable(offers.get(i), cur);
+            } catch (RegistryException e) {
+                continue; // cannot tell whether it may be replaced: unknown
+            }
+            if (expected[i] == null) {
+                outcomes[i] = PublishOutcome.ALREADY_OFFERED;
             }
         }
-        int[] toWrite = java.util.stream.IntStream.range(0, outcomes.length).filter(i -> expected[i] != null).toArray();
+        int[] toWrite = IntStream.range(0, outcomes.length).filter(i -> expected[i] != null).toArray();
         Object[] writes;
         try {
             writes = pipeline(toWrite.length, RedisScripts.PUBLISH, ScriptOutputType.INTEGER,
                     j -> new String[] {OfferCodec.hashKey(prefix, offers.get(toWrite[j]).key())},
-                    j -> {
-                        Offer o = offers.get(toWrite[j]);
-                        return new byte[][] {expected[toWrite[j]], OfferCodec.identity(o),
-                                OfferCodec.lease(o.leaseExpiryMs()), ascii(gcTtl(o.leaseExpiryMs()))};
-                    });
+                    j -> publishArgs(offers.get(toWrite[j]), expected[toWrite[j]]));
         } catch (RegistryException e) {
             return outcomes; // some writes may have been sent: every undecided outcome stays unknown
         }
@@ -365,34 +361,23 @@ public final class RedisRegistry implements OfferRegistry {
      */
     @Override
     public Offer[] lookupEach(List<ChunkKey> keys) {
-        Offer[] found = new Offer[keys.size()];
+        Object[] reads = windowed(keys.size(), i -> async.hmget(OfferCodec.hashKey(prefix, keys.get(i)), "o", "l"));
         long now = clockMillis();
-        for (int from = 0; from < found.length; from += PIPELINE_WINDOW) {
-            int to = Math.min(found.length, from + PIPELINE_WINDOW);
-            int first = from;
-            List<RedisFuture<List<KeyValue<String, byte[]>>>> reads = call(() -> {
-                List<RedisFuture<List<KeyValue<String, byte[]>>>> fs = new ArrayList<>(to - first);
-                for (int i = first; i < to; i++) {
-                    fs.add(async.hmget(OfferCodec.hashKey(prefix, keys.get(i)), "o", "l"));
+        Offer[] found = new Offer[keys.size()];
+        for (int i = 0; i < found.length; i++) {
+            if (reads[i] instanceof RegistryException e) {
+                if (!wrongType(e)) {
+                    throw e;
                 }
-                return fs;
-            });
-            for (int i = from; i < to; i++) {
-                Object r = settled(reads.get(i - from));
-                if (r instanceof RegistryException e) {
-                    if (!wrongType(e)) {
-                        throw e;
-                    }
-                    LOG.warn("skipping something foreign under {}", OfferCodec.hashKey(prefix, keys.get(i)));
-                    continue;
-                }
-                @SuppressWarnings("unchecked")
-                List<KeyValue<String, byte[]>> fields = (List<KeyValue<String, byte[]>>) r;
-                byte[] identity = fields.get(0).getValueOrElse(null);
-                if (identity != null) {
-                    Offer o = decode(keys.get(i), identity, fields.get(1).getValueOrElse(new byte[0]));
-                    found[i] = o != null && o.leaseExpiryMs() > now && ownerAlive(o, false) ? o : null;
-                }
+                LOG.warn("skipping something foreign under {}", OfferCodec.hashKey(prefix, keys.get(i)));
+                continue;
+            }
+            @SuppressWarnings("unchecked")
+            List<KeyValue<String, byte[]>> fields = (List<KeyValue<String, byte[]>>) reads[i];
+            byte[] identity = fields.get(0).getValueOrElse(null);
+            if (identity != null) {
+                Offer o = decode(keys.get(i), identity, fields.get(1).getValueOrElse(new byte[0]));
+                found[i] = o != null && o.leaseExpiryMs() > now && ownerAlive(o, false) ? o : null;
             }
         }
         return found;
@@ -470,21 +455,10 @@ public final class RedisRegistry implements OfferRegistry {
     /** Pipelined: one round trip for the check after a load's copy; false where it cannot be proven current. */
     @Override
     public boolean[] areCurrent(List<Offer> offers) {
+        Object[] reads = windowed(offers.size(), i -> async.hget(OfferCodec.hashKey(prefix, offers.get(i).key()), "o"));
         boolean[] current = new boolean[offers.size()];
-        for (int from = 0; from < current.length; from += PIPELINE_WINDOW) {
-            int to = Math.min(current.length, from + PIPELINE_WINDOW);
-            int first = from;
-            List<RedisFuture<byte[]>> reads = call(() -> {
-                List<RedisFuture<byte[]>> fs = new ArrayList<>(to - first);
-                for (int i = first; i < to; i++) {
-                    fs.add(async.hget(OfferCodec.hashKey(prefix, offers.get(i).key()), "o"));
-                }
-                return fs;
-            });
-            for (int i = from; i < to; i++) {
-                current[i] = settled(reads.get(i - from)) instanceof byte[] stored
-                        && Arrays.equals(stored, OfferCodec.identity(offers.get(i)));
-            }
+        for (int i = 0; i < current.length; i++) {
+            current[i] = reads[i] instanceof byte[] stored && Arrays.equals(stored, OfferCodec.identity(offers.get(i)));
         }
         return current;
     }
@@ -602,48 +576,46 @@ public final class RedisRegistry implements OfferRegistry {
         });
     }
 
-    /** Pipelines in windows of this many commands, each window given the command timeout of its own. */
-    static final int PIPELINE_WINDOW = 512;
-
     /**
-     * One script per item, pipelined a window at a time, each window awaited within the command timeout: item i's
-     * value, or the {@link RegistryException} it failed with. A command Redis did not know the script of never ran,
-     * so it is sent again, whole ({@code EVAL}).
+     * One script per item, pipelined ({@link #windowed}): item i's value, or the {@link RegistryException} it failed
+     * with. A command Redis did not know the script of never ran, so it is sent again, whole ({@code EVAL}).
      *
      * @throws RegistryException when a window cannot even be sent
      */
-    private Object[] pipeline(int n, String body, ScriptOutputType type, java.util.function.IntFunction<String[]> keys,
-                              java.util.function.IntFunction<byte[][]> args) {
-        Object[] out = new Object[n];
+    private Object[] pipeline(int n, String body, ScriptOutputType type, IntFunction<String[]> keys,
+                              IntFunction<byte[][]> args) {
         String sha = sha(body);
+        Object[] out = windowed(n, i -> async.evalsha(sha, type, keys.apply(i), args.apply(i)));
+        int[] unknown = IntStream.range(0, n)
+                .filter(i -> out[i] instanceof RegistryException e && restarted(e)).toArray();
+        Object[] again = windowed(unknown.length,
+                k -> async.eval(body, type, keys.apply(unknown[k]), args.apply(unknown[k])));
+        for (int k = 0; k < unknown.length; k++) {
+            out[unknown[k]] = again[k];
+        }
+        return out;
+    }
+
+    /**
+     * One command per item, sent a window of {@value #PIPELINE_WINDOW} at a time, each window awaited within the
+     * command timeout of its own: item i's value, or the {@link RegistryException} it failed with.
+     *
+     * @throws RegistryException when a window cannot even be sent
+     */
+    private Object[] windowed(int n, IntFunction<RedisFuture<?>> send) {
+        Object[] out = new Object[n];
         for (int from = 0; from < n; from += PIPELINE_WINDOW) {
-            int to = Math.min(n, from + PIPELINE_WINDOW);
             int first = from;
-            List<RedisFuture<Object>> sent = call(() -> {
-                List<RedisFuture<Object>> fs = new ArrayList<>(to - first);
+            int to = Math.min(n, from + PIPELINE_WINDOW);
+            List<RedisFuture<?>> sent = call(() -> {
+                List<RedisFuture<?>> fs = new ArrayList<>(to - first);
                 for (int i = first; i < to; i++) {
-                    fs.add(async.evalsha(sha, type, keys.apply(i), args.apply(i)));
+                    fs.add(send.apply(i));
                 }
                 return fs;
             });
-            List<Integer> unknown = new ArrayList<>();
             for (int i = from; i < to; i++) {
                 out[i] = settled(sent.get(i - from));
-                if (out[i] instanceof RegistryException e && restarted(e)) {
-                    unknown.add(i);
-                }
-            }
-            if (!unknown.isEmpty()) {
-                List<RedisFuture<Object>> again = call(() -> {
-                    List<RedisFuture<Object>> fs = new ArrayList<>(unknown.size());
-                    for (int i : unknown) {
-                        fs.add(async.eval(body, type, keys.apply(i), args.apply(i)));
-                    }
-                    return fs;
-                });
-                for (int k = 0; k < unknown.size(); k++) {
-                    out[unknown.get(k)] = settled(again.get(k));
-                }
             }
         }
         return out;
