@@ -149,7 +149,7 @@ final class TcpServer implements AutoCloseable {
                     return;
                 }
                 // Out of file descriptors, say: passing, and serving must outlive it.
-                warnRateLimited("accepting failed: {}; retrying in 50 ms{}", e.toString(), "");
+                warnRateLimited("accepting failed: " + e + "; retrying in 50 ms");
                 pause(50);
                 continue;
             }
@@ -162,8 +162,8 @@ final class TcpServer implements AutoCloseable {
                 continue;
             }
             if (!admit(c)) {
-                warnRateLimited("refused a connection from {}: all {} connections are mid-transfer ({} refused so far)",
-                        c.peer, config.maxConnections());
+                warnRateLimited("refused a connection from " + c.peer + ": all " + config.maxConnections()
+                        + " connections are mid-transfer");
                 c.close();
                 continue;
             }
@@ -240,8 +240,8 @@ final class TcpServer implements AutoCloseable {
                 long poolId = header.getLong();
                 int count = header.getInt();
                 if (magic != Wire.REQUEST || count < 1 || count > MAX_CHUNKS) {
-                    warnRateLimited("closed the connection of {}: malformed request (magic {}, {} chunks)", c.peer,
-                            Integer.toHexString(magic) + ", " + count);
+                    warnRateLimited("closed the connection of " + c.peer + ": malformed request (magic "
+                            + Integer.toHexString(magic) + ", " + count + " chunks)");
                     return;
                 }
                 ByteBuffer entries = ByteBuffer.allocate(count * Wire.CHUNK_ENTRY_BYTES + Wire.MAC_BYTES);
@@ -251,7 +251,7 @@ final class TcpServer implements AutoCloseable {
                 mac.update(entries.array(), 0, count * Wire.CHUNK_ENTRY_BYTES);
                 if (!MessageDigest.isEqual(mac.doFinal(), Arrays.copyOfRange(entries.array(),
                         count * Wire.CHUNK_ENTRY_BYTES, entries.capacity()))) {
-                    warnRateLimited("closed the connection of {}: request {} fails its MAC", c.peer, n);
+                    warnRateLimited("closed the connection of " + c.peer + ": request " + n + " fails its MAC");
                     return;
                 }
                 entries.flip().limit(count * Wire.CHUNK_ENTRY_BYTES);
@@ -259,7 +259,7 @@ final class TcpServer implements AutoCloseable {
                         (flags & Wire.CHUNK_MACS) != 0 ? mac : null, n, tag);
             }
         } catch (Wire.NotAMemberException e) {
-            warnRateLimited("refused {}: {}", c.peer, e.getMessage());
+            warnRateLimited("refused " + c.peer + ": " + e.getMessage());
         } catch (IOException e) {
             LOG.debug("connection of {} ended: {}{}", c.peer, e.toString(), c.timedOut() ? " (timed out)" : "");
         } catch (RuntimeException e) {
@@ -363,14 +363,15 @@ final class TcpServer implements AutoCloseable {
         }
     }
 
-    private void warnRateLimited(String format, Object peer, Object detail) {
+    /** At warn level at most every 10 s, at debug otherwise: a peer that keeps failing must not flood the log. */
+    private void warnRateLimited(String message) {
         long count = refused.incrementAndGet();
         long now = System.nanoTime();
         long last = lastWarnNanos.get();
         if (now - last >= WARN_EVERY_NANOS && lastWarnNanos.compareAndSet(last, now)) {
-            LOG.warn(format, peer, detail, count);
+            LOG.warn("{} ({} refusals and failures so far)", message, count);
         } else {
-            LOG.debug(format, peer, detail, count);
+            LOG.debug("{} ({} refusals and failures so far)", message, count);
         }
     }
 

@@ -116,15 +116,9 @@ final class Wire {
     }
 
     /**
-     * The MAC of chunk {@code index} of request {@code n}: over the request's entry for it (40 bytes of
-     * {@code entries} at {@code entry}) and its bytes, the {@code remaining} bytes of {@code bytes}, into {@code tag}.
+     * Starts the MAC of chunk {@code index} of request {@code n}: over the request's entry for it (40 bytes of
+     * {@code entries} at {@code entry}), then its bytes, then {@link #chunkMacEnd} into the tag.
      */
-    static void chunkMac(Mac mac, long n, int index, byte[] entries, int entry, ByteBuffer bytes, byte[] tag) {
-        chunkMacStart(mac, n, index, entries, entry);
-        mac.update(bytes);
-        chunkMacEnd(mac, tag);
-    }
-
     static void chunkMacStart(Mac mac, long n, int index, byte[] entries, int entry) {
         mac.update(ByteBuffer.allocate(12).putLong(n).putInt(index).array());
         mac.update(entries, entry, CHUNK_ENTRY_BYTES);

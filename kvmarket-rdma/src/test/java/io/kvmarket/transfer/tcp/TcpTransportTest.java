@@ -291,8 +291,9 @@ class TcpTransportTest {
                         + Wire.MAC_BYTES);
                 c.readFully(request);
                 byte[] tag = new byte[Wire.MAC_BYTES];
-                Wire.chunkMac(mac, 0, 0, request.array(), Wire.REQUEST_HEADER_BYTES,
-                        ByteBuffer.wrap(sourceBytes, 0, CHUNK), tag);
+                Wire.chunkMacStart(mac, 0, 0, request.array(), Wire.REQUEST_HEADER_BYTES);
+                mac.update(sourceBytes, 0, CHUNK);
+                Wire.chunkMacEnd(mac, tag);
                 ByteBuffer data = ByteBuffer.allocate(1 + CHUNK + Wire.MAC_BYTES + 1 + CHUNK / 2);
                 data.put(Wire.DATA).put(sourceBytes, 0, CHUNK).put(tag).put(Wire.DATA).put(sourceBytes, CHUNK, CHUNK / 2)
                         .flip();
