@@ -1,36 +1,21 @@
 package io.kvmarket.transfer.tcp;
 
-import io.kvmarket.device.CopyBatch;
-import io.kvmarket.device.DeviceBuffer;
-import io.kvmarket.device.host.HostDevice;
-import io.kvmarket.key.ChunkKey;
-import io.kvmarket.node.ProcessIdentity;
 import io.kvmarket.registry.Endpoint;
 import io.kvmarket.registry.Offer;
-import io.kvmarket.testkit.DeviceBytes;
-import io.kvmarket.testkit.PublishedChunks;
 import io.kvmarket.transfer.TransferException;
-import org.junit.jupiter.api.AfterEach;
-import org.junit.jupiter.api.BeforeEach;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.Timeout;
-import org.junit.jupiter.api.io.TempDir;
 
 import java.io.InputStream;
 import java.io.OutputStream;
-import java.net.InetAddress;
 import java.net.InetSocketAddress;
 import java.net.ServerSocket;
 import java.net.Socket;
-import java.nio.file.Path;
 import java.util.ArrayList;
-import java.util.Arrays;
 import java.util.List;
-import java.util.Random;
 import java.util.concurrent.CompletableFuture;
 import java.util.concurrent.TimeUnit;
 
-import static org.junit.jupiter.api.Assertions.assertArrayEquals;
 import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 import static org.junit.jupiter.api.Assertions.fail;
@@ -41,76 +26,7 @@ import static org.junit.jupiter.api.Assertions.fail;
  * bytes never count, nothing is left running.
  */
 @Timeout(120)
-class TcpServerAbuseTest {
-
-    static final int CHUNK = 64 * 1024;
-    static final int CHUNKS = 8;
-    static final InetAddress LO = InetAddress.getLoopbackAddress();
-
-    @TempDir
-    Path exporterDir;
-    @TempDir
-    Path importerDir;
-    HostDevice exporterDevice;
-    HostDevice importerDevice;
-    DeviceBuffer source;
-    DeviceBuffer destination;
-    PublishedChunks pool;
-    byte[] sourceBytes = new byte[CHUNK * CHUNKS];
-    final List<AutoCloseable> closeMe = new ArrayList<>();
-
-    @BeforeEach
-    void setUp() {
-        exporterDevice = new HostDevice(exporterDir);
-        importerDevice = new HostDevice(importerDir);
-        source = exporterDevice.allocate(sourceBytes.length);
-        destination = importerDevice.allocate(sourceBytes.length);
-        new Random(5).nextBytes(sourceBytes);
-        DeviceBytes.HOST.write(source, 0, sourceBytes);
-        pool = new PublishedChunks(exporterDevice, source);
-    }
-
-    @AfterEach
-    void tearDown() throws Exception {
-        for (AutoCloseable c : closeMe) {
-            try {
-                c.close();
-            } catch (Exception ignored) {
-            }
-        }
-        importerDevice.close();
-        exporterDevice.close();
-    }
-
-    TcpTransport open(HostDevice d, long node, TcpConfig c) {
-        TcpTransport t = TcpTransport.open(d, node, c);
-        closeMe.add(t);
-        return t;
-    }
-
-    Offer publish(Endpoint e, int slot) {
-        Offer o = Offer.of(new ChunkKey(3, slot), 1, ProcessIdentity.current(), e, (long) slot * CHUNK, CHUNK, 1,
-                500 + slot, Long.MAX_VALUE);
-        pool.publish(o.key(), o.generation(), o.offset(), o.length());
-        return o;
-    }
-
-    static CopyBatch inOrder(List<Offer> chunks) {
-        CopyBatch.Builder b = CopyBatch.builder();
-        for (int i = 0; i < chunks.size(); i++) {
-            b.add(chunks.get(i).offset(), (long) i * CHUNK, CHUNK);
-        }
-        return b.build();
-    }
-
-    static String outcome(CompletableFuture<Void> f) {
-        try {
-            f.get(30, TimeUnit.SECONDS);
-            return "ok";
-        } catch (Exception e) {
-            return String.valueOf(e.getCause());
-        }
-    }
+class TcpServerAbuseTest extends ExporterAndImporter {
 
     /**
      * Importers that once fetched keep idle connections to the server: at the server's connection limit they must
@@ -124,10 +40,10 @@ class TcpServerAbuseTest {
         List<Offer> one = List.of(o);
         for (int i = 0; i < 2; i++) {
             TcpTransport importer = open(importerDevice, 10 + i, TcpTransportContractTest.fetchingOnly());
-            assertEquals("ok", outcome(importer.fetch(one, destination, inOrder(one))));
+            assertEquals("ok", outcome(importer.fetch(one, destination, inOrder(one)), 30));
         }
         TcpTransport third = open(importerDevice, 20, TcpTransportContractTest.fetchingOnly());
-        String r = outcome(third.fetch(one, destination, inOrder(one)));
+        String r = outcome(third.fetch(one, destination, inOrder(one)), 30);
         assertEquals("ok", r, "a third importer is refused while two others merely keep an idle pooled connection");
     }
 
@@ -151,7 +67,7 @@ class TcpServerAbuseTest {
         Offer o = publish(e, 0);
         List<Offer> one = List.of(o);
         TcpTransport member = open(importerDevice, 2, TcpTransportContractTest.fetchingOnly());
-        String r = outcome(member.fetch(one, destination, inOrder(one)));
+        String r = outcome(member.fetch(one, destination, inOrder(one)), 30);
         assertEquals("ok", r, "4 silent non-member sockets lock a member out");
     }
 
@@ -182,7 +98,7 @@ class TcpServerAbuseTest {
         Offer o = publish(viaRelay, 2);
         List<Offer> one = List.of(o);
         TcpTransport importer = open(importerDevice, 2, TcpTransportContractTest.fetchingOnly());
-        String r = outcome(importer.fetch(one, destination, inOrder(one)));
+        String r = outcome(importer.fetch(one, destination, inOrder(one)), 30);
         assertTrue(r.contains("fails its MAC") && r.contains("after 0 of 1 chunks"), r);
     }
 
@@ -278,7 +194,7 @@ class TcpServerAbuseTest {
             TcpTransport c = TcpTransport.open(importerDevice, 2, TcpTransportContractTest.fetchingOnly());
             clients.add(c);
             List<Offer> one = List.of(publish(e, i));
-            assertEquals("ok", outcome(c.fetch(one, destination, inOrder(one))));
+            assertEquals("ok", outcome(c.fetch(one, destination, inOrder(one)), 30));
         }
         for (int i = 0; i < 8; i++) {
             servers.get(i).close();

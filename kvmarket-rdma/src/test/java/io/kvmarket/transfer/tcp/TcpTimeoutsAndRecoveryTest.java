@@ -1,24 +1,13 @@
 package io.kvmarket.transfer.tcp;
 
-import io.kvmarket.device.CopyBatch;
-import io.kvmarket.device.DeviceBuffer;
-import io.kvmarket.device.host.HostDevice;
-import io.kvmarket.key.ChunkKey;
-import io.kvmarket.node.ProcessIdentity;
 import io.kvmarket.registry.Endpoint;
 import io.kvmarket.registry.Offer;
-import io.kvmarket.testkit.DeviceBytes;
-import io.kvmarket.testkit.PublishedChunks;
-import org.junit.jupiter.api.AfterEach;
-import org.junit.jupiter.api.BeforeEach;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.Timeout;
-import org.junit.jupiter.api.io.TempDir;
 
 import java.io.IOException;
 import java.io.InputStream;
 import java.io.OutputStream;
-import java.net.InetAddress;
 import java.net.InetSocketAddress;
 import java.net.Socket;
 import java.nio.ByteBuffer;
@@ -29,7 +18,6 @@ import java.nio.file.Path;
 import java.nio.file.StandardOpenOption;
 import java.util.ArrayList;
 import java.util.List;
-import java.util.Random;
 import java.util.concurrent.CompletableFuture;
 import java.util.concurrent.TimeUnit;
 
@@ -41,78 +29,7 @@ import static org.junit.jupiter.api.Assertions.assertTrue;
  * for a while (the process out of file descriptors) serves again once it can.
  */
 @Timeout(120)
-class TcpTimeoutsAndRecoveryTest {
-
-    static final int CHUNK = 64 * 1024;
-    static final int CHUNKS = 8;
-    static final InetAddress LO = InetAddress.getLoopbackAddress();
-
-    @TempDir
-    Path exporterDir;
-    @TempDir
-    Path importerDir;
-    HostDevice exporterDevice;
-    HostDevice importerDevice;
-    DeviceBuffer source;
-    DeviceBuffer destination;
-    PublishedChunks pool;
-    byte[] sourceBytes = new byte[CHUNK * CHUNKS];
-    final List<AutoCloseable> closeMe = new ArrayList<>();
-
-    @BeforeEach
-    void setUp() {
-        exporterDevice = new HostDevice(exporterDir);
-        importerDevice = new HostDevice(importerDir);
-        source = exporterDevice.allocate(sourceBytes.length);
-        destination = importerDevice.allocate(sourceBytes.length);
-        new Random(5).nextBytes(sourceBytes);
-        DeviceBytes.HOST.write(source, 0, sourceBytes);
-        pool = new PublishedChunks(exporterDevice, source);
-    }
-
-    @AfterEach
-    void tearDown() {
-        for (AutoCloseable c : closeMe) {
-            try {
-                c.close();
-            } catch (Exception ignored) {
-            }
-        }
-        importerDevice.close();
-        exporterDevice.close();
-    }
-
-    TcpTransport open(HostDevice d, long node, TcpConfig c) {
-        TcpTransport t = TcpTransport.open(d, node, c);
-        closeMe.add(t);
-        return t;
-    }
-
-    Offer publish(Endpoint e, int slot) {
-        Offer o = Offer.of(new ChunkKey(3, slot), 1, ProcessIdentity.current(), e, (long) slot * CHUNK, CHUNK, 1,
-                500 + slot, Long.MAX_VALUE);
-        pool.publish(o.key(), o.generation(), o.offset(), o.length());
-        return o;
-    }
-
-    static CopyBatch inOrder(List<Offer> chunks) {
-        CopyBatch.Builder b = CopyBatch.builder();
-        for (int i = 0; i < chunks.size(); i++) {
-            b.add(chunks.get(i).offset(), (long) i * CHUNK, CHUNK);
-        }
-        return b.build();
-    }
-
-    static String outcome(CompletableFuture<Void> f, long seconds) {
-        try {
-            f.get(seconds, TimeUnit.SECONDS);
-            return "ok";
-        } catch (java.util.concurrent.TimeoutException e) {
-            return "still running after " + seconds + " s";
-        } catch (Exception e) {
-            return String.valueOf(e.getCause());
-        }
-    }
+class TcpTimeoutsAndRecoveryTest extends ExporterAndImporter {
 
     /**
      * A non-member trickling its 70-byte answer one byte per (ioTimeout - e): byte progress must not push out the

@@ -1,21 +1,13 @@
 package io.kvmarket.transfer.tcp;
 
 import io.kvmarket.device.CopyBatch;
-import io.kvmarket.device.DeviceBuffer;
-import io.kvmarket.device.host.HostDevice;
-import io.kvmarket.key.ChunkKey;
-import io.kvmarket.node.ProcessIdentity;
 import io.kvmarket.registry.Endpoint;
 import io.kvmarket.registry.Offer;
-import io.kvmarket.testkit.DeviceBytes;
-import io.kvmarket.testkit.PublishedChunks;
 import io.kvmarket.transfer.TransferException;
 import io.kvmarket.transfer.TransferFailure;
-import org.junit.jupiter.api.AfterEach;
 import org.junit.jupiter.api.BeforeEach;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.Timeout;
-import org.junit.jupiter.api.io.TempDir;
 
 import javax.crypto.Mac;
 import java.io.IOException;
@@ -26,7 +18,6 @@ import java.nio.ByteBuffer;
 import java.nio.channels.ServerSocketChannel;
 import java.nio.channels.SocketChannel;
 import java.nio.charset.StandardCharsets;
-import java.nio.file.Path;
 import java.util.ArrayList;
 import java.util.Arrays;
 import java.util.List;
@@ -47,73 +38,21 @@ import static org.junit.jupiter.api.Assertions.assertTrue;
  * stalled or dead server each end as a miss with a reason for that one transfer while the server goes on serving.
  */
 @Timeout(60)
-class TcpTransportTest {
+class TcpTransportTest extends ExporterAndImporter {
 
-    static final int CHUNK = 64 * 1024;
-    static final int CHUNKS = 16;
-
-    @TempDir
-    Path exporterDir;
-    @TempDir
-    Path importerDir;
-    HostDevice exporterDevice;
-    HostDevice importerDevice;
-    DeviceBuffer source;
-    DeviceBuffer destination;
-    PublishedChunks pool;
     TcpTransport server;
     TcpTransport client;
     Endpoint endpoint;
-    byte[] sourceBytes = new byte[CHUNK * CHUNKS];
 
     @BeforeEach
-    void setUp() {
-        exporterDevice = new HostDevice(exporterDir);
-        importerDevice = new HostDevice(importerDir);
-        source = exporterDevice.allocate(sourceBytes.length);
-        destination = importerDevice.allocate(sourceBytes.length);
-        new Random(5).nextBytes(sourceBytes);
-        DeviceBytes.HOST.write(source, 0, sourceBytes);
-        pool = new PublishedChunks(exporterDevice, source);
-        server = TcpTransport.open(exporterDevice, 1, TcpTransportContractTest.serving());
-        client = TcpTransport.open(importerDevice, 2, TcpTransportContractTest.fetchingOnly());
+    void openTransports() {
+        server = open(exporterDevice, 1, TcpTransportContractTest.serving());
+        client = open(importerDevice, 2, TcpTransportContractTest.fetchingOnly());
         endpoint = server.advertise(pool).orElseThrow();
     }
 
-    @AfterEach
-    void tearDown() {
-        client.close();
-        server.close();
-        importerDevice.close();
-        exporterDevice.close();
-    }
-
     Offer publish(int slot) {
-        Offer o = offerAt(endpoint, slot);
-        pool.publish(o.key(), o.generation(), o.offset(), o.length());
-        return o;
-    }
-
-    static Offer offerAt(Endpoint e, int slot) {
-        return Offer.of(new ChunkKey(3, slot), 1, ProcessIdentity.current(), e, (long) slot * CHUNK, CHUNK, 1,
-                500 + slot, Long.MAX_VALUE);
-    }
-
-    /** Chunk i of {@code chunks} to destination slot i, whole. */
-    static CopyBatch inOrder(List<Offer> chunks) {
-        CopyBatch.Builder b = CopyBatch.builder();
-        for (int i = 0; i < chunks.size(); i++) {
-            b.add(chunks.get(i).offset(), (long) i * CHUNK, CHUNK);
-        }
-        return b.build();
-    }
-
-    byte[] sourceChunk(Offer o) {
-        return Arrays.copyOfRange(sourceBytes, (int) o.offset(), (int) (o.offset() + CHUNK));
-    }
-
-    byte[] destinationSlot(int i) {
-        return DeviceBytes.HOST.read(destination, (long) i * CHUNK, CHUNK);
+        return publish(endpoint, slot);
     }
 
     static TransferException failure(CompletableFuture<Void> f) {
@@ -241,7 +180,7 @@ class TcpTransportTest {
     @Test
     void idleMembersAtTheConnectionLimitMakeRoomForANewOne() throws Exception {
         server.close();
-        server = TcpTransport.open(exporterDevice, 1, TcpTransportContractTest.serving().withLimits(2, 4));
+        server = open(exporterDevice, 1, TcpTransportContractTest.serving().withLimits(2, 4));
         endpoint = server.advertise(pool).orElseThrow();
         InetSocketAddress at = server.serving().orElseThrow();
         Offer o = publish(6);
@@ -277,7 +216,7 @@ class TcpTransportTest {
     @Test
     void aServerStallingMidChunkFailsTheTransferAfterTheIoTimeoutKeepingWholeChunks() throws Exception {
         client.close();
-        client = TcpTransport.open(importerDevice, 2, TcpTransportContractTest.fetchingOnly().withTimeouts(1000, 300, 60_000));
+        client = open(importerDevice, 2, TcpTransportContractTest.fetchingOnly().withTimeouts(1000, 300, 60_000));
         try (ServerSocketChannel stall = ServerSocketChannel.open()) {
             stall.bind(new InetSocketAddress(InetAddress.getLoopbackAddress(), 0));
             InetSocketAddress at = (InetSocketAddress) stall.getLocalAddress();
