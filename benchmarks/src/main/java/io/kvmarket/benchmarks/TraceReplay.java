@@ -25,7 +25,7 @@ import java.util.regex.Matcher;
 import java.util.regex.Pattern;
 
 /**
- * Replays the Mooncake synthetic trace (shared/traces) through marketplaces on one node-local registry and the
+ * Replays the Mooncake synthetic trace (kvcache-ai/Mooncake, FAST25-release/traces) through marketplaces on one node-local registry and the
  * host device: per request match, load, export, as an engine would. With several engines the requests go round
  * robin, as a plain load balancer sends them, each engine has its share of the pool budget, and most hits are
  * imports from another engine's pool. Each trace block id becomes 512

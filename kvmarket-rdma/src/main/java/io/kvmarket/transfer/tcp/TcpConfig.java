@@ -20,8 +20,8 @@ import java.util.Objects;
  * @param seedGigabytesPerSecond throughput an import plans with before it has measured any (1.0 is 1 GB/s)
  * @param seedLatencyMicros    fixed cost of one fetch an import plans with (round trips, connection)
  * @param chunkMacs            whether every chunk this node imports carries a MAC under the connection's session
- *                             key (HMAC-SHA256, about 1 GB/s per core each side): bytes rewritten on the way then
- *                             never count as delivered. Off only where the network itself guarantees integrity
+ *                             key (HMAC-SHA256 over every byte, each side; see {@code tcp_import} for its cost):
+ *                             bytes rewritten on the way then never count as delivered. Off only where the network itself guarantees integrity
  *                             (IPsec, WireGuard, a trusted fabric)
  * @param stagingSlots         slots of the staging ring, for a device whose memory the JVM cannot address (a GPU):
  *                             transfers of all connections share them
