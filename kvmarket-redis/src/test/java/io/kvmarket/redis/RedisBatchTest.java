@@ -50,7 +50,7 @@ class RedisBatchTest {
 
     @BeforeEach
     void startRedis() {
-        assumeTrue(RedisServer.installed());
+        assumeTrue(RedisServer.installed(), "redis-server is not installed here; the Redis batch tests are skipped");
         server = RedisServer.start(dir);
         prefix = "attack" + PREFIXES.incrementAndGet();
     }
@@ -99,21 +99,26 @@ class RedisBatchTest {
         return out;
     }
 
+    /** publishAll of 50 offers on the SIGSTOPped server: every outcome unknown. */
+    private void assertEveryOutcomeUnknownWhilePaused(RedisRegistry r) {
+        List<Offer> batch = offers(50, 7, 100);
+        server.pause();
+        PublishOutcome[] out;
+        try {
+            out = r.publishAll(batch);
+        } finally {
+            server.resume();
+        }
+        assertTrue(Arrays.stream(out).allMatch(Objects::isNull), "all unknown");
+    }
+
     /** A Redis SIGSTOPped mid-session: every outcome of a batch unknown, after one window's timeout, not one each. */
     @Test
     @Timeout(30) // a batch that fell back to one call at a time would wait 50 command timeouts
     void publishAllOnAPausedRedisIsBoundedByTheCommandTimeout() throws Exception {
         try (RedisRegistry r = registry(Duration.ofSeconds(1))) {
             assertEquals(PublishOutcome.PUBLISHED, r.publish(offer(10_000, 7, 1))); // the owner's key exists
-            List<Offer> batch = offers(50, 7, 100);
-            server.pause();
-            PublishOutcome[] out;
-            try {
-                out = r.publishAll(batch);
-            } finally {
-                server.resume();
-            }
-            assertTrue(Arrays.stream(out).allMatch(Objects::isNull), "all unknown");
+            assertEveryOutcomeUnknownWhilePaused(r);
         }
     }
 
@@ -125,15 +130,7 @@ class RedisBatchTest {
             assertEquals(PublishOutcome.PUBLISHED, r.publish(offer(10_000, 7, 1)));
             server.restart(); // forgets the scripts
             awaitReconnected(r);
-            List<Offer> batch = offers(50, 7, 100);
-            server.pause();
-            PublishOutcome[] out;
-            try {
-                out = r.publishAll(batch);
-            } finally {
-                server.resume();
-            }
-            assertTrue(Arrays.stream(out).allMatch(Objects::isNull), "all unknown");
+            assertEveryOutcomeUnknownWhilePaused(r);
         }
     }
 

@@ -40,7 +40,8 @@ class RedisClusterRecoveryTest {
     @Test
     @Timeout(60) // one call at a time would wait a command timeout per offer of the paused master, and more
     void publishAllWithAPausedMasterIsBounded() throws Exception {
-        assumeTrue(RedisCluster.installed());
+        assumeTrue(RedisCluster.installed(),
+                "redis-server or redis-cli is not installed here; the Redis Cluster recovery tests are skipped");
         try (RedisCluster cluster = RedisCluster.start(dir, 3);
              RedisRegistry r = RedisRegistry.open(cluster.uri(), "cpause")) {
             ChunkKey[] keys = RegistryContractTest.keys(60);
@@ -62,7 +63,8 @@ class RedisClusterRecoveryTest {
     /** A master restarted empty: the registry recovers by itself, lookups and publishes answer again. */
     @Test
     void aRestartedMasterRecovers() throws Exception {
-        assumeTrue(RedisCluster.installed());
+        assumeTrue(RedisCluster.installed(),
+                "redis-server or redis-cli is not installed here; the Redis Cluster recovery tests are skipped");
         try (RedisCluster cluster = RedisCluster.start(dir, 3);
              RedisRegistry r = RedisRegistry.open(cluster.uri(), "crestart")) {
             ChunkKey[] keys = RegistryContractTest.keys(30);

@@ -59,7 +59,8 @@ class RedisRegistryAbuseTest {
 
     @BeforeEach
     void start() {
-        assumeTrue(RedisServer.installed());
+        assumeTrue(RedisServer.installed(),
+                "redis-server is not installed here; the Redis registry abuse tests are skipped");
         server = RedisServer.start(dir);
         prefix = "probe" + PREFIXES.incrementAndGet();
         rawClient = RedisClient.create(server.uri());
