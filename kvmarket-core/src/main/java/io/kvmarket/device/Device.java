@@ -2,6 +2,7 @@ package io.kvmarket.device;
 
 import java.nio.ByteBuffer;
 import java.util.Optional;
+import java.util.OptionalLong;
 import java.util.concurrent.CompletableFuture;
 
 /**
@@ -77,6 +78,16 @@ public interface Device extends AutoCloseable {
      */
     default Optional<ByteBuffer> hostView(DeviceBuffer buffer) {
         return Optional.empty();
+    }
+
+    /**
+     * The buffer's device pointer, for a NIC that reads or writes GPU memory itself (RDMA with GPUDirect); empty for
+     * memory the JVM addresses (a NIC registers it through {@link #hostView}), or when the device cannot say.
+     *
+     * @throws IllegalArgumentException when the buffer is not this device's
+     */
+    default OptionalLong deviceAddress(DeviceBuffer buffer) {
+        return OptionalLong.empty();
     }
 
     @Override

@@ -20,6 +20,7 @@ import java.util.Iterator;
 import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Map;
+import java.util.Objects;
 import java.util.SplittableRandom;
 import java.util.concurrent.atomic.AtomicLong;
 import java.util.concurrent.locks.ReentrantLock;
@@ -59,6 +60,8 @@ public final class ExportPool implements ServedPool, AutoCloseable {
     /** Transports streaming each slot's chunk now: a held slot is neither evicted nor handed out. */
     private final int[] holds;
     private int heldSlots;
+    /** Memory holds open, and what each asked to run when the pool closes. */
+    private final Map<Object, Runnable> memoryHolds = new HashMap<>();
     private long evictions;
     private boolean closed;
     /** Set when close() left the memory to the last hold to free. */
@@ -279,6 +282,32 @@ public final class ExportPool implements ServedPool, AutoCloseable {
     }
 
     @Override
+    public Hold holdMemory(Runnable onClose) {
+        Objects.requireNonNull(onClose, "onClose");
+        return locked(() -> {
+            if (closed) {
+                return null;
+            }
+            Object token = new Object();
+            memoryHolds.put(token, onClose);
+            return () -> locked(() -> {
+                if (memoryHolds.remove(token) != null) {
+                    freeIfUnheld();
+                }
+                return null;
+            });
+        });
+    }
+
+    /** Under the lock: the last hold of a closed pool frees its memory. */
+    private void freeIfUnheld() {
+        if (freeWhenUnheld && heldSlots == 0 && memoryHolds.isEmpty()) {
+            freeWhenUnheld = false;
+            freeQuietly();
+        }
+    }
+
+    @Override
     public boolean isClosed() {
         return locked(() -> closed);
     }
@@ -296,9 +325,9 @@ public final class ExportPool implements ServedPool, AutoCloseable {
             locked(() -> {
                 if (!released) {
                     released = true;
-                    if (--holds[slot] == 0 && --heldSlots == 0 && freeWhenUnheld) {
-                        freeWhenUnheld = false;
-                        freeQuietly();
+                    if (--holds[slot] == 0) {
+                        heldSlots--;
+                        freeIfUnheld();
                     }
                 }
                 return null;
@@ -378,21 +407,30 @@ public final class ExportPool implements ServedPool, AutoCloseable {
      */
     @Override
     public void close() {
+        List<Runnable> onClose;
         lock.lock();
         try {
             if (closed) {
                 return;
             }
             closed = true;
+            onClose = new ArrayList<>(memoryHolds.values());
             if (!withdrawAll()) {
                 LOG.warn("export pool memory kept until exit: some offers of it could not be withdrawn");
-            } else if (heldSlots > 0) {
+            } else if (heldSlots > 0 || !memoryHolds.isEmpty()) {
                 freeWhenUnheld = true;
             } else {
                 device.free(buffer);
             }
         } finally {
             lock.unlock();
+        }
+        for (Runnable r : onClose) {
+            try {
+                r.run();
+            } catch (RuntimeException e) {
+                LOG.warn("a transport failed to let go of the closed export pool: {}", e.toString());
+            }
         }
     }
 

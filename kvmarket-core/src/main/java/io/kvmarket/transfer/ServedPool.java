@@ -23,6 +23,16 @@ public interface ServedPool {
      */
     Hold hold(ChunkKey key, long generation, long offset, long length);
 
+    /**
+     * Keeps the pool's memory allocated, not its chunks in place, until the hold is closed: for a transport that
+     * lets a NIC read the pool by itself (RDMA), whose registration must end before the memory is freed. When the
+     * pool closes it runs {@code onClose} once (on the closing thread, outside its lock), so the holder can end its
+     * use and close the hold; a closed pool frees its memory when the last hold ends.
+     *
+     * @return the hold, or null when the pool is closed already
+     */
+    Hold holdMemory(Runnable onClose);
+
     /** True once the pool is closed: it publishes nothing any more, and a transport may forget it. */
     boolean isClosed();
 

@@ -19,6 +19,7 @@ import java.nio.ByteBuffer;
 import java.nio.charset.StandardCharsets;
 import java.util.Map;
 import java.util.Optional;
+import java.util.OptionalLong;
 import java.util.concurrent.CompletableFuture;
 import java.util.concurrent.ConcurrentHashMap;
 import java.util.concurrent.ExecutorService;
@@ -149,6 +150,13 @@ public final class CudaDevice implements Device {
         CudaBuffer b = cast(buffer);
         return staging.get(b.allocationId) == b
                 ? Optional.of(new BytePointer(b.pointer).capacity(b.size).asByteBuffer()) : Optional.empty();
+    }
+
+    /** Device memory's pointer, for a NIC registering it (GPUDirect RDMA); staging memory has a host view instead. */
+    @Override
+    public OptionalLong deviceAddress(DeviceBuffer buffer) {
+        CudaBuffer b = cast(buffer);
+        return staging.get(b.allocationId) == b ? OptionalLong.empty() : OptionalLong.of(b.address());
     }
 
     @Override

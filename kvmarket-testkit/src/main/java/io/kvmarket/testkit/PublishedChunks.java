@@ -5,7 +5,9 @@ import io.kvmarket.device.DeviceBuffer;
 import io.kvmarket.key.ChunkKey;
 import io.kvmarket.transfer.ServedPool;
 
+import java.util.ArrayList;
 import java.util.HashMap;
+import java.util.List;
 import java.util.Map;
 import java.util.concurrent.atomic.AtomicInteger;
 
@@ -24,7 +26,9 @@ public final class PublishedChunks implements ServedPool {
     private final Map<ChunkKey, Chunk> published = new HashMap<>();
     private final AtomicInteger holdsOpen = new AtomicInteger();
     private final AtomicInteger holdsTaken = new AtomicInteger();
+    private final Map<Object, Runnable> memoryHolds = new HashMap<>();
     private boolean closed;
+    private boolean freed;
 
     public PublishedChunks(Device device, DeviceBuffer buffer) {
         this.device = device;
@@ -44,11 +48,55 @@ public final class PublishedChunks implements ServedPool {
         published.remove(key);
     }
 
-    /** Withdraws everything and frees the buffer, as a closing exporter's pool does with no transfer running. */
-    public synchronized void close() {
-        closed = true;
-        published.clear();
-        device.free(buffer);
+    /**
+     * Withdraws everything, runs what memory holds asked for, and frees the buffer once no memory hold is left, as a
+     * closing exporter's pool does.
+     */
+    public void close() {
+        List<Runnable> onClose;
+        synchronized (this) {
+            if (closed) {
+                return;
+            }
+            closed = true;
+            published.clear();
+            onClose = new ArrayList<>(memoryHolds.values());
+            freeIfUnheld();
+        }
+        onClose.forEach(Runnable::run);
+    }
+
+    @Override
+    public synchronized Hold holdMemory(Runnable onClose) {
+        if (closed) {
+            return null;
+        }
+        Object token = new Object();
+        memoryHolds.put(token, onClose);
+        return () -> {
+            synchronized (this) {
+                if (memoryHolds.remove(token) != null) {
+                    freeIfUnheld();
+                }
+            }
+        };
+    }
+
+    /** Memory holds taken and not yet released. */
+    public synchronized int memoryHoldsOpen() {
+        return memoryHolds.size();
+    }
+
+    /** True once the buffer is freed: closed, and no memory hold left. */
+    public synchronized boolean freed() {
+        return freed;
+    }
+
+    private void freeIfUnheld() {
+        if (closed && !freed && memoryHolds.isEmpty()) {
+            freed = true;
+            device.free(buffer);
+        }
     }
 
     @Override

@@ -12,9 +12,12 @@ import org.junit.jupiter.api.io.TempDir;
 
 import java.nio.file.Files;
 import java.nio.file.Path;
+import java.util.concurrent.atomic.AtomicInteger;
+import java.util.concurrent.atomic.AtomicLong;
 import java.util.stream.Stream;
 
 import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertFalse;
 import static org.junit.jupiter.api.Assertions.assertNotNull;
 import static org.junit.jupiter.api.Assertions.assertNull;
 import static org.junit.jupiter.api.Assertions.assertTrue;
@@ -83,6 +86,41 @@ class ServedPoolTest {
             assertNull(pool.hold(o.key(), o.generation(), o.offset(), 64), "a closed pool serves nothing");
             h.close();
             assertEquals(0, memoryFiles(), "the last hold frees the closed pool");
+        }
+    }
+
+    /** The hold an RDMA transport takes while a NIC may read the pool: memory kept, chunks not. */
+    @Test
+    void aMemoryHoldKeepsTheMemoryOfAClosedPoolUntilItsHolderLetsGo() throws Exception {
+        try (HostDevice device = new HostDevice(dir); InProcessRegistry registry = new InProcessRegistry()) {
+            ExportPool pool = new ExportPool(device, registry, 2 * 64, 64);
+            Offer o = publish(pool, registry, 1);
+            AtomicInteger told = new AtomicInteger();
+            AtomicLong filesWhenTold = new AtomicLong(-1);
+            ServedPool.Hold[] hold = new ServedPool.Hold[1];
+            hold[0] = pool.holdMemory(() -> {
+                told.incrementAndGet();
+                try {
+                    filesWhenTold.set(memoryFiles());
+                } catch (Exception e) {
+                    throw new IllegalStateException(e);
+                }
+            });
+            ServedPool.Hold second = pool.holdMemory(told::incrementAndGet);
+            try (ExportPool.Reservation r = pool.reserve(2)) {
+                assertEquals(2, r.size(), "a memory hold does not keep chunks from eviction");
+            }
+            assertFalse(registry.isCurrent(o), "evicted");
+            pool.close();
+            assertEquals(2, told.get(), "each holder is told once, on close");
+            assertEquals(1, filesWhenTold.get(), "told before the memory is freed");
+            assertNull(pool.holdMemory(told::incrementAndGet), "a closed pool takes no new memory hold");
+            hold[0].close();
+            hold[0].close();
+            assertEquals(1, memoryFiles(), "one hold left");
+            second.close();
+            assertEquals(0, memoryFiles(), "the last memory hold frees the closed pool");
+            assertEquals(2, told.get());
         }
     }
 

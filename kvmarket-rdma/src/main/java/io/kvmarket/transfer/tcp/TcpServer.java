@@ -21,10 +21,12 @@ import java.nio.channels.ServerSocketChannel;
 import java.nio.channels.SocketChannel;
 import java.security.MessageDigest;
 import java.security.SecureRandom;
+import java.util.ArrayList;
 import java.util.Arrays;
 import java.util.Collections;
 import java.util.Iterator;
 import java.util.LinkedHashSet;
+import java.util.List;
 import java.util.Map;
 import java.util.Set;
 import java.util.concurrent.ConcurrentHashMap;
@@ -57,6 +59,8 @@ final class TcpServer implements AutoCloseable {
     private static final SecureRandom RANDOM = new SecureRandom();
 
     private final Device device;
+    /** Answers control requests (another transport's setup between members); null when this server takes none. */
+    private final ControlChannel.Handler control;
     /** Staging for a device whose memory the JVM cannot address; null when it can. */
     private final StagingRing ring;
     private final TcpConfig config;
@@ -75,19 +79,21 @@ final class TcpServer implements AutoCloseable {
     private volatile boolean closed;
 
     private TcpServer(Device device, StagingRing ring, TcpConfig config, Watchdog watchdog,
-                      ServerSocketChannel listener, InetSocketAddress advertised) {
+                      ServerSocketChannel listener, InetSocketAddress advertised, ControlChannel.Handler control) {
         this.device = device;
+        this.control = control;
         this.ring = ring;
         this.config = config;
         this.watchdog = watchdog;
         this.listener = listener;
         this.advertised = advertised;
         int id = SERVERS.incrementAndGet();
+        String prefix = control == null ? "kvmarket-tcp-" : "kvmarket-control-";
         AtomicInteger threads = new AtomicInteger();
         // Admission bounds connections; threads may outnumber them while dropped connections' threads unwind.
         this.workers = new ThreadPoolExecutor(0, 2 * config.maxConnections(), 30, TimeUnit.SECONDS,
-                new SynchronousQueue<>(), r -> daemon(r, "kvmarket-tcp-serve-" + id + "-" + threads.incrementAndGet()));
-        this.acceptor = daemon(this::acceptLoop, "kvmarket-tcp-accept-" + id);
+                new SynchronousQueue<>(), r -> daemon(r, prefix + "serve-" + id + "-" + threads.incrementAndGet()));
+        this.acceptor = daemon(this::acceptLoop, prefix + "accept-" + id);
     }
 
     /**
@@ -96,15 +102,22 @@ final class TcpServer implements AutoCloseable {
      * @throws IOException when the address cannot be bound (in use, not local)
      */
     static TcpServer start(Device device, StagingRing ring, TcpConfig config, Watchdog watchdog) throws IOException {
+        return start(device, ring, config, watchdog, null);
+    }
+
+    /** Binds and starts serving, answering control requests through {@code control} when it is not null. */
+    static TcpServer start(Device device, StagingRing ring, TcpConfig config, Watchdog watchdog,
+                           ControlChannel.Handler control) throws IOException {
         ServerSocketChannel listener = ServerSocketChannel.open();
         try {
             listener.setOption(StandardSocketOptions.SO_REUSEADDR, true);
             listener.bind(config.bind(), 128);
             InetSocketAddress bound = (InetSocketAddress) listener.getLocalAddress();
             InetSocketAddress advertised = new InetSocketAddress(advertisedAddress(config, bound), bound.getPort());
-            TcpServer server = new TcpServer(device, ring, config, watchdog, listener, advertised);
+            TcpServer server = new TcpServer(device, ring, config, watchdog, listener, advertised, control);
             server.acceptor.start();
-            LOG.info("TCP transport serving cluster members on {} (advertised as {})", bound, advertised);
+            LOG.info("{} serving cluster members on {} (advertised as {})",
+                    control == null ? "TCP transport" : "Control channel", bound, advertised);
             return server;
         } catch (IOException | RuntimeException e) {
             listener.close();
@@ -219,6 +232,7 @@ final class TcpServer implements AutoCloseable {
     }
 
     private void handle(Connection c) {
+        Session session = null;
         try {
             c.hardDeadline(System.nanoTime() + TimeUnit.MILLISECONDS.toNanos(config.connectTimeoutMillis()));
             Mac mac = Wire.sessionMac(Wire.serverHandshake(c, config.secret()));
@@ -239,6 +253,13 @@ final class TcpServer implements AutoCloseable {
                 int flags = header.getInt();
                 long poolId = header.getLong();
                 int count = header.getInt();
+                if (magic == Wire.CONTROL && control != null && count >= 0 && count <= Wire.MAX_CONTROL_BYTES) {
+                    if (session == null) {
+                        session = new Session(c);
+                    }
+                    answerControl(c, session, header, count, mac, n);
+                    continue;
+                }
                 if (magic != Wire.REQUEST || count < 1 || count > MAX_CHUNKS) {
                     warnRateLimited("closed the connection of " + c.peer + ": malformed request (magic "
                             + Integer.toHexString(magic) + ", " + count + " chunks)");
@@ -266,6 +287,71 @@ final class TcpServer implements AutoCloseable {
             LOG.warn("closed the connection of {} on an unexpected error", c.peer, e);
         } finally {
             drop(c);
+            if (session != null) {
+                session.ended();
+            }
+        }
+    }
+
+    /** One control request: its body and MAC follow the header; the answer goes back under the session's MAC. */
+    private void answerControl(Connection c, Session session, ByteBuffer header, int length, Mac mac, long n)
+            throws IOException {
+        ByteBuffer body = ByteBuffer.allocate(length + Wire.MAC_BYTES);
+        c.readFully(body);
+        mac.update(ByteBuffer.allocate(8).putLong(0, n).array());
+        mac.update(header.array());
+        mac.update(body.array(), 0, length);
+        if (!MessageDigest.isEqual(mac.doFinal(), Arrays.copyOfRange(body.array(), length, body.capacity()))) {
+            throw new Wire.NotAMemberException("control request " + n + " of " + c.peer + " fails its MAC");
+        }
+        byte[] answer = control.answer(session, Arrays.copyOf(body.array(), length));
+        if (answer.length > Wire.MAX_CONTROL_BYTES) {
+            throw new IllegalStateException("control answer of " + answer.length + " bytes exceeds "
+                    + Wire.MAX_CONTROL_BYTES);
+        }
+        c.writeFully(ByteBuffer.wrap(Wire.controlAnswer(mac, n, answer)));
+    }
+
+    /** A member's control session: what its requests set up ends with its connection. */
+    private static final class Session implements ControlChannel.Session {
+        private final Connection connection;
+        private final List<Runnable> onEnd = new ArrayList<>();
+        private boolean ended;
+
+        Session(Connection connection) {
+            this.connection = connection;
+        }
+
+        @Override
+        public java.net.SocketAddress peer() {
+            return connection.peer;
+        }
+
+        @Override
+        public void onEnd(Runnable r) {
+            synchronized (this) {
+                if (!ended) {
+                    onEnd.add(r);
+                    return;
+                }
+            }
+            r.run();
+        }
+
+        void ended() {
+            List<Runnable> rs;
+            synchronized (this) {
+                ended = true;
+                rs = new ArrayList<>(onEnd);
+                onEnd.clear();
+            }
+            for (Runnable r : rs) {
+                try {
+                    r.run();
+                } catch (RuntimeException e) {
+                    LOG.warn("cleaning up after the control session of {} failed: {}", connection.peer, e.toString());
+                }
+            }
         }
     }
 

@@ -110,7 +110,7 @@ public final class TcpTransportProvider implements TransportProvider {
     }
 
     /** {@code host:port}, {@code [v6]:port} or {@code :port}. */
-    static InetSocketAddress hostPort(String name, String value) {
+    public static InetSocketAddress hostPort(String name, String value) {
         int colon = value.lastIndexOf(':');
         if (colon < 0) {
             throw new IllegalArgumentException(name + " must be host:port, was " + value);

@@ -26,6 +26,10 @@ import java.security.SecureRandom;
  *             HMAC(session, n | chunk index | the chunk's request entry | its bytes) (32); or one stop status (1)
  *             that ends the response; after the last chunk, DONE (1)
  * </pre>
+ * A server that takes control requests (another transport's setup between members, see {@link ControlChannel})
+ * also answers, on the same connection and numbering:
+ *   request:  CONTROL (4) | 0 (4) | 0 (8) | body length b (4) | body (b) | HMAC(session, n | all of the above) (32)
+ *   answer:   length a (4) | body (a) | HMAC(session, n | "answer" | length | body) (32)
  * A chunk is served only while the pool publishes exactly that (key, generation, offset, length), held in place as
  * it streams; a stop status names why the rest is not served, so what arrived stays a prefix. The request's MAC keeps
  * a stranger who relayed a member's handshake from being served; a chunk's MAC binds its bytes to what was asked,
@@ -36,6 +40,9 @@ final class Wire {
     static final int MAGIC = 0x4B564D54; // "KVMT"
     static final short VERSION = 1;
     static final int REQUEST = 0x4B565251; // "KVRQ"
+    static final int CONTROL = 0x4B564354; // "KVCT"
+    static final int MAX_CONTROL_BYTES = 4096;
+    private static final byte[] ANSWER = "answer".getBytes(StandardCharsets.US_ASCII);
     static final int NONCE_BYTES = 32;
     static final int MAC_BYTES = 32;
     static final int CHUNK_ENTRY_BYTES = 40;
@@ -125,11 +132,37 @@ final class Wire {
     }
 
     static void chunkMacEnd(Mac mac, byte[] tag) {
+        chunkMacEnd(mac, tag, 0);
+    }
+
+    private static void chunkMacEnd(Mac mac, byte[] out, int at) {
         try {
-            mac.doFinal(tag, 0);
+            mac.doFinal(out, at);
         } catch (javax.crypto.ShortBufferException impossible) { // the tag holds MAC_BYTES
             throw new IllegalStateException(impossible);
         }
+    }
+
+    /** The answer to control request {@code n}, as it goes on the wire: length, body, MAC. */
+    static byte[] controlAnswer(Mac mac, long n, byte[] body) {
+        ByteBuffer out = ByteBuffer.allocate(4 + body.length + MAC_BYTES);
+        out.putInt(body.length).put(body);
+        mac.update(ByteBuffer.allocate(8).putLong(0, n).array());
+        mac.update(ANSWER);
+        mac.update(out.array(), 0, 4 + body.length);
+        chunkMacEnd(mac, out.array(), 4 + body.length);
+        return out.array();
+    }
+
+    /** Checks the MAC of an answer to control request {@code n} and returns its body. */
+    static byte[] controlAnswerBody(Mac mac, long n, byte[] lengthAndBody, byte[] tag) throws NotAMemberException {
+        mac.update(ByteBuffer.allocate(8).putLong(0, n).array());
+        mac.update(ANSWER);
+        mac.update(lengthAndBody);
+        if (!java.security.MessageDigest.isEqual(mac.doFinal(), tag)) {
+            throw new NotAMemberException("control answer " + n + " fails its MAC");
+        }
+        return java.util.Arrays.copyOfRange(lengthAndBody, 4, lengthAndBody.length);
     }
 
     /** A fresh HMAC-SHA256 under the session key; one per connection side, used by one thread at a time. */

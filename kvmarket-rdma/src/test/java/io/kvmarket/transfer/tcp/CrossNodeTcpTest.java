@@ -113,8 +113,9 @@ class CrossNodeTcpTest {
     }
 
     private static ChildJvm node(NetnsCluster cluster, int n, Path secret, String... args) {
+        // Verbs off: this test is about TCP, and the fake verbs provider of this module's tests would otherwise win.
         return cluster.startJvm(n, TcpNodeProcess.class, List.of("-D" + NodeId.PROPERTY + "=node-" + n,
-                "-D" + TcpTransportProvider.SECRET_FILE + "=" + secret), args);
+                "-D" + TcpTransportProvider.SECRET_FILE + "=" + secret, "-Dkvmarket.rdma=false"), args);
     }
 
     /** Repeats {@code command} until it answers {@code wanted}, for up to 30 s; the last answer. */

@@ -25,13 +25,14 @@ import java.util.List;
  * process's configuration makes available (device IPC, and TCP with the cluster secret), a 32 MiB KV cache of
  * {@value #TOKENS} tokens, offers leased for 3 s (renewed, or offered again after a Redis restart, every second). {@code export URI SALT}: exports a prompt, prints {@code READY <chunks>}, waits.
  * {@code import URI}: for each stdin line {@code load SALT} or {@code costly-load SALT} (planned against a prefill
- * of 1 ms per token), imports into shuffled blocks and prints {@code LOADED <tokens> <reason> <first wrong block>}.
+ * of 1 ms per token), imports into shuffled blocks and prints {@code VIA <transports that delivered>}, then
+ * {@code LOADED <tokens> <reason> <first wrong block>}.
  */
 public final class TcpNodeProcess {
 
     static final KvLayout LAYOUT = KvLayout.of(8, 8, 128, DType.FLOAT16, 16, LayoutOrder.LAYER_MAJOR);
     static final Namespace NS = Namespace.of("tcp-node-model", "rev1", "ids", LAYOUT);
-    static final int TOKENS = KvFixture.BLOCKS * 16;
+    public static final int TOKENS = KvFixture.BLOCKS * 16;
     static final int BLOCKS = KvFixture.BLOCKS;
 
     private static volatile boolean costly;
@@ -69,6 +70,7 @@ public final class TcpNodeProcess {
                 Match m = engine.market.match(KvFixture.tokens(TOKENS, salt), TOKENS);
                 LoadResult r = engine.market.load(m, into).join();
                 int wrong = engine.firstWrongBlock(into, r.tokensImported() / 16, salt);
+                System.out.println("VIA " + r.transports());
                 System.out.println("LOADED " + r.tokensImported() + " " + r.reason() + " " + wrong);
                 System.out.flush();
             }

@@ -1,0 +1,720 @@
+package io.kvmarket.transfer.rdma;
+
+import io.kvmarket.device.CopyBatch;
+import io.kvmarket.device.Device;
+import io.kvmarket.device.DeviceBuffer;
+import io.kvmarket.registry.Endpoint;
+import io.kvmarket.registry.Offer;
+import io.kvmarket.transfer.Locality;
+import io.kvmarket.transfer.Route;
+import io.kvmarket.transfer.ServedPool;
+import io.kvmarket.transfer.TransferException;
+import io.kvmarket.transfer.TransferFailure;
+import io.kvmarket.transfer.Transport;
+import io.kvmarket.transfer.tcp.ControlChannel;
+import org.bytedeco.javacpp.Pointer;
+import org.slf4j.Logger;
+import org.slf4j.LoggerFactory;
+
+import java.io.IOException;
+import java.lang.ref.ReferenceQueue;
+import java.lang.ref.WeakReference;
+import java.net.ConnectException;
+import java.net.InetSocketAddress;
+import java.nio.ByteBuffer;
+import java.util.ArrayList;
+import java.util.Arrays;
+import java.util.IdentityHashMap;
+import java.util.List;
+import java.util.Map;
+import java.util.Optional;
+import java.util.OptionalLong;
+import java.util.Set;
+import java.util.concurrent.CompletableFuture;
+import java.util.concurrent.ConcurrentHashMap;
+import java.util.concurrent.LinkedBlockingQueue;
+import java.util.concurrent.RejectedExecutionException;
+import java.util.concurrent.ThreadPoolExecutor;
+import java.util.concurrent.TimeUnit;
+import java.util.concurrent.atomic.AtomicInteger;
+
+/**
+ * Between nodes over RDMA verbs, both sides; imports pull. The exporter registers each pool it serves for remote
+ * READ only (nobody can write into an engine's memory through it) and advertises the registration's key and address
+ * with its control address. The importer sets up reliable-connection queue pairs to the exporter through the control
+ * channel (a cluster member's authenticated request over the TCP transport's protocol, {@link ControlChannel}), then
+ * posts one chained batch of RDMA READs per import, straight from the exporter's pool into its own KV cache, and
+ * waits for one completion per queue pair. The exporter's CPU takes no part in the copy; whether the bytes are still
+ * the offered ones is settled afterwards by the import's generation check, as for every transport.
+ *
+ * <p>A failure completion (bad key or span, a peer that died, a queue pair driven to error) or the deadline tears
+ * the queue pairs down before the fetch fails: no read of a failed import lands after its future completes. What
+ * landed in full before the failure, from the first chunk, is reported as delivered. The exporter's queue pairs for
+ * a peer live as long as that peer's control connection: a peer that dies leaves nothing behind.
+ */
+public final class RdmaTransport implements Transport {
+
+    private static final Logger LOG = LoggerFactory.getLogger(RdmaTransport.class);
+    private static final AtomicInteger TRANSPORTS = new AtomicInteger();
+    private static final byte CONNECT = 1;
+    private static final byte PING = 2;
+    private static final byte RELEASE = 3;
+    private static final byte OK = 0;
+    private static final byte REFUSED = 1;
+    /** Statuses of work completions (enum ibv_wc_status) that mean the peer or its registration is gone. */
+    private static final int WC_REM_ACCESS_ERR = 10;
+    private static final int WC_RETRY_EXC_ERR = 12;
+    /** Longest single wait on the completion channel, so a close() is noticed. */
+    private static final int POLL_SLICE_MILLIS = 100;
+
+    private final Device device;
+    private final long nodeId;
+    private final RdmaConfig config;
+    private final VerbsContext ctx;
+    private final ControlChannel.Server server;
+    private final ControlChannel.Connector connector;
+    private final ThreadPoolExecutor fetchers;
+    /** Pools served, by identity: their registration, advertised endpoint, and the hold on their memory. */
+    private final Map<ServedPool, Served> served = new IdentityHashMap<>();
+    /** Queue pairs peers set up here, by the number of each channel's first queue pair. */
+    private final Map<Integer, ServedChannel> servedChannels = new ConcurrentHashMap<>();
+    private final Map<InetSocketAddress, Peer> peers = new ConcurrentHashMap<>();
+    /** Registrations of destination buffers, dropped when their buffer is collected. */
+    private final List<Destination> destinations = new ArrayList<>();
+    private final ReferenceQueue<DeviceBuffer> collected = new ReferenceQueue<>();
+    private final Set<CompletableFuture<Void>> running = ConcurrentHashMap.newKeySet();
+    private volatile boolean closed;
+
+    private RdmaTransport(Device device, long nodeId, RdmaConfig config, VerbsContext ctx) throws IOException {
+        this.device = device;
+        this.nodeId = nodeId;
+        this.config = config;
+        this.ctx = ctx;
+        int id = TRANSPORTS.incrementAndGet();
+        AtomicInteger threads = new AtomicInteger();
+        this.fetchers = new ThreadPoolExecutor(config.fetchThreads(), config.fetchThreads(), 30, TimeUnit.SECONDS,
+                new LinkedBlockingQueue<>(4096), r -> {
+                    Thread t = new Thread(r, "kvmarket-rdma-fetch-" + id + "-" + threads.incrementAndGet());
+                    t.setDaemon(true);
+                    return t;
+                });
+        this.fetchers.allowCoreThreadTimeOut(true);
+        this.connector = ControlChannel.connector(config.control());
+        this.server = config.control().bind() == null ? null
+                : ControlChannel.serve(config.control(), device, this::answer);
+    }
+
+    /**
+     * Opens the device port the configuration names and, when it binds an address, the control server that lets
+     * members connect queue pairs to this process's pools.
+     *
+     * @throws IllegalStateException when verbs are unavailable ({@link Verbs#unavailabilityCause})
+     * @throws VerbsException        when the device cannot be opened
+     * @throws IOException           when the control address cannot be bound
+     */
+    public static RdmaTransport open(Device device, long nodeId, RdmaConfig config) throws IOException {
+        VerbsContext ctx = VerbsContext.open(config.device(), config.port(), config.gidIndex());
+        try {
+            return new RdmaTransport(device, nodeId, config, ctx);
+        } catch (IOException | RuntimeException e) {
+            ctx.close();
+            throw e;
+        }
+    }
+
+    @Override
+    public String name() {
+        return "rdma";
+    }
+
+    @Override
+    public int endpointKind() {
+        return Endpoint.RDMA;
+    }
+
+    /** Where members set up queue pairs to this process, or empty when it serves nothing. */
+    public Optional<InetSocketAddress> serving() {
+        return server == null ? Optional.empty() : Optional.of(server.advertised());
+    }
+
+    /**
+     * Registers the pool's memory for remote READ (once per pool) and names it; the registration ends, before the
+     * pool frees its memory, when the pool closes.
+     */
+    @Override
+    public Optional<Endpoint> advertise(ServedPool pool) {
+        if (server == null || closed) {
+            return Optional.empty();
+        }
+        synchronized (served) {
+            Served s = served.get(pool);
+            if (s != null) {
+                return Optional.of(s.endpoint.encode());
+            }
+            long[] where = addressOf(pool.buffer());
+            if (where == null) {
+                LOG.warn("RDMA transport cannot register {} memory: no host view and no device address", device.name());
+                return Optional.empty();
+            }
+            Served fresh = new Served(pool);
+            ServedPool.Hold hold = pool.holdMemory(fresh::end);
+            if (hold == null) {
+                return Optional.empty();
+            }
+            try {
+                fresh.start(ctx.register(where[0], pool.buffer().size(), VerbsContext.REMOTE_READ, where[1] != 0),
+                        hold);
+            } catch (RuntimeException e) {
+                hold.close();
+                LOG.warn("RDMA transport cannot register an export pool of {} bytes: {}", pool.buffer().size(),
+                        e.getMessage());
+                return Optional.empty();
+            }
+            served.put(pool, fresh);
+            return Optional.of(fresh.endpoint.encode());
+        }
+    }
+
+    /** A served pool: its registration lives until the pool closes or this transport does. */
+    private final class Served {
+        private final ServedPool pool;
+        private VerbsContext.MemoryRegion region;
+        private ServedPool.Hold hold;
+        private RdmaEndpoint endpoint;
+
+        Served(ServedPool pool) {
+            this.pool = pool;
+        }
+
+        void start(VerbsContext.MemoryRegion region, ServedPool.Hold hold) {
+            this.region = region;
+            this.hold = hold;
+            this.endpoint = new RdmaEndpoint(server.advertised(), ctx.gid, ctx.lid, region.rkey, region.address,
+                    region.length);
+        }
+
+        /** Deregisters, then lets the pool free its memory. */
+        void end() {
+            synchronized (served) {
+                if (served.get(pool) == this) {
+                    served.remove(pool);
+                }
+            }
+            try {
+                if (region != null) {
+                    region.close();
+                }
+            } finally {
+                if (hold != null) {
+                    hold.close();
+                }
+            }
+        }
+    }
+
+    @Override
+    public Optional<Route> route(Offer offer) {
+        if (closed || offer.endpoint(Endpoint.RDMA).isEmpty()) {
+            return Optional.empty();
+        }
+        Locality locality = offer.nodeId() == nodeId ? Locality.SAME_NODE : Locality.OTHER_NODE;
+        return Optional.of(new Route(locality, config.seedLatencyMicros() * 1000, config.seedGigabytesPerSecond()));
+    }
+
+    @Override
+    public CompletableFuture<Void> fetch(List<Offer> chunks, DeviceBuffer dst, CopyBatch batch) {
+        if (closed) {
+            throw new IllegalStateException("RDMA transport is closed");
+        }
+        if (chunks.isEmpty()) {
+            throw new IllegalArgumentException("a fetch needs at least one chunk");
+        }
+        RdmaEndpoint source;
+        try {
+            source = RdmaEndpoint.decode(chunks.get(0).endpoint(Endpoint.RDMA).orElseThrow(
+                    () -> new IllegalArgumentException("the offer has no RDMA endpoint")));
+        } catch (IllegalArgumentException e) {
+            return CompletableFuture.failedFuture(new TransferException(TransferFailure.MALFORMED,
+                    "malformed RDMA endpoint in " + chunks.get(0) + ": " + e.getMessage(), e));
+        }
+        for (Offer o : chunks) {
+            if (o.offset() < 0 || o.length() <= 0 || o.offset() > source.length() - o.length()) {
+                return CompletableFuture.failedFuture(new TransferException(TransferFailure.MALFORMED, o
+                        + " lies outside the " + source.length() + "-byte pool its RDMA endpoint names"));
+            }
+        }
+        ReadPlan plan = ReadPlan.of(chunks, batch, dst.size());
+        Destination local;
+        try {
+            local = destination(dst);
+        } catch (RuntimeException e) {
+            return CompletableFuture.failedFuture(new TransferException(TransferFailure.UNREACHABLE,
+                    "RDMA transport cannot register the destination: " + e.getMessage(), e));
+        }
+        CompletableFuture<Void> done = new CompletableFuture<>();
+        running.add(done);
+        done.whenComplete((ok, error) -> running.remove(done));
+        try {
+            fetchers.execute(() -> {
+                try {
+                    pull(source, plan, local.region);
+                    done.complete(null);
+                } catch (TransferException e) {
+                    done.completeExceptionally(e);
+                } catch (RuntimeException | Error e) { // an Error too: the engine must not wait forever
+                    done.completeExceptionally(new TransferException(TransferFailure.FAILED,
+                            "RDMA fetch from " + source.control() + " failed: " + e, e));
+                    if (e instanceof Error) {
+                        throw e;
+                    }
+                }
+            });
+        } catch (RejectedExecutionException e) {
+            done.completeExceptionally(new TransferException(TransferFailure.FAILED, closed ? "RDMA transport closed"
+                    : "RDMA transport has " + fetchers.getQueue().size() + " fetches queued; refusing more"));
+        }
+        return done;
+    }
+
+    /** Reads the plan's segments on a channel to the source; tears the channel down on any failure. */
+    private void pull(RdmaEndpoint source, ReadPlan plan, VerbsContext.MemoryRegion local) {
+        long deadline = System.nanoTime() + TimeUnit.MILLISECONDS.toNanos(config.fetchDeadlineMillis());
+        Peer peer = peers.computeIfAbsent(source.control(), Peer::new);
+        PeerChannel pc = peer.acquire(source, deadline);
+        boolean healthy = false;
+        try {
+            boolean[] landed = new boolean[plan.segments()];
+            Stop stop = read(pc.channel, source, plan, local, deadline, landed);
+            if (stop == null) {
+                healthy = true;
+                return;
+            }
+            pc.channel.fail();
+            // The exporter's registration refuses the read (its pool closed, or the offer names memory it never
+            // registered), or the exporter stopped answering: either way its KV is gone from here.
+            boolean gone = stop.status == WC_REM_ACCESS_ERR || stop.status == WC_RETRY_EXC_ERR;
+            throw new TransferException(gone ? TransferFailure.SOURCE_GONE : TransferFailure.FAILED,
+                    "RDMA read from " + source.control() + " failed: " + stop.why, null, plan.delivered(landed));
+        } finally {
+            peer.release(pc, healthy);
+        }
+    }
+
+    /**
+     * Posts the reads a window at a time (the channel's queues hold {@code queuePairs x sendQueueDepth}) and waits
+     * for each window's completions, marking what landed.
+     *
+     * @return null when every segment landed, else why not
+     */
+    private Stop read(QpChannel ch, RdmaEndpoint source, ReadPlan plan, VerbsContext.MemoryRegion local,
+                        long deadline, boolean[] landed) {
+        int n = plan.segments();
+        int window = ch.queuePairs() * ch.sendQueueDepth;
+        for (int start = 0; start < n; start += window) {
+            int count = Math.min(window, n - start);
+            boolean whole = start == 0 && count == n;
+            int runs = ch.post(QpChannel.OP_READ, start, local.address, local.lkey, source.address(), source.rkey(),
+                    whole ? plan.localOff : Arrays.copyOfRange(plan.localOff, start, start + count),
+                    whole ? plan.remoteOff : Arrays.copyOfRange(plan.remoteOff, start, start + count),
+                    whole ? plan.length : Arrays.copyOfRange(plan.length, start, start + count), count);
+            for (int got = 0; got < runs; ) {
+                if (closed) {
+                    return new Stop(-1, "RDMA transport closed");
+                }
+                long left = deadline - System.nanoTime();
+                if (left <= 0) {
+                    return new Stop(-1, "not complete within the " + config.fetchDeadlineMillis() + " ms deadline");
+                }
+                int k = ch.poll((int) Math.min(POLL_SLICE_MILLIS, TimeUnit.NANOSECONDS.toMillis(left) + 1));
+                for (int i = 0; i < k; i++) {
+                    int q = ch.qpIndex[i];
+                    long wrId = ch.wrIds[i];
+                    if (q < 0 || q >= runs) {
+                        return new Stop(ch.status[i], "a completion of no queue pair of this import");
+                    }
+                    int from = start + runStart(q, count, runs);
+                    int to = start + runStart(q + 1, count, runs);
+                    if (ch.status[i] == QpChannel.WC_SUCCESS) {
+                        Arrays.fill(landed, from, to, true);
+                        got++;
+                    } else {
+                        // RC completes a queue pair's work in order: what it posted before the failed one landed.
+                        if (wrId >= from && wrId < to) {
+                            Arrays.fill(landed, from, (int) wrId, true);
+                        }
+                        return new Stop(ch.status[i], Verbs.completionStatus(ch.status[i]) + " on segment " + wrId
+                                + " of " + n);
+                    }
+                }
+            }
+        }
+        return null;
+    }
+
+    /** Where run {@code q} of a post begins: the shim gives the first {@code count % runs} runs one more segment. */
+    static int runStart(int q, int count, int runs) {
+        return q * (count / runs) + Math.min(q, count % runs);
+    }
+
+    /** Why reads stopped: a work completion's status (-1 for none) and the words for it. */
+    private record Stop(int status, String why) {
+    }
+
+    /** The registration of {@code dst} for local writes, made once per buffer. */
+    private Destination destination(DeviceBuffer dst) {
+        synchronized (destinations) {
+            dropCollected();
+            for (Destination d : destinations) {
+                if (d.get() == dst) {
+                    return d;
+                }
+            }
+            long[] where = addressOf(dst);
+            if (where == null) {
+                throw new IllegalArgumentException(device.name() + " memory has no host view and no device address");
+            }
+            Destination d = new Destination(dst, collected,
+                    ctx.register(where[0], dst.size(), VerbsContext.LOCAL_WRITE, where[1] != 0));
+            destinations.add(d);
+            return d;
+        }
+    }
+
+    /** Deregisters the destinations whose buffer the engine dropped. */
+    private void dropCollected() {
+        for (Object r = collected.poll(); r != null; r = collected.poll()) {
+            Destination d = (Destination) r;
+            destinations.remove(d);
+            d.region.close();
+        }
+    }
+
+    private static final class Destination extends WeakReference<DeviceBuffer> {
+        final VerbsContext.MemoryRegion region;
+
+        Destination(DeviceBuffer buffer, ReferenceQueue<DeviceBuffer> queue, VerbsContext.MemoryRegion region) {
+            super(buffer, queue);
+            this.region = region;
+        }
+    }
+
+    /** {address, 1 when it is CUDA device memory else 0}, or null when this transport cannot name the memory. */
+    private long[] addressOf(DeviceBuffer buffer) {
+        Optional<ByteBuffer> view = device.hostView(buffer);
+        if (view.isPresent() && view.get().isDirect()) {
+            return new long[] {new Pointer(view.get()).address(), 0};
+        }
+        OptionalLong gpu = device.deviceAddress(buffer);
+        return gpu.isPresent() ? new long[] {gpu.getAsLong(), 1} : null;
+    }
+
+    // ---- control: queue pair setup between members ----
+
+    /** Exporter side: a member asks for queue pairs that read this process's pools. */
+    private byte[] answer(ControlChannel.Session session, byte[] request) throws IOException {
+        ByteBuffer in = ByteBuffer.wrap(request);
+        if (request.length == 1 && request[0] == PING) {
+            return new byte[] {OK};
+        }
+        if (request.length == 5 && request[0] == RELEASE) {
+            ServedChannel sc = servedChannels.get(in.getInt(1));
+            // Only the member that set a channel up may take it down.
+            if (sc != null && sc.session == session && servedChannels.remove(sc.channel.qpns[0], sc)) {
+                sc.channel.close();
+            }
+            return new byte[] {OK};
+        }
+        if (request.length == 0 || request[0] != CONNECT) {
+            throw new IOException("unknown RDMA control request of " + request.length + " bytes");
+        }
+        Half remote = Half.decode(in);
+        if (closed) {
+            return refusal("the RDMA transport is closing");
+        }
+        if (servedChannels.size() >= config.channelsPerPeer() * 64) {
+            return refusal("this node serves " + servedChannels.size() + " RDMA channels already");
+        }
+        QpChannel ch = QpChannel.create(ctx, remote.qpns.length, 1, 0, VerbsContext.REMOTE_READ);
+        try {
+            ch.connect(new QpChannel.Remote(remote.qpns, remote.psns, remote.gid, remote.lid),
+                    Math.min(remote.mtu, ctx.mtu), Math.min(config.readDepth(), ctx.maxReadDepth),
+                    config.ackTimeout(), config.retryCount());
+        } catch (RuntimeException e) {
+            ch.close();
+            return refusal(e.getMessage());
+        }
+        ServedChannel sc = new ServedChannel(ch, session);
+        servedChannels.put(ch.qpns[0], sc);
+        session.onEnd(() -> {
+            if (servedChannels.remove(ch.qpns[0], sc)) {
+                ch.close();
+            }
+        });
+        return new Half(ch.qpns, ch.psns, ctx.gid, ctx.lid, ctx.mtu).encode(OK);
+    }
+
+    /** Queue pairs a member set up here, through one control session. */
+    private record ServedChannel(QpChannel channel, ControlChannel.Session session) {
+    }
+
+    private static byte[] refusal(String why) {
+        byte[] text = why.getBytes(java.nio.charset.StandardCharsets.UTF_8);
+        return ByteBuffer.allocate(1 + Math.min(text.length, 1000)).put(REFUSED).put(text, 0, Math.min(text.length, 1000))
+                .array();
+    }
+
+    /**
+     * One side of a queue pair setup.
+     *
+     * <pre>
+     * request: CONNECT (1) | queue pairs q (1) | MTU (1) | LID (2) | GID (16) | q x (QP number (4), first PSN (4))
+     * answer:  OK (1) | the same fields for the server's queue pairs; or REFUSED (1) | why (UTF-8)
+     * ping:    PING (1), answered OK (1): keeps an idle control connection, and so its queue pairs, alive
+     * </pre>
+     */
+    private record Half(int[] qpns, int[] psns, byte[] gid, int lid, int mtu) {
+
+        byte[] encode(byte op) {
+            ByteBuffer b = ByteBuffer.allocate(5 + 16 + 8 * qpns.length);
+            b.put(op).put((byte) qpns.length).put((byte) mtu).putShort((short) lid).put(gid);
+            for (int i = 0; i < qpns.length; i++) {
+                b.putInt(qpns[i]).putInt(psns[i]);
+            }
+            return b.array();
+        }
+
+        static Half decode(ByteBuffer b) throws IOException {
+            if (b.remaining() < 5 + 16) {
+                throw new IOException("queue pair setup of " + b.remaining() + " bytes");
+            }
+            b.get(); // the op: CONNECT or OK, checked by the caller
+            int q = b.get() & 0xff;
+            int mtu = b.get() & 0xff;
+            int lid = b.getShort() & 0xffff;
+            if (q < 1 || q > RdmaConfig.MAX_QUEUE_PAIRS || mtu < 1 || mtu > 5 || b.remaining() != 16 + 8 * q) {
+                throw new IOException("malformed queue pair setup: " + q + " queue pairs, MTU code " + mtu + ", "
+                        + b.remaining() + " bytes left");
+            }
+            byte[] gid = new byte[16];
+            b.get(gid);
+            int[] qpns = new int[q];
+            int[] psns = new int[q];
+            for (int i = 0; i < q; i++) {
+                qpns[i] = b.getInt();
+                psns[i] = b.getInt() & 0xffffff;
+            }
+            return new Half(qpns, psns, gid, lid, mtu);
+        }
+    }
+
+    /** A channel to a peer, valid while the control connection it was set up through is. */
+    private record PeerChannel(QpChannel channel, ControlChannel.Client client, int remoteFirstQpn) {
+    }
+
+    /** Importer side: the control connection to one exporter and the channels set up through it. */
+    private final class Peer {
+        private final InetSocketAddress control;
+        private ControlChannel.Client client;
+        private final List<PeerChannel> idle = new ArrayList<>();
+        private int checkedOut;
+        private long lastUsedNanos = System.nanoTime();
+
+        Peer(InetSocketAddress control) {
+            this.control = control;
+        }
+
+        synchronized PeerChannel acquire(RdmaEndpoint source, long deadline) {
+            lastUsedNanos = System.nanoTime();
+            while (true) {
+                if (closed) {
+                    throw new TransferException(TransferFailure.FAILED, "RDMA transport closed");
+                }
+                keepSession();
+                if (!idle.isEmpty()) {
+                    PeerChannel pc = idle.remove(idle.size() - 1);
+                    checkedOut++;
+                    return pc;
+                }
+                if (checkedOut < config.channelsPerPeer()) {
+                    PeerChannel pc = connectChannel(source);
+                    checkedOut++;
+                    return pc;
+                }
+                long left = TimeUnit.NANOSECONDS.toMillis(deadline - System.nanoTime());
+                if (left <= 0) {
+                    throw new TransferException(TransferFailure.FAILED, "all " + config.channelsPerPeer()
+                            + " RDMA channels to " + control + " stayed busy until the deadline");
+                }
+                try {
+                    wait(left);
+                } catch (InterruptedException e) {
+                    Thread.currentThread().interrupt();
+                    throw new TransferException(TransferFailure.FAILED, "interrupted waiting for an RDMA channel");
+                }
+            }
+        }
+
+        /** Drops a control connection the exporter closed (its queue pairs went with it), pings one idle long. */
+        private void keepSession() {
+            if (client == null) {
+                return;
+            }
+            boolean gone = client.isClosed();
+            if (!gone && client.idleNanos() > TimeUnit.MILLISECONDS.toNanos(config.control().idleTimeoutMillis()) / 2) {
+                try {
+                    gone = client.call(new byte[] {PING}).length != 1;
+                } catch (IOException e) {
+                    gone = true;
+                }
+            }
+            if (gone) {
+                LOG.debug("control connection to {} ended; setting up afresh", control);
+                dropSession();
+            }
+        }
+
+        private PeerChannel connectChannel(RdmaEndpoint source) {
+            try {
+                if (client == null) {
+                    client = connector.connect(control);
+                }
+            } catch (ConnectException e) {
+                throw new TransferException(TransferFailure.SOURCE_GONE, "nothing serves RDMA setup at " + control
+                        + " any more (" + e.getMessage() + "): the exporter is gone", e);
+            } catch (IOException e) {
+                throw new TransferException(TransferFailure.UNREACHABLE, "cannot set up RDMA with " + control + ": "
+                        + e.getMessage(), e);
+            }
+            QpChannel ch = QpChannel.create(ctx, config.queuePairs(), config.sendQueueDepth(), 0, 0);
+            try {
+                byte[] answer = client.call(new Half(ch.qpns, ch.psns, ctx.gid, ctx.lid, ctx.mtu).encode(CONNECT));
+                if (answer.length == 0 || answer[0] != OK) {
+                    String why = answer.length == 0 ? "an empty answer"
+                            : new String(answer, 1, answer.length - 1, java.nio.charset.StandardCharsets.UTF_8);
+                    throw new TransferException(TransferFailure.UNREACHABLE, control + " refused RDMA queue pairs: "
+                            + why);
+                }
+                Half remote = Half.decode(ByteBuffer.wrap(answer));
+                ch.connect(new QpChannel.Remote(remote.qpns, remote.psns, remote.gid, remote.lid),
+                        Math.min(remote.mtu, ctx.mtu), Math.min(config.readDepth(), ctx.maxReadDepth),
+                        config.ackTimeout(), config.retryCount());
+                return new PeerChannel(ch, client, remote.qpns[0]);
+            } catch (IOException e) {
+                ch.close();
+                dropSession();
+                throw new TransferException(TransferFailure.UNREACHABLE, "RDMA setup with " + control + " failed: "
+                        + e.getMessage(), e);
+            } catch (RuntimeException e) {
+                ch.close();
+                throw e instanceof TransferException t ? t : new TransferException(TransferFailure.FAILED,
+                        "RDMA setup with " + control + " failed: " + e.getMessage(), e);
+            }
+        }
+
+        synchronized void release(PeerChannel pc, boolean healthy) {
+            checkedOut--;
+            lastUsedNanos = System.nanoTime();
+            if (healthy && !closed && pc.client == client) {
+                idle.add(pc);
+            } else {
+                pc.channel.close();
+                if (pc.client == client && client != null) { // the exporter's half would live as long as the session
+                    try {
+                        client.call(ByteBuffer.allocate(5).put(RELEASE).putInt(pc.remoteFirstQpn).array());
+                    } catch (IOException e) {
+                        dropSession();
+                    }
+                }
+            }
+            notifyAll();
+        }
+
+        /** Closes the control connection and the idle channels set up through it. */
+        private void dropSession() {
+            for (PeerChannel pc : idle) {
+                pc.channel.close();
+            }
+            idle.clear();
+            if (client != null) {
+                client.close();
+                client = null;
+            }
+        }
+
+        /** True when nothing is checked out and nothing was used for {@code idleNanos}; then it is dropped. */
+        synchronized boolean dropIfIdle(long idleNanos) {
+            if (checkedOut == 0 && System.nanoTime() - lastUsedNanos >= idleNanos) {
+                dropSession();
+                return true;
+            }
+            return false;
+        }
+    }
+
+    @Override
+    public void evictStale() {
+        long idle = TimeUnit.MILLISECONDS.toNanos(config.control().idleTimeoutMillis());
+        peers.values().removeIf(p -> p.dropIfIdle(idle));
+        synchronized (destinations) {
+            dropCollected();
+        }
+    }
+
+    /** Verbs objects of the whole process still open (contexts, registrations, channels, queue pairs), for tests. */
+    static long[] liveObjects() {
+        return Verbs.liveObjects();
+    }
+
+    /**
+     * Stops serving (peers' queue pairs here end with their sessions), waits up to 10 s for running fetches, which
+     * see the close within {@value #POLL_SLICE_MILLIS} ms and tear their queue pairs down, then deregisters
+     * everything and closes the device. Fetches still running after that keep what they use (logged) rather than
+     * free memory a NIC may still write.
+     */
+    @Override
+    public void close() {
+        if (closed) {
+            return;
+        }
+        closed = true;
+        if (server != null) {
+            server.stop();
+        }
+        fetchers.shutdown();
+        boolean stopped = false;
+        try {
+            stopped = fetchers.awaitTermination(10, TimeUnit.SECONDS);
+        } catch (InterruptedException e) {
+            Thread.currentThread().interrupt();
+        }
+        for (CompletableFuture<Void> f : running) {
+            f.completeExceptionally(new TransferException(TransferFailure.FAILED, "RDMA transport closed"));
+        }
+        for (Peer p : peers.values()) {
+            synchronized (p) {
+                p.dropSession();
+            }
+        }
+        peers.clear();
+        connector.close();
+        for (ServedChannel sc : servedChannels.values()) {
+            if (servedChannels.remove(sc.channel.qpns[0], sc)) {
+                sc.channel.close();
+            }
+        }
+        List<Served> pools;
+        synchronized (served) {
+            pools = new ArrayList<>(served.values());
+        }
+        pools.forEach(Served::end);
+        if (!stopped) {
+            LOG.warn("RDMA fetches still running 10 s after close: their registrations and the device stay open");
+            return;
+        }
+        synchronized (destinations) {
+            destinations.forEach(d -> d.region.close());
+            destinations.clear();
+        }
+        ctx.close();
+    }
+}

@@ -1,0 +1,116 @@
+package io.kvmarket.transfer.rdma;
+
+import io.kvmarket.node.NodeId;
+import io.kvmarket.testkit.ChildJvm;
+import io.kvmarket.testkit.NetnsCluster;
+import io.kvmarket.testkit.RedisServer;
+import io.kvmarket.transfer.tcp.TcpNodeProcess;
+import io.kvmarket.transfer.tcp.TcpTransportProvider;
+import org.junit.jupiter.api.BeforeAll;
+import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.Timeout;
+import org.junit.jupiter.api.io.TempDir;
+
+import java.nio.charset.StandardCharsets;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.nio.file.attribute.PosixFilePermissions;
+import java.time.Duration;
+import java.util.List;
+import java.util.Optional;
+
+import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertNotEquals;
+import static org.junit.jupiter.api.Assertions.assertTrue;
+import static org.junit.jupiter.api.Assumptions.assumeTrue;
+
+/**
+ * Three nodes in network namespaces, each JVM with a private /dev/shm and the fake verbs provider, whose GID names
+ * the node's own address: Redis on node 0, an exporter on node 1, an importer on node 2, 32 MiB of KV per prompt,
+ * configured as a user would (a secret file, default binds). Imports go by RDMA READ (the transport ranked first)
+ * byte for byte; the exporter SIGKILLed mid-transfer and the importer's link taken down mid-transfer each end as a
+ * miss whose imported prefix is exact, and imports recover by themselves once the link is back.
+ */
+@Timeout(300)
+class CrossNodeRdmaTest {
+
+    private static final Duration LOAD = Duration.ofSeconds(60);
+
+    @TempDir
+    Path dir;
+
+    @BeforeAll
+    static void verbs() {
+        FakeVerbs.require();
+    }
+
+    @Test
+    void importsCrossNodesByRdmaReadAndFaultsAreMissesWithExactPrefixes() throws Exception {
+        assumeTrue(RedisServer.installed(), "redis-server is not installed here; the cross-node tests are skipped");
+        Optional<String> cause = NetnsCluster.unavailabilityCause();
+        assumeTrue(cause.isEmpty(), () -> cause.get() + "; the cross-node tests are skipped");
+        Path secret = dir.resolve("cluster.secret");
+        Files.writeString(secret, "an-rdma-test-cluster-secret-of-some-length\n", StandardCharsets.UTF_8);
+        Files.setPosixFilePermissions(secret, PosixFilePermissions.fromString("rw-------"));
+        try (NetnsCluster cluster = NetnsCluster.create(3);
+             RedisServer redis = RedisServer.start(dir, cluster.inNode(0), cluster.address(0))) {
+            ChildJvm exporter = node(cluster, 1, secret, "export", redis.uri(), "7");
+            int chunks = TcpNodeProcess.TOKENS / 32;
+            assertEquals("READY " + chunks, exporter.awaitLine("READY", Duration.ofSeconds(60)));
+            ChildJvm importer = node(cluster, 2, secret, "import", redis.uri());
+            importer.awaitLine("READY", Duration.ofSeconds(60));
+            String full = "LOADED " + TcpNodeProcess.TOKENS + " NONE -1";
+            for (int i = 0; i < 3; i++) {
+                importer.send("load 7");
+                assertEquals("VIA rdma", importer.awaitLine("VIA", LOAD), "RDMA ranks before TCP");
+                assertEquals(full, importer.awaitLine("LOADED", LOAD), "node 1's KV on node 2 by RDMA READ, exact");
+            }
+
+            // 100 Mbit/s (the fake's wire is TCP): 32 MiB take about 2.7 s. The importer's link goes down 0.5 s in.
+            cluster.shapeLink(2, 100);
+            importer.send("load 7");
+            Thread.sleep(500);
+            cluster.linkDown(2);
+            String stalled;
+            try {
+                stalled = importer.awaitLine("LOADED", LOAD);
+            } finally {
+                cluster.linkUp(2);
+            }
+            assertCutWithExactPrefix(stalled);
+            assertEquals(full, loadUntil(importer, "load 7", full), "imports recover by themselves once the link is back");
+
+            // The exporter dies 0.5 s into a transfer.
+            importer.send("load 7");
+            Thread.sleep(500);
+            exporter.kill();
+            assertCutWithExactPrefix(importer.awaitLine("LOADED", LOAD));
+            cluster.unshapeLink(2);
+        }
+    }
+
+    private static ChildJvm node(NetnsCluster cluster, int n, Path secret, String... args) {
+        return cluster.startJvm(n, TcpNodeProcess.class, List.of("-D" + NodeId.PROPERTY + "=node-" + n,
+                "-D" + TcpTransportProvider.SECRET_FILE + "=" + secret), args);
+    }
+
+    /** Repeats {@code command} until it answers {@code wanted}, for up to 30 s; the last answer. */
+    private static String loadUntil(ChildJvm importer, String command, String wanted) throws InterruptedException {
+        String last = "";
+        long deadline = System.nanoTime() + Duration.ofSeconds(30).toNanos();
+        while (!last.equals(wanted) && System.nanoTime() < deadline) {
+            Thread.sleep(200);
+            importer.send(command);
+            last = importer.awaitLine("LOADED", LOAD);
+        }
+        return last;
+    }
+
+    /** A miss with a reason, fewer tokens than asked, and the tokens it did import exact. */
+    private static void assertCutWithExactPrefix(String line) {
+        String[] w = line.split(" ");
+        assertTrue(Integer.parseInt(w[1]) < TcpNodeProcess.TOKENS, "the cut transfer still reported everything: " + line);
+        assertNotEquals("NONE", w[2], "a cut transfer without a reason: " + line);
+        assertEquals("-1", w[3], "wrong bytes within the imported prefix: " + line);
+    }
+}
