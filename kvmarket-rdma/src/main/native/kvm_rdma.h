@@ -116,7 +116,8 @@ int kvm_rdma_channel_destroy(uint64_t channel);
  * Posts count work requests of opcode op as one call: segment i moves len[i] bytes between local_base + local_off[i]
  * (lkey) and remote_base + remote_off[i] (rkey). The segments are split into runs = min(nqp, count) contiguous runs
  * on QPs 0..runs-1, in order, run q of count / runs segments plus one more when q < count % runs, each
- * posted as ONE chained ibv_post_send; wr_id of segment i is wr_id_base + i; only the last WR of each run is
+ * posted in order as chained ibv_post_send calls of up to 128 WRs (built in a small scratch that stays in cache);
+ * wr_id of segment i is wr_id_base + i; only the last WR of each run is
  * signaled (RC completes a QP's work in order, so its completion covers the run); with
  * KVM_RDMA_OP_WRITE_WITH_IMM that last WR carries imm (host order; sent in network order). Each run must fit its
  * QP's free send slots (Java keeps at most sq_depth unsignaled-and-unpolled WRs per QP). Returns the number of runs

@@ -1699,6 +1699,9 @@ static int fake_post_send(struct ibv_qp *qp, struct ibv_send_wr *wr, struct ibv_
     if (q->state != IBV_QPS_RTS && q->state != IBV_QPS_ERR) {
         rc = EINVAL;
     } else {
+        /* The worker moves the tail as completions are polled: read it once, and again only when the queue looks
+         * full, so a long chain does not bounce its cache line once per work request. */
+        uint64_t tail = __atomic_load_n(&q->sq_tail, __ATOMIC_ACQUIRE);
         for (; wr; wr = wr->next) {
             if ((wr->opcode != IBV_WR_RDMA_READ && wr->opcode != IBV_WR_RDMA_WRITE &&
                  wr->opcode != IBV_WR_RDMA_WRITE_WITH_IMM) ||
@@ -1707,7 +1710,8 @@ static int fake_post_send(struct ibv_qp *qp, struct ibv_send_wr *wr, struct ibv_
                 rc = EINVAL;
                 break;
             }
-            uint64_t tail = __atomic_load_n(&q->sq_tail, __ATOMIC_ACQUIRE);
+            if (q->sq_head - tail >= q->max_send_wr)
+                tail = __atomic_load_n(&q->sq_tail, __ATOMIC_ACQUIRE);
             if (q->sq_head - tail >= q->max_send_wr) {
                 rc = ENOMEM;
                 break;

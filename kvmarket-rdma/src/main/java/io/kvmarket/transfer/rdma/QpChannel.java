@@ -103,8 +103,8 @@ final class QpChannel implements AutoCloseable {
     @Override
     public synchronized void close() {
         if (!closed) {
-            closed = true;
             Verbs.check("destroy queue pairs", VerbsLib.kvm_rdma_channel_destroy(handle));
+            closed = true;
         }
     }
 

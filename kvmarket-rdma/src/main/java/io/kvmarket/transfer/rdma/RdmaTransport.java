@@ -84,6 +84,13 @@ public final class RdmaTransport implements Transport {
     private final ReferenceQueue<DeviceBuffer> collected = new ReferenceQueue<>();
     private final Set<CompletableFuture<Void>> running = ConcurrentHashMap.newKeySet();
     private volatile boolean closed;
+    /**
+     * Held while anything is made from the device context (a registration, a channel) and while close() tears the
+     * context down: nothing is made from a closed context, whichever thread races close().
+     */
+    private final Object life = new Object();
+    /** Channels each member's control session holds here; the session's end closes them. */
+    private final Map<ControlChannel.Session, List<ServedChannel>> bySession = new IdentityHashMap<>();
 
     private RdmaTransport(Device device, long nodeId, RdmaConfig config, VerbsContext ctx) throws IOException {
         this.device = device;
@@ -100,21 +107,32 @@ public final class RdmaTransport implements Transport {
                 });
         this.fetchers.allowCoreThreadTimeOut(true);
         this.connector = ControlChannel.connector(config.control());
-        this.server = config.control().bind() == null ? null
-                : ControlChannel.serve(config.control(), device, this::answer);
+        try {
+            this.server = config.control().bind() == null ? null
+                    : ControlChannel.serve(config.control(), device, this::answer);
+        } catch (IOException | RuntimeException e) {
+            connector.close();
+            fetchers.shutdown();
+            throw e;
+        }
     }
 
     /**
      * Opens the device port the configuration names and, when it binds an address, the control server that lets
      * members connect queue pairs to this process's pools.
      *
-     * @throws IllegalStateException when verbs are unavailable ({@link Verbs#unavailabilityCause})
-     * @throws VerbsException        when the device cannot be opened
-     * @throws IOException           when the control address cannot be bound
+     * @throws IllegalStateException    when verbs are unavailable ({@link Verbs#unavailabilityCause})
+     * @throws IllegalArgumentException when the device cannot have the configured queues
+     * @throws VerbsException           when the device cannot be opened
+     * @throws IOException              when the control address cannot be bound
      */
     public static RdmaTransport open(Device device, long nodeId, RdmaConfig config) throws IOException {
         VerbsContext ctx = VerbsContext.open(config.device(), config.port(), config.gidIndex());
         try {
+            if (config.sendQueueDepth() > ctx.maxWorkRequests) {
+                throw new IllegalArgumentException("sendQueueDepth " + config.sendQueueDepth() + " exceeds the "
+                        + ctx.maxWorkRequests + " work requests a queue pair of this device holds");
+            }
             return new RdmaTransport(device, nodeId, config, ctx);
         } catch (IOException | RuntimeException e) {
             ctx.close();
@@ -147,6 +165,9 @@ public final class RdmaTransport implements Transport {
             return Optional.empty();
         }
         synchronized (served) {
+            if (closed) {
+                return Optional.empty();
+            }
             Served s = served.get(pool);
             if (s != null) {
                 return Optional.of(s.endpoint.encode());
@@ -162,8 +183,7 @@ public final class RdmaTransport implements Transport {
                 return Optional.empty();
             }
             try {
-                fresh.start(ctx.register(where[0], pool.buffer().size(), VerbsContext.REMOTE_READ, where[1] != 0),
-                        hold);
+                fresh.start(register(where[0], pool.buffer().size(), VerbsContext.REMOTE_READ, where[1] != 0), hold);
             } catch (RuntimeException e) {
                 hold.close();
                 LOG.warn("RDMA transport cannot register an export pool of {} bytes: {}", pool.buffer().size(),
@@ -193,7 +213,7 @@ public final class RdmaTransport implements Transport {
                     region.length);
         }
 
-        /** Deregisters, then lets the pool free its memory. */
+        /** Deregisters, then lets the pool free its memory; a failure of either is logged, never thrown. */
         void end() {
             synchronized (served) {
                 if (served.get(pool) == this) {
@@ -204,10 +224,12 @@ public final class RdmaTransport implements Transport {
                 if (region != null) {
                     region.close();
                 }
-            } finally {
                 if (hold != null) {
                     hold.close();
                 }
+            } catch (RuntimeException e) {
+                // A registration that would not close keeps its hold: freeing memory a NIC may read is worse.
+                LOG.warn("could not let go of a served pool: {}", e.toString());
             }
         }
     }
@@ -237,7 +259,12 @@ public final class RdmaTransport implements Transport {
             return CompletableFuture.failedFuture(new TransferException(TransferFailure.MALFORMED,
                     "malformed RDMA endpoint in " + chunks.get(0) + ": " + e.getMessage(), e));
         }
+        Endpoint first = chunks.get(0).endpoint(Endpoint.RDMA).orElseThrow();
         for (Offer o : chunks) {
+            if (!first.equals(o.endpoint(Endpoint.RDMA).orElse(null))) {
+                throw new IllegalArgumentException("the chunks of one fetch must name one source: " + o
+                        + " names another RDMA endpoint than " + chunks.get(0));
+            }
             if (o.offset() < 0 || o.length() <= 0 || o.offset() > source.length() - o.length()) {
                 return CompletableFuture.failedFuture(new TransferException(TransferFailure.MALFORMED, o
                         + " lies outside the " + source.length() + "-byte pool its RDMA endpoint names"));
@@ -248,8 +275,9 @@ public final class RdmaTransport implements Transport {
         try {
             local = destination(dst);
         } catch (RuntimeException e) {
-            return CompletableFuture.failedFuture(new TransferException(TransferFailure.UNREACHABLE,
-                    "RDMA transport cannot register the destination: " + e.getMessage(), e));
+            return CompletableFuture.failedFuture(new TransferException(closed ? TransferFailure.FAILED
+                    : TransferFailure.UNREACHABLE, "RDMA transport cannot register the destination: " + e.getMessage(),
+                    e));
         }
         CompletableFuture<Void> done = new CompletableFuture<>();
         running.add(done);
@@ -279,8 +307,15 @@ public final class RdmaTransport implements Transport {
     /** Reads the plan's segments on a channel to the source; tears the channel down on any failure. */
     private void pull(RdmaEndpoint source, ReadPlan plan, VerbsContext.MemoryRegion local) {
         long deadline = System.nanoTime() + TimeUnit.MILLISECONDS.toNanos(config.fetchDeadlineMillis());
-        Peer peer = peers.computeIfAbsent(source.control(), Peer::new);
-        PeerChannel pc = peer.acquire(source, deadline);
+        Peer peer;
+        PeerChannel pc;
+        do { // a peer evictStale() dropped meanwhile takes no new channel: take the fresh one
+            peer = peers.computeIfAbsent(source.control(), Peer::new);
+            pc = peer.acquire(source, deadline);
+            if (pc == null) {
+                peers.remove(source.control(), peer);
+            }
+        } while (pc == null);
         boolean healthy = false;
         try {
             boolean[] landed = new boolean[plan.segments()];
@@ -297,6 +332,26 @@ public final class RdmaTransport implements Transport {
                     "RDMA read from " + source.control() + " failed: " + stop.why, null, plan.delivered(landed));
         } finally {
             peer.release(pc, healthy);
+        }
+    }
+
+    /** Registers memory with the device, unless this transport closed. */
+    private VerbsContext.MemoryRegion register(long address, long length, int access, boolean cuda) {
+        synchronized (life) {
+            if (closed) {
+                throw new IllegalStateException("RDMA transport closed");
+            }
+            return ctx.register(address, length, access, cuda);
+        }
+    }
+
+    /** Creates queue pairs, unless this transport closed. */
+    private QpChannel channel(int queuePairs, int sendQueueDepth, int access) {
+        synchronized (life) {
+            if (closed) {
+                throw new IllegalStateException("RDMA transport closed");
+            }
+            return QpChannel.create(ctx, queuePairs, sendQueueDepth, 0, access);
         }
     }
 
@@ -374,7 +429,7 @@ public final class RdmaTransport implements Transport {
                 throw new IllegalArgumentException(device.name() + " memory has no host view and no device address");
             }
             Destination d = new Destination(dst, collected,
-                    ctx.register(where[0], dst.size(), VerbsContext.LOCAL_WRITE, where[1] != 0));
+                    register(where[0], dst.size(), VerbsContext.LOCAL_WRITE, where[1] != 0));
             destinations.add(d);
             return d;
         }
@@ -419,7 +474,7 @@ public final class RdmaTransport implements Transport {
         if (request.length == 5 && request[0] == RELEASE) {
             ServedChannel sc = servedChannels.get(in.getInt(1));
             // Only the member that set a channel up may take it down.
-            if (sc != null && sc.session == session && servedChannels.remove(sc.channel.qpns[0], sc)) {
+            if (sc != null && sc.session == session && forget(sc)) {
                 sc.channel.close();
             }
             return new byte[] {OK};
@@ -428,13 +483,24 @@ public final class RdmaTransport implements Transport {
             throw new IOException("unknown RDMA control request of " + request.length + " bytes");
         }
         Half remote = Half.decode(in);
-        if (closed) {
-            return refusal("the RDMA transport is closing");
+        synchronized (bySession) {
+            if (closed) {
+                return refusal("the RDMA transport is closing");
+            }
+            List<ServedChannel> mine = bySession.get(session);
+            if (mine != null && mine.size() >= config.channelsPerPeer()) {
+                return refusal("a member's connection may hold " + config.channelsPerPeer() + " channels here");
+            }
+            if (servedChannels.size() >= config.channelsPerPeer() * config.control().maxConnections()) {
+                return refusal("this node serves " + servedChannels.size() + " RDMA channels already");
+            }
         }
-        if (servedChannels.size() >= config.channelsPerPeer() * 64) {
-            return refusal("this node serves " + servedChannels.size() + " RDMA channels already");
+        QpChannel ch;
+        try {
+            ch = channel(remote.qpns.length, 1, VerbsContext.REMOTE_READ);
+        } catch (RuntimeException e) {
+            return refusal(e.getMessage());
         }
-        QpChannel ch = QpChannel.create(ctx, remote.qpns.length, 1, 0, VerbsContext.REMOTE_READ);
         try {
             ch.connect(new QpChannel.Remote(remote.qpns, remote.psns, remote.gid, remote.lid),
                     Math.min(remote.mtu, ctx.mtu), Math.min(config.readDepth(), ctx.maxReadDepth),
@@ -444,13 +510,53 @@ public final class RdmaTransport implements Transport {
             return refusal(e.getMessage());
         }
         ServedChannel sc = new ServedChannel(ch, session);
-        servedChannels.put(ch.qpns[0], sc);
-        session.onEnd(() -> {
-            if (servedChannels.remove(ch.qpns[0], sc)) {
-                ch.close();
-            }
-        });
+        boolean first;
+        synchronized (bySession) {
+            servedChannels.put(ch.qpns[0], sc);
+            first = !bySession.containsKey(session);
+            bySession.computeIfAbsent(session, k -> new ArrayList<>()).add(sc);
+        }
+        if (first) { // one action per session, however many channels it sets up and releases
+            session.onEnd(() -> endSession(session));
+        }
         return new Half(ch.qpns, ch.psns, ctx.gid, ctx.lid, ctx.mtu).encode(OK);
+    }
+
+    /** Forgets a served channel; true when this call did (so it closes it). */
+    private boolean forget(ServedChannel sc) {
+        synchronized (bySession) {
+            if (!servedChannels.remove(sc.channel.qpns[0], sc)) {
+                return false;
+            }
+            List<ServedChannel> mine = bySession.get(sc.session);
+            if (mine != null) {
+                mine.remove(sc);
+            }
+            return true;
+        }
+    }
+
+    /** A member's control connection ended: its queue pairs here go with it. */
+    private void endSession(ControlChannel.Session session) {
+        List<ServedChannel> mine;
+        synchronized (bySession) {
+            mine = bySession.remove(session);
+            if (mine == null) {
+                return;
+            }
+            mine.forEach(sc -> servedChannels.remove(sc.channel.qpns[0], sc));
+        }
+        for (ServedChannel sc : mine) {
+            closeQuietly(sc.channel);
+        }
+    }
+
+    private static void closeQuietly(AutoCloseable c) {
+        try {
+            c.close();
+        } catch (Exception e) {
+            LOG.warn("closing {} failed: {}", c.getClass().getSimpleName(), e.toString());
+        }
     }
 
     /** Queue pairs a member set up here, through one control session. */
@@ -518,16 +624,22 @@ public final class RdmaTransport implements Transport {
         private final List<PeerChannel> idle = new ArrayList<>();
         private int checkedOut;
         private long lastUsedNanos = System.nanoTime();
+        /** Set once this peer is dropped from the map: it sets up nothing more. */
+        private boolean dead;
 
         Peer(InetSocketAddress control) {
             this.control = control;
         }
 
+        /** A channel to this peer, or null when the peer was dropped (take a fresh one from the map). */
         synchronized PeerChannel acquire(RdmaEndpoint source, long deadline) {
             lastUsedNanos = System.nanoTime();
             while (true) {
                 if (closed) {
                     throw new TransferException(TransferFailure.FAILED, "RDMA transport closed");
+                }
+                if (dead) {
+                    return null;
                 }
                 keepSession();
                 if (!idle.isEmpty()) {
@@ -585,7 +697,7 @@ public final class RdmaTransport implements Transport {
                 throw new TransferException(TransferFailure.UNREACHABLE, "cannot set up RDMA with " + control + ": "
                         + e.getMessage(), e);
             }
-            QpChannel ch = QpChannel.create(ctx, config.queuePairs(), config.sendQueueDepth(), 0, 0);
+            QpChannel ch = channel(config.queuePairs(), config.sendQueueDepth(), 0);
             try {
                 byte[] answer = client.call(new Half(ch.qpns, ch.psns, ctx.gid, ctx.lid, ctx.mtu).encode(CONNECT));
                 if (answer.length == 0 || answer[0] != OK) {
@@ -614,7 +726,7 @@ public final class RdmaTransport implements Transport {
         synchronized void release(PeerChannel pc, boolean healthy) {
             checkedOut--;
             lastUsedNanos = System.nanoTime();
-            if (healthy && !closed && pc.client == client) {
+            if (healthy && !closed && !dead && pc.client == client) {
                 idle.add(pc);
             } else {
                 pc.channel.close();
@@ -644,10 +756,16 @@ public final class RdmaTransport implements Transport {
         /** True when nothing is checked out and nothing was used for {@code idleNanos}; then it is dropped. */
         synchronized boolean dropIfIdle(long idleNanos) {
             if (checkedOut == 0 && System.nanoTime() - lastUsedNanos >= idleNanos) {
-                dropSession();
+                drop();
                 return true;
             }
             return false;
+        }
+
+        /** Drops the session and sets up nothing more; channels checked out close as they come back. */
+        synchronized void drop() {
+            dead = true;
+            dropSession();
         }
     }
 
@@ -669,39 +787,36 @@ public final class RdmaTransport implements Transport {
      * Stops serving (peers' queue pairs here end with their sessions), waits up to 10 s for running fetches, which
      * see the close within {@value #POLL_SLICE_MILLIS} ms and tear their queue pairs down, then deregisters
      * everything and closes the device. Fetches still running after that keep what they use (logged) rather than
-     * free memory a NIC may still write.
+     * free memory a NIC may still write; their futures complete when they end. Never throws; idempotent.
      */
     @Override
     public void close() {
-        if (closed) {
-            return;
+        synchronized (life) {
+            if (closed) {
+                return;
+            }
+            closed = true; // from here nothing new is made from the context
         }
-        closed = true;
         if (server != null) {
             server.stop();
         }
-        fetchers.shutdown();
+        fetchers.shutdown(); // queued fetches still run, and fail at once: the transport is closed
         boolean stopped = false;
         try {
             stopped = fetchers.awaitTermination(10, TimeUnit.SECONDS);
         } catch (InterruptedException e) {
             Thread.currentThread().interrupt();
         }
-        for (CompletableFuture<Void> f : running) {
-            f.completeExceptionally(new TransferException(TransferFailure.FAILED, "RDMA transport closed"));
-        }
         for (Peer p : peers.values()) {
-            synchronized (p) {
-                p.dropSession();
-            }
+            p.drop();
         }
         peers.clear();
         connector.close();
-        for (ServedChannel sc : servedChannels.values()) {
-            if (servedChannels.remove(sc.channel.qpns[0], sc)) {
-                sc.channel.close();
-            }
+        List<ControlChannel.Session> sessions;
+        synchronized (bySession) {
+            sessions = new ArrayList<>(bySession.keySet());
         }
+        sessions.forEach(this::endSession);
         List<Served> pools;
         synchronized (served) {
             pools = new ArrayList<>(served.values());
@@ -712,9 +827,11 @@ public final class RdmaTransport implements Transport {
             return;
         }
         synchronized (destinations) {
-            destinations.forEach(d -> d.region.close());
+            destinations.forEach(d -> closeQuietly(d.region));
             destinations.clear();
         }
-        ctx.close();
+        synchronized (life) {
+            closeQuietly(ctx);
+        }
     }
 }

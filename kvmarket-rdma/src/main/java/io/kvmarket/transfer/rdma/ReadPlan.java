@@ -16,21 +16,25 @@ final class ReadPlan {
     final long[] localOff;
     final long[] remoteOff;
     final long[] length;
-    /** Chunk offsets in the source, ascending, and the index in {@link #chunks} of each. */
+    private final int segments;
+    /** Chunk spans in the source, ascending, and the index in {@link #chunks} of each. */
     private final long[] starts;
+    private final long[] ends;
     private final int[] order;
 
-    private ReadPlan(List<Offer> chunks, CopyBatch batch, long[] starts, int[] order) {
+    private ReadPlan(List<Offer> chunks, CopyBatch batch, long[] starts, long[] ends, int[] order) {
         this.chunks = chunks;
+        this.segments = batch.segments();
         this.localOff = batch.dstOffsetArray();
         this.remoteOff = batch.srcOffsetArray();
         this.length = batch.lengthArray();
         this.starts = starts;
+        this.ends = ends;
         this.order = order;
     }
 
     int segments() {
-        return localOff.length;
+        return segments;
     }
 
     /**
@@ -39,24 +43,39 @@ final class ReadPlan {
      */
     static ReadPlan of(List<Offer> chunks, CopyBatch batch, long dstSize) {
         int n = chunks.size();
-        Integer[] byOffset = new Integer[n];
-        for (int i = 0; i < n; i++) {
-            byOffset[i] = i;
-        }
-        Arrays.sort(byOffset, (a, b) -> Long.compare(chunks.get(a).offset(), chunks.get(b).offset()));
-        long[] starts = new long[n];
         int[] order = new int[n];
+        boolean sorted = true;
         for (int i = 0; i < n; i++) {
-            order[i] = byOffset[i];
-            starts[i] = chunks.get(order[i]).offset();
+            order[i] = i;
+            sorted &= i == 0 || chunks.get(i - 1).offset() <= chunks.get(i).offset();
         }
-        ReadPlan plan = new ReadPlan(List.copyOf(chunks), batch, starts, order);
-        for (int s = 0; s < batch.segments(); s++) {
-            if (batch.length(s) <= 0 || batch.dstOffset(s) < 0 || batch.dstOffset(s) > dstSize - batch.length(s)) {
-                throw new IllegalArgumentException("segment " + s + " writes [" + batch.dstOffset(s) + ", +"
-                        + batch.length(s) + ") outside the destination of " + dstSize + " bytes");
+        if (!sorted) { // imports usually list chunks in pool order; sort only when they do not
+            Integer[] byOffset = new Integer[n];
+            for (int i = 0; i < n; i++) {
+                byOffset[i] = i;
             }
-            plan.forEachChunk(s, null);
+            Arrays.sort(byOffset, (a, b) -> Long.compare(chunks.get(a).offset(), chunks.get(b).offset()));
+            for (int i = 0; i < n; i++) {
+                order[i] = byOffset[i];
+            }
+        }
+        long[] starts = new long[n];
+        long[] ends = new long[n];
+        for (int i = 0; i < n; i++) {
+            Offer o = chunks.get(order[i]);
+            starts[i] = o.offset();
+            ends[i] = o.offset() + o.length();
+        }
+        ReadPlan plan = new ReadPlan(List.copyOf(chunks), batch, starts, ends, order);
+        int hint = 0;
+        for (int s = 0; s < plan.segments; s++) {
+            long len = plan.length[s];
+            long dst = plan.localOff[s];
+            if (len <= 0 || dst < 0 || dst > dstSize - len) {
+                throw new IllegalArgumentException("segment " + s + " writes [" + dst + ", +" + len
+                        + ") outside the destination of " + dstSize + " bytes");
+            }
+            hint = plan.forEachChunk(s, null, hint);
         }
         return plan;
     }
@@ -67,9 +86,10 @@ final class ReadPlan {
     int delivered(boolean[] landed) {
         boolean[] whole = new boolean[chunks.size()];
         Arrays.fill(whole, true);
-        for (int s = 0; s < landed.length; s++) {
+        int hint = 0;
+        for (int s = 0; s < segments; s++) {
             if (!landed[s]) {
-                forEachChunk(s, whole);
+                hint = forEachChunk(s, whole, hint);
             }
         }
         int d = 0;
@@ -79,24 +99,32 @@ final class ReadPlan {
         return d;
     }
 
-    /** Walks the chunks segment {@code s} reads (a merged segment may span chunks back to back), clearing them in {@code whole}. */
-    private void forEachChunk(int s, boolean[] whole) {
+    /**
+     * Walks the chunks segment {@code s} reads (a merged segment may span chunks back to back), clearing them in
+     * {@code whole}; starts looking at sorted position {@code hint} (segments mostly follow the chunks).
+     *
+     * @return the sorted position of the last chunk it read
+     */
+    private int forEachChunk(int s, boolean[] whole, int hint) {
         long src = remoteOff[s];
         long len = length[s];
+        int at = hint;
         while (len > 0) {
-            int at = Arrays.binarySearch(starts, src);
-            at = at >= 0 ? at : -at - 2;
-            Offer chunk = at < 0 ? null : chunks.get(order[at]);
-            if (chunk == null || src - chunk.offset() >= chunk.length()) {
-                throw new IllegalArgumentException("segment " + s + " reads source byte " + src
-                        + " outside the chunks fetched");
+            if (at >= starts.length || src < starts[at] || src >= ends[at]) {
+                at = Arrays.binarySearch(starts, src);
+                at = at >= 0 ? at : -at - 2;
+                if (at < 0 || src >= ends[at]) {
+                    throw new IllegalArgumentException("segment " + s + " reads source byte " + src
+                            + " outside the chunks fetched");
+                }
             }
             if (whole != null) {
                 whole[order[at]] = false;
             }
-            long piece = Math.min(len, chunk.offset() + chunk.length() - src);
+            long piece = Math.min(len, ends[at] - src);
             src += piece;
             len -= piece;
         }
+        return at;
     }
 }

@@ -60,9 +60,9 @@ final class VerbsContext implements AutoCloseable {
 
     @Override
     public synchronized void close() {
-        if (!closed) {
-            closed = true;
+        if (!closed) { // closed only once it worked: a device still busy (EBUSY) can be closed again later
             Verbs.check("close the RDMA device", VerbsLib.kvm_rdma_close(handle));
+            closed = true;
         }
     }
 
@@ -86,8 +86,8 @@ final class VerbsContext implements AutoCloseable {
         @Override
         public synchronized void close() {
             if (!closed) {
-                closed = true;
                 Verbs.check("deregister memory", VerbsLib.kvm_rdma_dereg(handle));
+                closed = true;
             }
         }
     }
