@@ -924,9 +924,31 @@ static int scratch_reserve(struct kvm_channel *ch, size_t bytes)
 /* Work requests built and posted at a time within a run (see kvm_rdma_post). */
 #define KVM_POST_SLICE 128
 
+/* kvm_rdma_post and kvm_rdma_post_keyed: rkeys, when set, gives each segment its own remote key. */
+static int post_runs(uint64_t h, int32_t op, uint64_t wr_id_base, uint64_t local_base, int32_t lkey,
+                     uint64_t remote_base, int32_t rkey, const int32_t *rkeys, const int64_t *local_off,
+                     const int64_t *remote_off, const int64_t *len, int32_t count, int32_t imm);
+
 int kvm_rdma_post(uint64_t h, int32_t op, uint64_t wr_id_base, uint64_t local_base, int32_t lkey,
                   uint64_t remote_base, int32_t rkey, const int64_t *local_off, const int64_t *remote_off,
                   const int64_t *len, int32_t count, int32_t imm)
+{
+    return post_runs(h, op, wr_id_base, local_base, lkey, remote_base, rkey, NULL, local_off, remote_off, len, count,
+                     imm);
+}
+
+int kvm_rdma_post_keyed(uint64_t h, int32_t op, uint64_t wr_id_base, uint64_t local_base, int32_t lkey,
+                        const int32_t *rkeys, const int64_t *local_off, const int64_t *remote_addr,
+                        const int64_t *len, int32_t count, int32_t imm)
+{
+    if (!rkeys)
+        return FAIL(KVM_RDMA_EINVAL, "kvm_rdma_post_keyed: no remote keys");
+    return post_runs(h, op, wr_id_base, local_base, lkey, 0, 0, rkeys, local_off, remote_addr, len, count, imm);
+}
+
+static int post_runs(uint64_t h, int32_t op, uint64_t wr_id_base, uint64_t local_base, int32_t lkey,
+                     uint64_t remote_base, int32_t rkey, const int32_t *rkeys, const int64_t *local_off,
+                     const int64_t *remote_off, const int64_t *len, int32_t count, int32_t imm)
 {
     struct kvm_channel *ch = ptr_of(h);
     if (!ch)
@@ -985,7 +1007,7 @@ int kvm_rdma_post(uint64_t h, int32_t op, uint64_t wr_id_base, uint64_t local_ba
                 w->send_flags = 0;
                 w->imm_data = 0;
                 w->wr.rdma.remote_addr = remote_base + (uint64_t)remote_off[seg];
-                w->wr.rdma.rkey = (uint32_t)rkey;
+                w->wr.rdma.rkey = (uint32_t)(rkeys ? rkeys[seg] : rkey);
             }
             done += m;
             if (done == n) {

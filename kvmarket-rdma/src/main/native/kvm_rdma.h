@@ -128,6 +128,14 @@ int kvm_rdma_post(uint64_t channel, int32_t op, uint64_t wr_id_base, uint64_t lo
                   uint64_t remote_base, int32_t rkey, const int64_t *local_off, const int64_t *remote_off,
                   const int64_t *len, int32_t count, int32_t imm);
 
+/*
+ * kvm_rdma_post with a remote key per segment: segment i writes or reads remote_addr[i] (an absolute address in
+ * the peer's registration of key rkeys[i]). For a push into a peer that registered each destination run on its own.
+ */
+int kvm_rdma_post_keyed(uint64_t channel, int32_t op, uint64_t wr_id_base, uint64_t local_base, int32_t lkey,
+                        const int32_t *rkeys, const int64_t *local_off, const int64_t *remote_addr,
+                        const int64_t *len, int32_t count, int32_t imm);
+
 /* Posts count zero-length receive WRs (wr_id_base + i), spread over the channel's QPs, for WRITE WITH IMM. */
 int kvm_rdma_post_recv(uint64_t channel, uint64_t wr_id_base, int32_t count);
 

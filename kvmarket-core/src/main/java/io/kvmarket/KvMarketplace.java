@@ -43,6 +43,7 @@ public final class KvMarketplace implements AutoCloseable {
     private final Importer importer;
     private final Exporter exporter;
     private final LeaseKeeper leaseKeeper;
+    private final Handoffs handoffs;
     private final OperationGate gate = new OperationGate();
     private final Shutdown shutdown;
 
@@ -85,6 +86,7 @@ public final class KvMarketplace implements AutoCloseable {
         }
         this.importer = new Importer(ctx, pool);
         this.leaseKeeper = new LeaseKeeper(ctx, pool);
+        this.handoffs = new Handoffs(ctx);
         this.shutdown = new Shutdown(gate, leaseKeeper, exporter, owned);
         LOG.info("kvmarket ready: device {}, registry {}, pool {} chunks of {} bytes, chunk {} tokens",
                 b.device.name(), ctx.registry().getClass().getSimpleName(), pool.capacityChunks(), format.chunkBytes(),
@@ -210,6 +212,51 @@ public final class KvMarketplace implements AutoCloseable {
         } finally {
             gate.exit();
         }
+    }
+
+    /**
+     * Decode side of a prefill/decode split: opens the blocks that will hold the KV of a prompt's first
+     * {@code tokens} tokens to one push from a prefill server, for {@code timeoutMillis}. Hand the returned
+     * {@link Handoff#ticket()} to that server, which calls {@link #handOff}; decode once {@link Handoff#landed()}
+     * completes (or prefill here when it fails).
+     *
+     * @param blockIds the request's block table covering the prompt's blocks (the last one may be part full)
+     * @throws IllegalArgumentException when the block table is too short or names blocks outside the cache
+     * @throws IllegalStateException    when no transport of this marketplace can push (RDMA unavailable), or it is
+     *                                  closed
+     */
+    public Handoff expectHandoff(int[] blockIds, int tokens, long timeoutMillis) {
+        checkHandoffBlocks(blockIds, tokens);
+        gate.enter();
+        try {
+            return handoffs.expect(blockIds, tokens, timeoutMillis);
+        } finally {
+            gate.exit();
+        }
+    }
+
+    /**
+     * Prefill side of a prefill/decode split: after prefill, writes the KV of the prompt's first {@code tokens}
+     * tokens from the engine's blocks into the decode server's blocks the ticket names, straight from device memory
+     * to device memory. Synchronize the prefill's stream first (as for {@link #export}). The engine may reuse its
+     * blocks once the future completes.
+     *
+     * @throws IllegalArgumentException for a ticket of another model, revision or KV layout, of another prompt size,
+     *                                  or malformed; or a block table too short or naming blocks outside the cache
+     * @throws IllegalStateException    when no transport of this marketplace can push, or it is closed
+     */
+    public CompletableFuture<Void> handOff(byte[] ticket, int[] blockIds, int tokens) {
+        checkHandoffBlocks(blockIds, tokens);
+        gate.enter();
+        try {
+            return handoffs.handOff(ticket, blockIds, tokens);
+        } finally {
+            gate.exit();
+        }
+    }
+
+    private void checkHandoffBlocks(int[] blockIds, int tokens) {
+        checkBlocks(blockIds, handoffs.blocks(tokens), "the prompt's tokens fill");
     }
 
     private void checkIssuer(Match match) {

@@ -6,6 +6,7 @@ import io.kvmarket.device.DeviceBuffer;
 import io.kvmarket.registry.Endpoint;
 import io.kvmarket.registry.Offer;
 import io.kvmarket.transfer.Locality;
+import io.kvmarket.transfer.PushTransport;
 import io.kvmarket.transfer.Route;
 import io.kvmarket.transfer.ServedPool;
 import io.kvmarket.transfer.TransferException;
@@ -52,14 +53,14 @@ import java.util.concurrent.atomic.AtomicInteger;
  * landed in full before the failure, from the first chunk, is reported as delivered. The exporter's queue pairs for
  * a peer live as long as that peer's control connection: a peer that dies leaves nothing behind.
  */
-public final class RdmaTransport implements Transport {
+public final class RdmaTransport implements Transport, PushTransport {
 
     private static final Logger LOG = LoggerFactory.getLogger(RdmaTransport.class);
     private static final AtomicInteger TRANSPORTS = new AtomicInteger();
     private static final byte CONNECT = 1;
     private static final byte PING = 2;
     private static final byte RELEASE = 3;
-    private static final byte OK = 0;
+    static final byte OK = 0;
     private static final byte REFUSED = 1;
     /** Statuses of work completions (enum ibv_wc_status) that mean the peer or its registration is gone. */
     private static final int WC_REM_ACCESS_ERR = 10;
@@ -74,13 +75,14 @@ public final class RdmaTransport implements Transport {
     private final ControlChannel.Server server;
     private final ControlChannel.Connector connector;
     private final ThreadPoolExecutor fetchers;
+    private final Pushes pushes;
     /** Pools served, by identity: their registration, advertised endpoint, and the hold on their memory. */
     private final Map<ServedPool, Served> served = new IdentityHashMap<>();
     /** Queue pairs peers set up here, by the number of each channel's first queue pair. */
     private final Map<Integer, ServedChannel> servedChannels = new ConcurrentHashMap<>();
     private final Map<InetSocketAddress, Peer> peers = new ConcurrentHashMap<>();
     /** Registrations of destination buffers, dropped when their buffer is collected. */
-    private final List<Destination> destinations = new ArrayList<>();
+    private final List<LocalRegion> localRegions = new ArrayList<>();
     private final ReferenceQueue<DeviceBuffer> collected = new ReferenceQueue<>();
     private final Set<CompletableFuture<Void>> running = ConcurrentHashMap.newKeySet();
     private volatile boolean closed;
@@ -106,6 +108,7 @@ public final class RdmaTransport implements Transport {
                     return t;
                 });
         this.fetchers.allowCoreThreadTimeOut(true);
+        this.pushes = new Pushes(this, id);
         this.connector = ControlChannel.connector(config.control());
         try {
             this.server = config.control().bind() == null ? null
@@ -113,6 +116,7 @@ public final class RdmaTransport implements Transport {
         } catch (IOException | RuntimeException e) {
             connector.close();
             fetchers.shutdown();
+            pushes.close();
             throw e;
         }
     }
@@ -271,9 +275,9 @@ public final class RdmaTransport implements Transport {
             }
         }
         ReadPlan plan = ReadPlan.of(chunks, batch, dst.size());
-        Destination local;
+        LocalRegion local;
         try {
-            local = destination(dst);
+            local = local(dst);
         } catch (RuntimeException e) {
             return CompletableFuture.failedFuture(new TransferException(closed ? TransferFailure.FAILED
                     : TransferFailure.UNREACHABLE, "RDMA transport cannot register the destination: " + e.getMessage(),
@@ -300,6 +304,72 @@ public final class RdmaTransport implements Transport {
         } catch (RejectedExecutionException e) {
             done.completeExceptionally(new TransferException(TransferFailure.FAILED, closed ? "RDMA transport closed"
                     : "RDMA transport has " + fetchers.getQueue().size() + " fetches queued; refusing more"));
+        }
+        return done;
+    }
+
+    /**
+     * Receiver of a push (a decode server): the spans are registered for remote write, each run of back-to-back
+     * spans on its own, for this push only; the ticket names this process's control server.
+     */
+    @Override
+    public PushTarget expectPush(DeviceBuffer dst, long[] dstOffsets, long[] lengths, long timeoutMillis) {
+        if (server == null) {
+            throw new IllegalStateException("this RDMA transport takes no pushes: it has no control server (bind off)");
+        }
+        if (closed) {
+            throw new IllegalStateException("RDMA transport is closed");
+        }
+        return pushes.expect(dst, dstOffsets, lengths, timeoutMillis, server.advertised());
+    }
+
+    /** Sender of a push (a prefill server): RDMA WRITEs, the last of each queue pair with the push's immediate. */
+    @Override
+    public CompletableFuture<Void> push(byte[] ticket, DeviceBuffer src, long[] srcOffsets) {
+        if (closed) {
+            throw new IllegalStateException("RDMA transport is closed");
+        }
+        Pushes.Ticket t = Pushes.Ticket.decode(ticket);
+        if (srcOffsets.length != t.lengths().length) {
+            throw new IllegalArgumentException(srcOffsets.length + " source spans for a ticket of "
+                    + t.lengths().length);
+        }
+        for (int i = 0; i < srcOffsets.length; i++) {
+            if (srcOffsets[i] < 0 || srcOffsets[i] > src.size() - t.lengths()[i]) {
+                throw new IllegalArgumentException("source span " + i + " [" + srcOffsets[i] + ", +" + t.lengths()[i]
+                        + ") outside the source of " + src.size() + " bytes");
+            }
+        }
+        VerbsContext.MemoryRegion local;
+        try {
+            local = local(src).region;
+        } catch (RuntimeException e) {
+            return CompletableFuture.failedFuture(new TransferException(closed ? TransferFailure.FAILED
+                    : TransferFailure.UNREACHABLE, "RDMA transport cannot register the push's source: "
+                    + e.getMessage(), e));
+        }
+        long[] offsets = srcOffsets.clone();
+        CompletableFuture<Void> done = new CompletableFuture<>();
+        running.add(done);
+        done.whenComplete((ok, error) -> running.remove(done));
+        try {
+            fetchers.execute(() -> {
+                try {
+                    pushes.push(t, local, offsets);
+                    done.complete(null);
+                } catch (TransferException e) {
+                    done.completeExceptionally(e);
+                } catch (RuntimeException | Error e) {
+                    done.completeExceptionally(new TransferException(TransferFailure.FAILED,
+                            "RDMA push to " + t.control() + " failed: " + e, e));
+                    if (e instanceof Error) {
+                        throw e;
+                    }
+                }
+            });
+        } catch (RejectedExecutionException e) {
+            done.completeExceptionally(new TransferException(TransferFailure.FAILED, closed ? "RDMA transport closed"
+                    : "RDMA transport has " + fetchers.getQueue().size() + " transfers queued; refusing more"));
         }
         return done;
     }
@@ -336,7 +406,7 @@ public final class RdmaTransport implements Transport {
     }
 
     /** Registers memory with the device, unless this transport closed. */
-    private VerbsContext.MemoryRegion register(long address, long length, int access, boolean cuda) {
+    VerbsContext.MemoryRegion register(long address, long length, int access, boolean cuda) {
         synchronized (life) {
             if (closed) {
                 throw new IllegalStateException("RDMA transport closed");
@@ -346,13 +416,45 @@ public final class RdmaTransport implements Transport {
     }
 
     /** Creates queue pairs, unless this transport closed. */
-    private QpChannel channel(int queuePairs, int sendQueueDepth, int access) {
+    QpChannel channel(int queuePairs, int sendQueueDepth, int receiveQueueDepth, int access) {
         synchronized (life) {
             if (closed) {
                 throw new IllegalStateException("RDMA transport closed");
             }
-            return QpChannel.create(ctx, queuePairs, sendQueueDepth, 0, access);
+            return QpChannel.create(ctx, queuePairs, sendQueueDepth, receiveQueueDepth, access);
         }
+    }
+
+    /** Brings a channel to RTS against the peer's half, within this device's and this configuration's limits. */
+    void connect(QpChannel ch, QpSetup peer) {
+        ch.connect(peer.remote(), Math.min(peer.mtu(), ctx.mtu), Math.min(config.readDepth(), ctx.maxReadDepth),
+                config.ackTimeout(), config.retryCount());
+    }
+
+    VerbsContext context() {
+        return ctx;
+    }
+
+    RdmaConfig config() {
+        return config;
+    }
+
+    boolean isClosed() {
+        return closed;
+    }
+
+    /** Runs {@code task} on a fetch thread; when the transport is closing it runs here, and sees the close. */
+    void execute(Runnable task) {
+        try {
+            fetchers.execute(task);
+        } catch (RejectedExecutionException e) {
+            task.run();
+        }
+    }
+
+    /** The control connection to {@code control}, shared with pulls from it. */
+    Peer peer(InetSocketAddress control) {
+        return peers.computeIfAbsent(control, Peer::new);
     }
 
     /**
@@ -415,11 +517,11 @@ public final class RdmaTransport implements Transport {
     private record Stop(int status, String why) {
     }
 
-    /** The registration of {@code dst} for local writes, made once per buffer. */
-    private Destination destination(DeviceBuffer dst) {
-        synchronized (destinations) {
+    /** The registration of {@code dst} for local reads and writes (imports land in it, pushes leave it), made once per buffer. */
+    private LocalRegion local(DeviceBuffer dst) {
+        synchronized (localRegions) {
             dropCollected();
-            for (Destination d : destinations) {
+            for (LocalRegion d : localRegions) {
                 if (d.get() == dst) {
                     return d;
                 }
@@ -428,33 +530,33 @@ public final class RdmaTransport implements Transport {
             if (where == null) {
                 throw new IllegalArgumentException(device.name() + " memory has no host view and no device address");
             }
-            Destination d = new Destination(dst, collected,
+            LocalRegion d = new LocalRegion(dst, collected,
                     register(where[0], dst.size(), VerbsContext.LOCAL_WRITE, where[1] != 0));
-            destinations.add(d);
+            localRegions.add(d);
             return d;
         }
     }
 
-    /** Deregisters the destinations whose buffer the engine dropped. */
+    /** Deregisters the localRegions whose buffer the engine dropped. */
     private void dropCollected() {
         for (Object r = collected.poll(); r != null; r = collected.poll()) {
-            Destination d = (Destination) r;
-            destinations.remove(d);
+            LocalRegion d = (LocalRegion) r;
+            localRegions.remove(d);
             d.region.close();
         }
     }
 
-    private static final class Destination extends WeakReference<DeviceBuffer> {
+    private static final class LocalRegion extends WeakReference<DeviceBuffer> {
         final VerbsContext.MemoryRegion region;
 
-        Destination(DeviceBuffer buffer, ReferenceQueue<DeviceBuffer> queue, VerbsContext.MemoryRegion region) {
+        LocalRegion(DeviceBuffer buffer, ReferenceQueue<DeviceBuffer> queue, VerbsContext.MemoryRegion region) {
             super(buffer, queue);
             this.region = region;
         }
     }
 
     /** {address, 1 when it is CUDA device memory else 0}, or null when this transport cannot name the memory. */
-    private long[] addressOf(DeviceBuffer buffer) {
+    long[] addressOf(DeviceBuffer buffer) {
         Optional<ByteBuffer> view = device.hostView(buffer);
         if (view.isPresent() && view.get().isDirect()) {
             return new long[] {new Pointer(view.get()).address(), 0};
@@ -479,10 +581,13 @@ public final class RdmaTransport implements Transport {
             }
             return new byte[] {OK};
         }
+        if (request.length > 0 && request[0] == Pushes.PUSH_CONNECT) {
+            return closed ? refusal("the RDMA transport is closing") : pushes.answerConnect(in);
+        }
         if (request.length == 0 || request[0] != CONNECT) {
             throw new IOException("unknown RDMA control request of " + request.length + " bytes");
         }
-        Half remote = Half.decode(in);
+        QpSetup remote = QpSetup.decode(in.position(1));
         synchronized (bySession) {
             if (closed) {
                 return refusal("the RDMA transport is closing");
@@ -497,14 +602,12 @@ public final class RdmaTransport implements Transport {
         }
         QpChannel ch;
         try {
-            ch = channel(remote.qpns.length, 1, VerbsContext.REMOTE_READ);
+            ch = channel(remote.qpns().length, 1, 0, VerbsContext.REMOTE_READ);
         } catch (RuntimeException e) {
             return refusal(e.getMessage());
         }
         try {
-            ch.connect(new QpChannel.Remote(remote.qpns, remote.psns, remote.gid, remote.lid),
-                    Math.min(remote.mtu, ctx.mtu), Math.min(config.readDepth(), ctx.maxReadDepth),
-                    config.ackTimeout(), config.retryCount());
+            connect(ch, remote);
         } catch (RuntimeException e) {
             ch.close();
             return refusal(e.getMessage());
@@ -519,7 +622,7 @@ public final class RdmaTransport implements Transport {
         if (first) { // one action per session, however many channels it sets up and releases
             session.onEnd(() -> endSession(session));
         }
-        return new Half(ch.qpns, ch.psns, ctx.gid, ctx.lid, ctx.mtu).encode(OK);
+        return QpSetup.of(ch, ctx).encode(OK, new byte[0]);
     }
 
     /** Forgets a served channel; true when this call did (so it closes it). */
@@ -551,7 +654,7 @@ public final class RdmaTransport implements Transport {
         }
     }
 
-    private static void closeQuietly(AutoCloseable c) {
+    static void closeQuietly(AutoCloseable c) {
         try {
             c.close();
         } catch (Exception e) {
@@ -559,58 +662,20 @@ public final class RdmaTransport implements Transport {
         }
     }
 
+    /** The words of a refusal. */
+    static String why(byte[] answer) {
+        return answer.length == 0 ? "an empty answer"
+                : new String(answer, 1, answer.length - 1, java.nio.charset.StandardCharsets.UTF_8);
+    }
+
     /** Queue pairs a member set up here, through one control session. */
     private record ServedChannel(QpChannel channel, ControlChannel.Session session) {
     }
 
-    private static byte[] refusal(String why) {
+    static byte[] refusal(String why) {
         byte[] text = why.getBytes(java.nio.charset.StandardCharsets.UTF_8);
         return ByteBuffer.allocate(1 + Math.min(text.length, 1000)).put(REFUSED).put(text, 0, Math.min(text.length, 1000))
                 .array();
-    }
-
-    /**
-     * One side of a queue pair setup.
-     *
-     * <pre>
-     * request: CONNECT (1) | queue pairs q (1) | MTU (1) | LID (2) | GID (16) | q x (QP number (4), first PSN (4))
-     * answer:  OK (1) | the same fields for the server's queue pairs; or REFUSED (1) | why (UTF-8)
-     * ping:    PING (1), answered OK (1): keeps an idle control connection, and so its queue pairs, alive
-     * </pre>
-     */
-    private record Half(int[] qpns, int[] psns, byte[] gid, int lid, int mtu) {
-
-        byte[] encode(byte op) {
-            ByteBuffer b = ByteBuffer.allocate(5 + 16 + 8 * qpns.length);
-            b.put(op).put((byte) qpns.length).put((byte) mtu).putShort((short) lid).put(gid);
-            for (int i = 0; i < qpns.length; i++) {
-                b.putInt(qpns[i]).putInt(psns[i]);
-            }
-            return b.array();
-        }
-
-        static Half decode(ByteBuffer b) throws IOException {
-            if (b.remaining() < 5 + 16) {
-                throw new IOException("queue pair setup of " + b.remaining() + " bytes");
-            }
-            b.get(); // the op: CONNECT or OK, checked by the caller
-            int q = b.get() & 0xff;
-            int mtu = b.get() & 0xff;
-            int lid = b.getShort() & 0xffff;
-            if (q < 1 || q > RdmaConfig.MAX_QUEUE_PAIRS || mtu < 1 || mtu > 5 || b.remaining() != 16 + 8 * q) {
-                throw new IOException("malformed queue pair setup: " + q + " queue pairs, MTU code " + mtu + ", "
-                        + b.remaining() + " bytes left");
-            }
-            byte[] gid = new byte[16];
-            b.get(gid);
-            int[] qpns = new int[q];
-            int[] psns = new int[q];
-            for (int i = 0; i < q; i++) {
-                qpns[i] = b.getInt();
-                psns[i] = b.getInt() & 0xffffff;
-            }
-            return new Half(qpns, psns, gid, lid, mtu);
-        }
     }
 
     /** A channel to a peer, valid while the control connection it was set up through is. */
@@ -618,7 +683,7 @@ public final class RdmaTransport implements Transport {
     }
 
     /** Importer side: the control connection to one exporter and the channels set up through it. */
-    private final class Peer {
+    final class Peer {
         private final InetSocketAddress control;
         private ControlChannel.Client client;
         private final List<PeerChannel> idle = new ArrayList<>();
@@ -666,6 +731,23 @@ public final class RdmaTransport implements Transport {
             }
         }
 
+        /** One control request on this peer's connection, connecting first when there is none. */
+        synchronized byte[] call(byte[] request) throws IOException {
+            if (closed) {
+                throw new IOException("RDMA transport closed");
+            }
+            keepSession();
+            if (client == null) {
+                client = connector.connect(control);
+            }
+            try {
+                return client.call(request);
+            } catch (IOException e) {
+                dropSession();
+                throw e;
+            }
+        }
+
         /** Drops a control connection the exporter closed (its queue pairs went with it), pings one idle long. */
         private void keepSession() {
             if (client == null) {
@@ -697,20 +779,16 @@ public final class RdmaTransport implements Transport {
                 throw new TransferException(TransferFailure.UNREACHABLE, "cannot set up RDMA with " + control + ": "
                         + e.getMessage(), e);
             }
-            QpChannel ch = channel(config.queuePairs(), config.sendQueueDepth(), 0);
+            QpChannel ch = channel(config.queuePairs(), config.sendQueueDepth(), 0, 0);
             try {
-                byte[] answer = client.call(new Half(ch.qpns, ch.psns, ctx.gid, ctx.lid, ctx.mtu).encode(CONNECT));
+                byte[] answer = client.call(QpSetup.of(ch, ctx).encode(CONNECT, new byte[0]));
                 if (answer.length == 0 || answer[0] != OK) {
-                    String why = answer.length == 0 ? "an empty answer"
-                            : new String(answer, 1, answer.length - 1, java.nio.charset.StandardCharsets.UTF_8);
                     throw new TransferException(TransferFailure.UNREACHABLE, control + " refused RDMA queue pairs: "
-                            + why);
+                            + why(answer));
                 }
-                Half remote = Half.decode(ByteBuffer.wrap(answer));
-                ch.connect(new QpChannel.Remote(remote.qpns, remote.psns, remote.gid, remote.lid),
-                        Math.min(remote.mtu, ctx.mtu), Math.min(config.readDepth(), ctx.maxReadDepth),
-                        config.ackTimeout(), config.retryCount());
-                return new PeerChannel(ch, client, remote.qpns[0]);
+                QpSetup remote = QpSetup.decode(ByteBuffer.wrap(answer).position(1));
+                connect(ch, remote);
+                return new PeerChannel(ch, client, remote.qpns()[0]);
             } catch (IOException e) {
                 ch.close();
                 dropSession();
@@ -773,7 +851,7 @@ public final class RdmaTransport implements Transport {
     public void evictStale() {
         long idle = TimeUnit.MILLISECONDS.toNanos(config.control().idleTimeoutMillis());
         peers.values().removeIf(p -> p.dropIfIdle(idle));
-        synchronized (destinations) {
+        synchronized (localRegions) {
             dropCollected();
         }
     }
@@ -800,6 +878,7 @@ public final class RdmaTransport implements Transport {
         if (server != null) {
             server.stop();
         }
+        pushes.close();
         fetchers.shutdown(); // queued fetches still run, and fail at once: the transport is closed
         boolean stopped = false;
         try {
@@ -826,9 +905,9 @@ public final class RdmaTransport implements Transport {
             LOG.warn("RDMA fetches still running 10 s after close: their registrations and the device stay open");
             return;
         }
-        synchronized (destinations) {
-            destinations.forEach(d -> closeQuietly(d.region));
-            destinations.clear();
+        synchronized (localRegions) {
+            localRegions.forEach(d -> closeQuietly(d.region));
+            localRegions.clear();
         }
         synchronized (life) {
             closeQuietly(ctx);

@@ -59,6 +59,14 @@ final class VerbsLib {
                                     @Cast("const int64_t*") long[] remoteOff, @Cast("const int64_t*") long[] len,
                                     int count, int imm);
 
+    @CriticalRegion
+    static native int kvm_rdma_post_keyed(@Cast("uint64_t") long channel, int op, @Cast("uint64_t") long wrIdBase,
+                                          @Cast("uint64_t") long localBase, int lkey,
+                                          @Cast("const int32_t*") int[] rkeys,
+                                          @Cast("const int64_t*") long[] localOff,
+                                          @Cast("const int64_t*") long[] remoteAddr,
+                                          @Cast("const int64_t*") long[] len, int count, int imm);
+
     static native int kvm_rdma_post_recv(@Cast("uint64_t") long channel, @Cast("uint64_t") long wrIdBase, int count);
 
     static native int kvm_rdma_poll(@Cast("uint64_t") long channel, int max, int timeoutMs,

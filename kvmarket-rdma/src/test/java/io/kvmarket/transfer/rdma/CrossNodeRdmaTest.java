@@ -89,6 +89,41 @@ class CrossNodeRdmaTest {
         }
     }
 
+    /**
+     * A prefill node pushes 8 MiB into a decode node's spans by RDMA WRITE with immediate, byte for byte; then a push
+     * whose sender's link goes down half way fails on both sides and leaves nothing registered.
+     */
+    @Test
+    void pushesCrossNodesByWriteWithImmediate() throws Exception {
+        Optional<String> cause = NetnsCluster.unavailabilityCause();
+        assumeTrue(cause.isEmpty(), () -> cause.get() + "; the cross-node tests are skipped");
+        try (NetnsCluster cluster = NetnsCluster.create(2)) {
+            ChildJvm receiver = cluster.startJvm(0, RdmaNode.class, List.of(), "receive", "5", "128", "30000");
+            String ticket = receiver.awaitLine("TICKET", LOAD).substring("TICKET ".length());
+            ChildJvm pusher = cluster.startJvm(1, RdmaNode.class, List.of(), "push", "5", "128", ticket);
+            assertEquals("PUSHED NONE", pusher.awaitLine("PUSHED", LOAD));
+            assertEquals("LANDED ok", receiver.awaitLine("LANDED", LOAD));
+            assertEquals("RECEIVED -1", receiver.awaitLine("RECEIVED", LOAD), "node 1's bytes in node 0's spans");
+
+            cluster.shapeLink(0, 20); // what node 0 receives: 8 MiB take about 3.4 s
+            ChildJvm slowReceiver = cluster.startJvm(0, RdmaNode.class, List.of(), "receive", "6", "128", "8000");
+            String slowTicket = slowReceiver.awaitLine("TICKET", LOAD).substring("TICKET ".length());
+            ChildJvm cut = cluster.startJvm(1, RdmaNode.class, List.of(), "push", "6", "128", slowTicket);
+            Thread.sleep(1500);
+            cluster.linkDown(1);
+            try {
+                String pushed = cut.awaitLine("PUSHED", LOAD);
+                assertTrue(pushed.startsWith("PUSHED SOURCE_GONE"), "the receiver is out of reach: " + pushed);
+                String landed = slowReceiver.awaitLine("LANDED", LOAD);
+                assertTrue(landed.startsWith("LANDED failed"), "no immediate came: " + landed);
+            } finally {
+                cluster.linkUp(1);
+            }
+            slowReceiver.send("live");
+            assertEquals("LIVE 1 0 0 0", slowReceiver.awaitLine("LIVE", LOAD), "nothing registered, no queue pair left");
+        }
+    }
+
     private static ChildJvm node(NetnsCluster cluster, int n, Path secret, String... args) {
         return cluster.startJvm(n, TcpNodeProcess.class, List.of("-D" + NodeId.PROPERTY + "=node-" + n,
                 "-D" + TcpTransportProvider.SECRET_FILE + "=" + secret), args);

@@ -105,6 +105,45 @@ class RdmaProcessFaultsTest {
         return last;
     }
 
+    private ChildJvm receiver(long timeoutMillis) {
+        return node(List.of(), "receive", "42", String.valueOf(CHUNKS), String.valueOf(timeoutMillis));
+    }
+
+    private ChildJvm pusher(ChildJvm receiver, String... env) {
+        String ticket = receiver.awaitLine("TICKET", WAIT).substring("TICKET ".length());
+        return node(List.of(env), "push", "42", String.valueOf(CHUNKS), ticket);
+    }
+
+    @Test
+    void aPushBetweenProcessesLandsExactly() throws InterruptedException {
+        ChildJvm receiver = receiver(30_000);
+        ChildJvm pusher = pusher(receiver);
+        assertEquals("PUSHED NONE", pusher.awaitLine("PUSHED", WAIT));
+        assertEquals("LANDED ok", receiver.awaitLine("LANDED", WAIT));
+        assertEquals("RECEIVED -1", receiver.awaitLine("RECEIVED", WAIT), "every span holds the sender's bytes");
+        assertEquals("LIVE 1 0 0 0", liveUntil(receiver, "LIVE 1 0 0 0"), "the spans deregistered, the queue pairs gone");
+    }
+
+    @Test
+    void aPusherKilledMidPushFailsTheReceiversWaitAndLeavesNothingOpen() throws InterruptedException {
+        ChildJvm receiver = receiver(5_000);
+        ChildJvm pusher = pusher(receiver, "KVM_FAKE_VERBS_DELAY_US=2000");
+        assertEquals("LIVE 1 1 1 4", liveUntil(receiver, "LIVE 1 1 1 4"), "the push under way: its spans (back to back: one registration), 4 queue pairs");
+        pusher.kill();
+        assertTrue(receiver.awaitLine("LANDED", WAIT).startsWith("LANDED failed"), "no immediate came: a miss");
+        assertEquals("LIVE 1 0 0 0", liveUntil(receiver, "LIVE 1 0 0 0"));
+    }
+
+    @Test
+    void aReceiverKilledMidPushIsASourceGoneFailureAtTheSender() throws InterruptedException {
+        ChildJvm receiver = receiver(30_000);
+        ChildJvm pusher = pusher(receiver, "KVM_FAKE_VERBS_DELAY_US=2000");
+        assertEquals("LIVE 1 1 1 4", liveUntil(receiver, "LIVE 1 1 1 4"));
+        receiver.kill();
+        assertTrue(pusher.awaitLine("PUSHED", WAIT).startsWith("PUSHED SOURCE_GONE"), "the receiver stopped answering");
+        assertEquals("LIVE 1 1 0 0", liveUntil(pusher, "LIVE 1 1 0 0"), "its source registration only");
+    }
+
     @Test
     void aQueuePairDrivenToErrorIsAFailedMissWithAnExactPrefixAndTheNextImportSetsUpAfresh() {
         ChildJvm exporter = exporter();
