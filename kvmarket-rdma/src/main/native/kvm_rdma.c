@@ -94,6 +94,7 @@ static void live_add(int which, long long d)
 struct kvm_ctx {
     struct ibv_context *verbs;
     struct ibv_pd *pd;
+    struct kvm_ctx *parent; /* a domain's context (kvm_rdma_domain_open): shares its device, owns only its PD */
     char name[IBV_SYSFS_NAME_MAX];
     uint8_t port;
     uint8_t link_layer; /* IBV_LINK_LAYER_* (UNSPECIFIED reported as INFINIBAND) */
@@ -458,6 +459,7 @@ int kvm_rdma_open(const char *dev_name, int32_t port, int32_t gid_index, uint64_
         }
     }
 
+    ctx->parent = NULL;
     ctx->pd = ibv_alloc_pd(vc);
     if (!ctx->pd) {
         rc = fail_errno(errno, "ibv_alloc_pd", "%s", ctx->name);
@@ -487,6 +489,30 @@ fail:
     return rc;
 }
 
+int kvm_rdma_domain_open(uint64_t h, uint64_t *domain_out)
+{
+    struct kvm_ctx *ctx = ptr_of(h);
+    if (!ctx || !domain_out || ctx->parent)
+        return FAIL(KVM_RDMA_EINVAL, "kvm_rdma_domain_open: %s", !ctx ? "null ctx" : !domain_out ? "null out"
+                                                                 : "a domain has no domains");
+    struct kvm_ctx *d = malloc(sizeof *d);
+    if (!d)
+        return FAIL(KVM_RDMA_ENOMEM, "kvm_rdma_domain_open: out of memory");
+    memcpy(d, ctx, sizeof *d);
+    d->parent = ctx;
+    d->pd = ibv_alloc_pd(ctx->verbs);
+    if (!d->pd) {
+        int rc = fail_errno(errno, "ibv_alloc_pd", "%s (domain)", ctx->name);
+        free(d);
+        return rc;
+    }
+    atomic_init(&d->users, 0);
+    atomic_fetch_add(&ctx->users, 1);
+    live_add(LIVE_CTX, 1);
+    *domain_out = handle_of(d);
+    return KVM_RDMA_OK;
+}
+
 int kvm_rdma_close(uint64_t h)
 {
     struct kvm_ctx *ctx = ptr_of(h);
@@ -494,12 +520,18 @@ int kvm_rdma_close(uint64_t h)
         return FAIL(KVM_RDMA_EINVAL, "kvm_rdma_close: null ctx");
     int users = atomic_load(&ctx->users);
     if (users > 0)
-        return fail_errno(EBUSY, "kvm_rdma_close", "%s (%d MRs/channels still open)", ctx->name, users);
+        return fail_errno(EBUSY, "kvm_rdma_close", "%s (%d MRs/channels/domains still open)", ctx->name, users);
     if (ctx->pd) {
         int rc = ibv_dealloc_pd(ctx->pd);
         if (rc)
             return fail_errno(verbs_errno(rc), "ibv_dealloc_pd", "%s", ctx->name);
         ctx->pd = NULL;
+    }
+    if (ctx->parent) {
+        atomic_fetch_sub(&ctx->parent->users, 1);
+        free(ctx);
+        live_add(LIVE_CTX, -1);
+        return KVM_RDMA_OK;
     }
     int rc = ibv_close_device(ctx->verbs);
     if (rc)

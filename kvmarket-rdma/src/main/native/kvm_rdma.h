@@ -70,7 +70,15 @@ int kvm_rdma_probe(char *cause, int32_t cap);
 int kvm_rdma_open(const char *dev_name, int32_t port, int32_t gid_index, uint64_t *ctx_out, int32_t *info,
                   uint8_t *gid);
 
-/* ibv_dealloc_pd + ibv_close_device. Fails with -(BASE+EBUSY) while MRs or channels of it are open. */
+/*
+ * A protection domain of its own on ctx's device and port, used like a ctx (kvm_rdma_reg, kvm_rdma_channel_create,
+ * kvm_rdma_close): its queue pairs reach only its registrations, and the ctx's queue pairs none of its. Counted
+ * among the open contexts; ctx cannot close before its domains.
+ */
+int kvm_rdma_domain_open(uint64_t ctx, uint64_t *domain_out);
+
+/* ibv_dealloc_pd + ibv_close_device (a domain: only its PD). Fails with -(BASE+EBUSY) while MRs, channels or
+ * domains of it are open. */
 int kvm_rdma_close(uint64_t ctx);
 
 /*

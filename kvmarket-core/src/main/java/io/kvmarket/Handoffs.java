@@ -27,9 +27,18 @@ final class Handoffs {
     private static final int HEADER = 4 + 32 + 4 + 4;
 
     private final MarketplaceContext ctx;
+    /** Handoffs opened here and not yet over: the marketplace's close() withdraws them. */
+    private final java.util.Set<Handoff> open = java.util.concurrent.ConcurrentHashMap.newKeySet();
 
     Handoffs(MarketplaceContext ctx) {
         this.ctx = ctx;
+    }
+
+    /** Withdraws every handoff still awaited: their pushes fail, their blocks are closed to writes. */
+    void closeAll() {
+        for (Handoff h : open) {
+            h.close();
+        }
     }
 
     Handoff expect(int[] blockIds, int tokens, long timeoutMillis) {
@@ -40,7 +49,10 @@ final class Handoffs {
         byte[] inner = target.ticket();
         ByteBuffer b = ByteBuffer.allocate(HEADER + inner.length);
         b.putInt(MAGIC).put(namespaceDigest()).putInt(tokens).putInt(blocks).put(inner);
-        return new Handoff(b.array(), target);
+        Handoff h = new Handoff(b.array(), target);
+        open.add(h);
+        target.landed().whenComplete((ok, e) -> open.remove(h));
+        return h;
     }
 
     CompletableFuture<Void> handOff(byte[] ticket, int[] blockIds, int tokens) {
@@ -73,14 +85,16 @@ final class Handoffs {
         if (tokens < 1) {
             throw new IllegalArgumentException("a handoff of " + tokens + " tokens");
         }
-        int perBlock = ctx.namespace().layout().tokensPerBlock();
-        return (tokens + perBlock - 1) / perBlock;
+        return (tokens - 1) / ctx.namespace().layout().tokensPerBlock() + 1;
     }
 
     /** {offsets, lengths}: every region of every block, block by block. */
     private long[][] spans(int[] blockIds, int blocks) {
         int regions = ctx.namespace().layout().regionsPerBlock();
         long regionBytes = ctx.namespace().layout().regionBytes();
+        if ((long) blocks * regions > Integer.MAX_VALUE) {
+            throw new IllegalArgumentException(blocks + " blocks of " + regions + " regions are too many spans");
+        }
         long[] offsets = new long[blocks * regions];
         long[] lengths = new long[offsets.length];
         for (int b = 0; b < blocks; b++) {

@@ -293,10 +293,11 @@ public final class KvMarketplace implements AutoCloseable {
      * <p>Waiting is bounded by 10 s and skipped when close() runs in a load's callback (of any marketplace: they
      * complete on a device's thread, which the operations it would wait for may need) or on an interrupted thread.
      * The pool is then freed by the last running operation as it ends, never under a running copy; the offers are
-     * withdrawn before close() returns in every case.
+     * withdrawn before close() returns in every case, and handoffs still awaited are withdrawn first.
      */
     @Override
     public void close() {
+        handoffs.closeAll(); // no push lands in a closed marketplace's blocks
         shutdown.close();
     }
 

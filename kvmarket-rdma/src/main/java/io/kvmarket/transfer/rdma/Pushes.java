@@ -4,6 +4,7 @@ import io.kvmarket.device.DeviceBuffer;
 import io.kvmarket.transfer.PushTransport;
 import io.kvmarket.transfer.TransferException;
 import io.kvmarket.transfer.TransferFailure;
+import io.kvmarket.transfer.tcp.ControlChannel;
 import org.slf4j.Logger;
 import org.slf4j.LoggerFactory;
 
@@ -35,7 +36,8 @@ import java.util.concurrent.TimeUnit;
  * <pre>
  * ticket: version 1 (1) | address length 4 or 16 (1) | control address | control port (2) | push id (4) | token (8)
  *         | spans n (4) | n x (address (8), rkey (4), length (8))
- * PUSH_CONNECT request: PUSH_CONNECT (1) | push id (4) | token (8) | immediates to expect (4) | queue pair setup
+ * PUSH_CONNECT request: PUSH_CONNECT (1) | push id (4) | token (8) | spans (4) | the sender's send queue depth (4)
+ *                       | queue pair setup
  * </pre>
  */
 final class Pushes {
@@ -48,10 +50,16 @@ final class Pushes {
     private static final int WC_REM_ACCESS_ERR = 10;
     private static final int WC_RETRY_EXC_ERR = 12;
     private static final int POLL_SLICE_MILLIS = 100;
+    /** Pushes under way at once on one receiver: each has a thread waiting for its immediates. */
+    static final int MAX_CONNECTED_PUSHES = 64;
 
     private final RdmaTransport transport;
     private final Map<Integer, Target> pending = new ConcurrentHashMap<>();
+    /** Pushes under way per member connection, guarded by this. */
+    private final Map<ControlChannel.Session, Integer> bySession = new java.util.IdentityHashMap<>();
     private final ScheduledThreadPoolExecutor timer;
+    /** One thread per push under way waits for its immediates, apart from the transport's fetches. */
+    private final java.util.concurrent.ThreadPoolExecutor waiters;
 
     Pushes(RdmaTransport transport, int id) {
         this.transport = transport;
@@ -61,6 +69,13 @@ final class Pushes {
             return t;
         });
         this.timer.setRemoveOnCancelPolicy(true);
+        java.util.concurrent.atomic.AtomicInteger threads = new java.util.concurrent.atomic.AtomicInteger();
+        this.waiters = new java.util.concurrent.ThreadPoolExecutor(0, MAX_CONNECTED_PUSHES, 30, TimeUnit.SECONDS,
+                new java.util.concurrent.SynchronousQueue<>(), r -> {
+                    Thread t = new Thread(r, "kvmarket-rdma-push-wait-" + id + "-" + threads.incrementAndGet());
+                    t.setDaemon(true);
+                    return t;
+                });
     }
 
     // ---- receiver ----
@@ -107,96 +122,137 @@ final class Pushes {
         if (where == null) {
             throw new IllegalArgumentException("the push destination's memory has no host view and no device address");
         }
-        long base = where[0];
-        boolean cuda = where[1] != 0;
-        List<VerbsContext.MemoryRegion> regions = new ArrayList<>(runs.size());
-        try {
-            for (long[] r : runs) {
-                regions.add(transport.register(base + r[0], r[1] - r[0],
-                        VerbsContext.REMOTE_WRITE | VerbsContext.LOCAL_WRITE, cuda));
+        // Made, registered, listed and timed as one step that close() waits for: nothing of it outlives the device.
+        return transport.whileOpen(() -> {
+            VerbsContext domain = transport.context().openDomain();
+            List<VerbsContext.MemoryRegion> regions = new ArrayList<>(runs.size());
+            try {
+                for (long[] r : runs) {
+                    regions.add(domain.register(where[0] + r[0], r[1] - r[0],
+                            VerbsContext.REMOTE_WRITE | VerbsContext.LOCAL_WRITE, where[1] != 0));
+                }
+            } catch (RuntimeException e) {
+                regions.forEach(RdmaTransport::closeQuietly);
+                RdmaTransport.closeQuietly(domain);
+                throw e;
             }
-        } catch (RuntimeException e) {
-            regions.forEach(RdmaTransport::closeQuietly);
-            throw e;
-        }
-        long[] addresses = new long[n];
-        int[] rkeys = new int[n];
-        for (int i = 0; i < n; i++) {
-            addresses[i] = base + dstOffsets[i];
-            rkeys[i] = regions.get(runOf[i]).rkey;
-        }
-        Target t;
-        do {
-            int id = RANDOM.nextInt();
-            t = id == 0 ? null : new Target(id, RANDOM.nextLong(), regions, control, addresses, rkeys, lengths.clone());
-        } while (t == null || pending.putIfAbsent(t.id, t) != null);
-        Target target = t;
-        target.timeout = timer.schedule(() -> target.fail("no push landed within " + timeoutMillis + " ms"),
-                timeoutMillis, TimeUnit.MILLISECONDS);
-        target.deadlineNanos = System.nanoTime() + TimeUnit.MILLISECONDS.toNanos(timeoutMillis);
-        return target;
+            long[] addresses = new long[n];
+            int[] rkeys = new int[n];
+            for (int i = 0; i < n; i++) {
+                addresses[i] = where[0] + dstOffsets[i];
+                rkeys[i] = regions.get(runOf[i]).rkey;
+            }
+            Target t;
+            do {
+                int id = RANDOM.nextInt();
+                t = id == 0 ? null : new Target(id, RANDOM.nextLong(), domain, regions, control, addresses, rkeys,
+                        lengths.clone());
+            } while (t == null || pending.putIfAbsent(t.id, t) != null);
+            Target target = t;
+            target.deadlineNanos = System.nanoTime() + TimeUnit.MILLISECONDS.toNanos(timeoutMillis);
+            target.timeout = timer.schedule(() -> target.fail("no push landed within " + timeoutMillis + " ms"),
+                    timeoutMillis, TimeUnit.MILLISECONDS);
+            return target;
+        });
     }
 
-    /** A sender asks for queue pairs into a target: answered on the control server's thread. */
-    byte[] answerConnect(ByteBuffer in) throws IOException {
-        if (in.remaining() < 1 + 4 + 8 + 4) {
+    /**
+     * A sender asks for queue pairs into a target: answered on the control server's thread, which owns the new queue
+     * pairs until a wait thread takes them over.
+     */
+    byte[] answerConnect(ControlChannel.Session session, ByteBuffer in) throws IOException {
+        if (in.remaining() < 1 + 4 + 8 + 4 + 4) {
             throw new IOException("push setup of " + in.remaining() + " bytes");
         }
         in.get();
         int id = in.getInt();
         long token = in.getLong();
-        int expected = in.getInt();
+        int spans = in.getInt();
+        int depth = in.getInt();
         QpSetup sender = QpSetup.decode(in);
         Target t = pending.get(id);
         if (t == null || t.token != token) {
             return RdmaTransport.refusal("no push awaits that ticket here (landed, timed out, closed, or never)");
         }
-        if (expected < 1 || expected > sender.qpns().length || expected > t.addresses.length) {
-            return RdmaTransport.refusal("a push of " + t.addresses.length + " spans over " + sender.qpns().length
-                    + " queue pairs cannot end in " + expected + " immediates");
+        if (spans != t.addresses.length || depth < 1) {
+            return RdmaTransport.refusal("this push has " + t.addresses.length + " spans, not " + spans
+                    + " (send queue depth " + depth + ")");
         }
-        QpChannel ch = transport.channel(sender.qpns().length, 1, 1, VerbsContext.REMOTE_WRITE);
+        // The immediates to wait for, worked out here: the last window's runs, one per queue pair it used.
+        long window = (long) sender.qpns().length * depth;
+        long lastCount = spans - (spans - 1) / window * window;
+        int expected = (int) Math.min(sender.qpns().length, lastCount);
+        synchronized (this) {
+            int mine = bySession.getOrDefault(session, 0);
+            if (mine >= transport.config().channelsPerPeer() || waiters.getActiveCount() >= MAX_CONNECTED_PUSHES) {
+                return RdmaTransport.refusal("too many pushes under way (" + mine + " from this member)");
+            }
+            bySession.merge(session, 1, Integer::sum);
+        }
         try {
-            if (!t.connect(ch, expected)) {
-                ch.close();
+            QpChannel ch = t.claim(sender.qpns().length, expected);
+            if (ch == null) {
                 return RdmaTransport.refusal("that push is already under way or over");
             }
-            // Receives first: the immediate of a write must find one, whenever it comes.
-            Verbs.check("post receives", VerbsLib.kvm_rdma_post_recv(ch.handle, 0, sender.qpns().length));
-            transport.connect(ch, sender);
+            try {
+                // Receives first: the immediate of a write must find one, whenever it comes.
+                Verbs.check("post receives", VerbsLib.kvm_rdma_post_recv(ch.handle, 0, sender.qpns().length));
+                transport.connect(ch, sender);
+                if (t.isOver()) {
+                    throw new IllegalStateException("closed meanwhile");
+                }
+                waiters.execute(() -> {
+                    try {
+                        t.await();
+                    } finally {
+                        released(session);
+                    }
+                });
+            } catch (RuntimeException e) { // also a rejected wait: too many at once
+                t.fail("setting up its queue pairs failed: " + e.getMessage());
+                t.teardown();
+                released(session);
+                return RdmaTransport.refusal(e.getMessage());
+            }
+            return QpSetup.of(ch, t.domain).encode(RdmaTransport.OK, new byte[0]);
         } catch (RuntimeException e) {
-            t.fail("setting up its queue pairs failed: " + e.getMessage());
-            return RdmaTransport.refusal(e.getMessage());
+            released(session);
+            throw e;
         }
-        transport.execute(t::await);
-        return QpSetup.of(ch, transport.context()).encode(RdmaTransport.OK, new byte[0]);
     }
 
-    /** A push opened here and not yet landed, failed or closed. */
+    private synchronized void released(ControlChannel.Session session) {
+        bySession.computeIfPresent(session, (k, v) -> v > 1 ? v - 1 : null);
+    }
+
+    /**
+     * A push opened here. Its queue pairs and protection domain are torn down by exactly one thread: the one that
+     * claimed them (setting up, then waiting), or, when no sender came, whoever ends the target. Others only fail
+     * the queue pairs, which wakes the waiter.
+     */
     private final class Target implements PushTransport.PushTarget {
         final int id;
         final long token;
+        final VerbsContext domain;
         final List<VerbsContext.MemoryRegion> regions;
         final long[] addresses;
-        final int[] rkeys;
-        final long[] lengths;
         final byte[] ticket;
         final CompletableFuture<Void> landed = new CompletableFuture<>();
         volatile long deadlineNanos;
-        ScheduledFuture<?> timeout;
+        volatile ScheduledFuture<?> timeout;
         /** Guarded by this. */
         private QpChannel channel;
         private int expected;
         private boolean over;
+        private boolean torn;
 
-        Target(int id, long token, List<VerbsContext.MemoryRegion> regions, InetSocketAddress control,
-               long[] addresses, int[] rkeys, long[] lengths) {
+        Target(int id, long token, VerbsContext domain, List<VerbsContext.MemoryRegion> regions,
+               InetSocketAddress control, long[] addresses, int[] rkeys, long[] lengths) {
             this.id = id;
             this.token = token;
+            this.domain = domain;
             this.regions = regions;
             this.addresses = addresses;
-            this.rkeys = rkeys;
-            this.lengths = lengths;
             byte[] addr = control.getAddress().getAddress();
             ByteBuffer b = ByteBuffer.allocate(2 + addr.length + 2 + 4 + 8 + 4 + addresses.length * 20);
             b.put((byte) VERSION).put((byte) addr.length).put(addr).putShort((short) control.getPort()).putInt(id)
@@ -217,51 +273,51 @@ final class Pushes {
             return landed;
         }
 
-        synchronized boolean connect(QpChannel ch, int expected) {
+        /** Queue pairs in this push's domain, owned by the caller from now on; null when it is taken or over. */
+        synchronized QpChannel claim(int queuePairs, int expected) {
             if (over || channel != null) {
-                return false;
+                return null;
             }
-            this.channel = ch;
+            this.channel = transport.whileOpen(() -> QpChannel.create(domain, queuePairs, 1, 1,
+                    VerbsContext.REMOTE_WRITE));
             this.expected = expected;
-            return true;
+            return channel;
         }
 
-        /** Waits for the immediates on the fetch threads, then ends the target either way. */
+        synchronized boolean isOver() {
+            return over;
+        }
+
+        /** On the wait thread: the immediates, then the end either way, then the teardown. */
         void await() {
-            QpChannel ch;
-            int want;
-            synchronized (this) {
-                ch = channel;
-                want = expected;
-            }
-            int got = 0;
-            String failure = null;
-            while (got < want && failure == null) {
-                synchronized (this) {
-                    if (over) {
-                        return; // failed or closed meanwhile: already ended
+            try {
+                int got = 0;
+                String failure = null;
+                while (got < expected && failure == null && !isOver()) {
+                    long left = deadlineNanos - System.nanoTime();
+                    if (left <= 0) {
+                        failure = "the push did not land within its timeout";
+                        break;
+                    }
+                    int k = channel.poll((int) Math.min(POLL_SLICE_MILLIS, TimeUnit.NANOSECONDS.toMillis(left) + 1));
+                    for (int i = 0; i < k && failure == null; i++) {
+                        if (channel.status[i] != QpChannel.WC_SUCCESS) {
+                            failure = Verbs.completionStatus(channel.status[i]) + " while receiving";
+                        } else if (channel.opcode[i] == WC_RECV_RDMA_WITH_IMM && channel.imm[i] == id) {
+                            got++;
+                        } else {
+                            failure = "a completion that is not this push's immediate (opcode " + channel.opcode[i]
+                                    + ")";
+                        }
                     }
                 }
-                long left = deadlineNanos - System.nanoTime();
-                if (left <= 0) {
-                    failure = "the push did not land within its timeout";
-                    break;
+                if (failure == null && got == expected) {
+                    end(null);
+                } else if (failure != null) {
+                    fail(failure);
                 }
-                int k = ch.poll((int) Math.min(POLL_SLICE_MILLIS, TimeUnit.NANOSECONDS.toMillis(left) + 1));
-                for (int i = 0; i < k && failure == null; i++) {
-                    if (ch.status[i] != QpChannel.WC_SUCCESS) {
-                        failure = Verbs.completionStatus(ch.status[i]) + " while receiving";
-                    } else if (ch.opcode[i] == WC_RECV_RDMA_WITH_IMM && ch.imm[i] == id) {
-                        got++;
-                    } else {
-                        failure = "a completion that is not this push's immediate (opcode " + ch.opcode[i] + ")";
-                    }
-                }
-            }
-            if (failure == null) {
-                end(null);
-            } else {
-                fail(failure);
+            } finally {
+                teardown();
             }
         }
 
@@ -275,33 +331,49 @@ final class Pushes {
                     + ": closed by the receiver before it landed"));
         }
 
-        /** Deregisters the spans and destroys the queue pairs (no write lands after), then completes. */
+        /** Closes the spans to writes at once and completes; the queue pairs' owner tears them down. */
         private void end(TransferException failure) {
-            QpChannel ch;
+            QpChannel claimed;
             synchronized (this) {
                 if (over) {
                     return;
                 }
                 over = true;
-                ch = channel;
+                claimed = channel;
+                if (claimed != null && failure != null && !torn) {
+                    claimed.fail(); // wakes its owner, who tears it down (under this lock: not before this returns)
+                }
             }
             pending.remove(id, this);
-            if (timeout != null) {
-                timeout.cancel(false);
-            }
-            if (ch != null) {
-                if (failure != null) {
-                    ch.fail();
-                }
-                RdmaTransport.closeQuietly(ch);
+            ScheduledFuture<?> t = timeout;
+            if (t != null) {
+                t.cancel(false);
             }
             regions.forEach(RdmaTransport::closeQuietly);
+            if (claimed == null) {
+                teardown(); // no sender came: nobody else owns anything of this push
+            }
             if (failure == null) {
                 landed.complete(null);
             } else {
                 LOG.debug("{}", failure.getMessage());
                 landed.completeExceptionally(failure);
             }
+        }
+
+        /** Destroys the queue pairs and the domain, once; by their owner, after the spans were deregistered. */
+        void teardown() {
+            synchronized (this) { // with end()'s fail(): never destroyed under it
+                if (torn) {
+                    return;
+                }
+                torn = true;
+                if (channel != null) {
+                    RdmaTransport.closeQuietly(channel);
+                }
+            }
+            regions.forEach(RdmaTransport::closeQuietly);
+            RdmaTransport.closeQuietly(domain);
         }
     }
 
@@ -367,9 +439,9 @@ final class Pushes {
         QpChannel ch = transport.channel(config.queuePairs(), config.sendQueueDepth(), 0, 0);
         try {
             int window = ch.queuePairs() * ch.sendQueueDepth;
-            int lastCount = n - (n - 1) / window * window;
-            int expected = Math.min(ch.queuePairs(), lastCount);
-            byte[] fields = ByteBuffer.allocate(16).putInt(ticket.id).putLong(ticket.token).putInt(expected).array();
+            // The receiver works out the immediates to expect from the span count and the queues' shape.
+            byte[] fields = ByteBuffer.allocate(20).putInt(ticket.id).putLong(ticket.token).putInt(n)
+                    .putInt(ch.sendQueueDepth).array();
             byte[] answer;
             try {
                 answer = transport.peer(ticket.control).call(QpSetup.of(ch, transport.context())
@@ -434,14 +506,19 @@ final class Pushes {
         }
     }
 
-    /** Fails every push still awaited here; the transport is closing. */
+    /**
+     * Fails every push still awaited here and waits up to 5 s for their wait threads, which tear their queue pairs
+     * down; the transport is closing.
+     */
     void close() {
         for (Target t : pending.values()) {
             t.fail("the RDMA transport closed");
         }
         timer.shutdownNow();
+        waiters.shutdown();
         try {
             timer.awaitTermination(5, TimeUnit.SECONDS);
+            waiters.awaitTermination(5, TimeUnit.SECONDS);
         } catch (InterruptedException e) {
             Thread.currentThread().interrupt();
         }

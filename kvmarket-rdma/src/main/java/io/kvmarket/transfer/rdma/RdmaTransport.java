@@ -405,24 +405,29 @@ public final class RdmaTransport implements Transport, PushTransport {
         }
     }
 
-    /** Registers memory with the device, unless this transport closed. */
-    VerbsContext.MemoryRegion register(long address, long length, int access, boolean cuda) {
+    /**
+     * Runs {@code body}, which makes verbs objects from the device, unless this transport closed: close() tears the
+     * device down only once no such body runs.
+     *
+     * @throws IllegalStateException when the transport is closed
+     */
+    <T> T whileOpen(java.util.function.Supplier<T> body) {
         synchronized (life) {
             if (closed) {
                 throw new IllegalStateException("RDMA transport closed");
             }
-            return ctx.register(address, length, access, cuda);
+            return body.get();
         }
     }
 
-    /** Creates queue pairs, unless this transport closed. */
+    /** Registers memory in the device's own protection domain, unless this transport closed. */
+    VerbsContext.MemoryRegion register(long address, long length, int access, boolean cuda) {
+        return whileOpen(() -> ctx.register(address, length, access, cuda));
+    }
+
+    /** Creates queue pairs in the device's own protection domain, unless this transport closed. */
     QpChannel channel(int queuePairs, int sendQueueDepth, int receiveQueueDepth, int access) {
-        synchronized (life) {
-            if (closed) {
-                throw new IllegalStateException("RDMA transport closed");
-            }
-            return QpChannel.create(ctx, queuePairs, sendQueueDepth, receiveQueueDepth, access);
-        }
+        return whileOpen(() -> QpChannel.create(ctx, queuePairs, sendQueueDepth, receiveQueueDepth, access));
     }
 
     /** Brings a channel to RTS against the peer's half, within this device's and this configuration's limits. */
@@ -441,15 +446,6 @@ public final class RdmaTransport implements Transport, PushTransport {
 
     boolean isClosed() {
         return closed;
-    }
-
-    /** Runs {@code task} on a fetch thread; when the transport is closing it runs here, and sees the close. */
-    void execute(Runnable task) {
-        try {
-            fetchers.execute(task);
-        } catch (RejectedExecutionException e) {
-            task.run();
-        }
     }
 
     /** The control connection to {@code control}, shared with pulls from it. */
@@ -582,7 +578,7 @@ public final class RdmaTransport implements Transport, PushTransport {
             return new byte[] {OK};
         }
         if (request.length > 0 && request[0] == Pushes.PUSH_CONNECT) {
-            return closed ? refusal("the RDMA transport is closing") : pushes.answerConnect(in);
+            return closed ? refusal("the RDMA transport is closing") : pushes.answerConnect(session, in);
         }
         if (request.length == 0 || request[0] != CONNECT) {
             throw new IOException("unknown RDMA control request of " + request.length + " bytes");

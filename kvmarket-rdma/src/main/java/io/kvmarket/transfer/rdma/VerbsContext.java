@@ -1,8 +1,9 @@
 package io.kvmarket.transfer.rdma;
 
 /**
- * One opened port of an RDMA device with its protection domain: what this process registers memory in and creates
- * queue pairs on. Thread-safe; close it after every registration and channel made from it.
+ * One opened port of an RDMA device with its protection domain, or another protection domain on the same port
+ * ({@link #openDomain}): what this process registers memory in and creates queue pairs on. Thread-safe; close it
+ * after every registration, channel and domain made from it.
  */
 final class VerbsContext implements AutoCloseable {
 
@@ -27,6 +28,26 @@ final class VerbsContext implements AutoCloseable {
         this.gid = gid;
         this.maxReadDepth = info[5];
         this.maxWorkRequests = info[6];
+    }
+
+    private VerbsContext(long handle, VerbsContext device) {
+        this.handle = handle;
+        this.port = device.port;
+        this.lid = device.lid;
+        this.mtu = device.mtu;
+        this.gid = device.gid;
+        this.maxReadDepth = device.maxReadDepth;
+        this.maxWorkRequests = device.maxWorkRequests;
+    }
+
+    /**
+     * A protection domain of its own on this device and port: its queue pairs reach only its registrations, and
+     * this context's queue pairs none of its. Close it (after what was made in it) before this context.
+     */
+    VerbsContext openDomain() {
+        long[] out = new long[1];
+        Verbs.check("open a protection domain", VerbsLib.kvm_rdma_domain_open(handle, out));
+        return new VerbsContext(out[0], this);
     }
 
     /**

@@ -29,6 +29,8 @@ final class VerbsLib {
                                     @Cast("uint64_t*") long[] ctxOut, @Cast("int32_t*") int[] info,
                                     @Cast("uint8_t*") byte[] gid);
 
+    static native int kvm_rdma_domain_open(@Cast("uint64_t") long ctx, @Cast("uint64_t*") long[] domainOut);
+
     static native int kvm_rdma_close(@Cast("uint64_t") long ctx);
 
     static native int kvm_rdma_reg(@Cast("uint64_t") long ctx, @Cast("uint64_t") long addr,

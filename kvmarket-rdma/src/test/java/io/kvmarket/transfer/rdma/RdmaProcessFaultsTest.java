@@ -128,7 +128,7 @@ class RdmaProcessFaultsTest {
     void aPusherKilledMidPushFailsTheReceiversWaitAndLeavesNothingOpen() throws InterruptedException {
         ChildJvm receiver = receiver(5_000);
         ChildJvm pusher = pusher(receiver, "KVM_FAKE_VERBS_DELAY_US=2000");
-        assertEquals("LIVE 1 1 1 4", liveUntil(receiver, "LIVE 1 1 1 4"), "the push under way: its spans (back to back: one registration), 4 queue pairs");
+        assertEquals("LIVE 2 1 1 4", liveUntil(receiver, "LIVE 2 1 1 4"), "the push under way: its own protection domain, its spans (back to back: one registration), 4 queue pairs");
         pusher.kill();
         assertTrue(receiver.awaitLine("LANDED", WAIT).startsWith("LANDED failed"), "no immediate came: a miss");
         assertEquals("LIVE 1 0 0 0", liveUntil(receiver, "LIVE 1 0 0 0"));
@@ -138,7 +138,7 @@ class RdmaProcessFaultsTest {
     void aReceiverKilledMidPushIsASourceGoneFailureAtTheSender() throws InterruptedException {
         ChildJvm receiver = receiver(30_000);
         ChildJvm pusher = pusher(receiver, "KVM_FAKE_VERBS_DELAY_US=2000");
-        assertEquals("LIVE 1 1 1 4", liveUntil(receiver, "LIVE 1 1 1 4"));
+        assertEquals("LIVE 2 1 1 4", liveUntil(receiver, "LIVE 2 1 1 4"));
         receiver.kill();
         assertTrue(pusher.awaitLine("PUSHED", WAIT).startsWith("PUSHED SOURCE_GONE"), "the receiver stopped answering");
         assertEquals("LIVE 1 1 0 0", liveUntil(pusher, "LIVE 1 1 0 0"), "its source registration only");
