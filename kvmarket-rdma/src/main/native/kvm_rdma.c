@@ -28,6 +28,8 @@
 #include <unistd.h>
 
 #define KVM_MAX_QP 64
+/* Most SGEs per work request: segments back to back at the remote end that one READ or WRITE carries. */
+#define KVM_MAX_SGE 16
 #define KVM_ACK_BATCH 32 /* acknowledge CQ events in batches of this many (ibv_ack_cq_events takes a lock) */
 #define KVM_POLL_CHUNK 32
 
@@ -105,6 +107,8 @@ struct kvm_ctx {
     int max_qp_init_rd_atom; /* initiator depth limit */
     int max_qp_wr;
     int max_cqe;
+    int max_sge;    /* SGEs per send work request (min of the device's and KVM_MAX_SGE) */
+    int max_sge_rd; /* SGEs per RDMA READ work request */
     atomic_int users; /* open MRs + channels */
 };
 
@@ -424,6 +428,12 @@ int kvm_rdma_open(const char *dev_name, int32_t port, int32_t gid_index, uint64_
     ctx->max_qp_init_rd_atom = da.max_qp_init_rd_atom;
     ctx->max_qp_wr = da.max_qp_wr;
     ctx->max_cqe = da.max_cqe;
+    ctx->max_sge = da.max_sge < KVM_MAX_SGE ? da.max_sge : KVM_MAX_SGE;
+    if (ctx->max_sge < 1)
+        ctx->max_sge = 1;
+    ctx->max_sge_rd = da.max_sge_rd < ctx->max_sge ? da.max_sge_rd : ctx->max_sge;
+    if (ctx->max_sge_rd < 1)
+        ctx->max_sge_rd = 1;
 
     union ibv_gid g;
     memset(&g, 0, sizeof g);
@@ -770,7 +780,7 @@ int kvm_rdma_channel_create(uint64_t h, int32_t nqp, int32_t sq_depth, int32_t r
         ia.recv_cq = ch->cq;
         ia.cap.max_send_wr = (uint32_t)sq_depth;
         ia.cap.max_recv_wr = (uint32_t)rq_depth;
-        ia.cap.max_send_sge = 1;
+        ia.cap.max_send_sge = (uint32_t)ctx->max_sge;
         ia.cap.max_recv_sge = 1;
         ia.cap.max_inline_data = 0;
         ia.qp_type = IBV_QPT_RC;
@@ -956,6 +966,7 @@ static int scratch_reserve(struct kvm_channel *ch, size_t bytes)
 /* Work requests built and posted at a time within a run (see kvm_rdma_post). */
 #define KVM_POST_SLICE 128
 
+
 /* kvm_rdma_post and kvm_rdma_post_keyed: rkeys, when set, gives each segment its own remote key. */
 static int post_runs(uint64_t h, int32_t op, uint64_t wr_id_base, uint64_t local_base, int32_t lkey,
                      uint64_t remote_base, int32_t rkey, const int32_t *rkeys, const int64_t *local_off,
@@ -982,6 +993,8 @@ static int post_runs(uint64_t h, int32_t op, uint64_t wr_id_base, uint64_t local
                      uint64_t remote_base, int32_t rkey, const int32_t *rkeys, const int64_t *local_off,
                      const int64_t *remote_off, const int64_t *len, int32_t count, int32_t imm)
 {
+    int merge = (op & KVM_RDMA_POST_MERGE) != 0;
+    op &= ~KVM_RDMA_POST_MERGE;
     struct kvm_channel *ch = ptr_of(h);
     if (!ch)
         return FAIL(KVM_RDMA_EINVAL, "kvm_rdma_post: null channel");
@@ -1010,8 +1023,9 @@ static int post_runs(uint64_t h, int32_t op, uint64_t wr_id_base, uint64_t local
                     count, ch->nqp, longest, ch->sq_depth);
     if (ch->state != CH_CONNECTED)
         return FAIL(KVM_RDMA_ESTATE, "kvm_rdma_post: channel %s", ch->state == CH_INIT ? "not connected" : "in error");
+    int max_sge = !merge ? 1 : op == KVM_RDMA_OP_READ ? ch->ctx->max_sge_rd : ch->ctx->max_sge;
     int slice = longest < KVM_POST_SLICE ? longest : KVM_POST_SLICE;
-    if (scratch_reserve(ch, (size_t)slice * (sizeof(struct ibv_send_wr) + sizeof(struct ibv_sge))))
+    if (scratch_reserve(ch, (size_t)slice * (sizeof(struct ibv_send_wr) + (size_t)max_sge * sizeof(struct ibv_sge))))
         return FAIL(KVM_RDMA_ENOMEM, "kvm_rdma_post: out of memory for %d work requests", slice);
     struct ibv_send_wr *wrs = ch->scratch;
     struct ibv_sge *sges = (struct ibv_sge *)(wrs + slice);
@@ -1019,30 +1033,46 @@ static int post_runs(uint64_t h, int32_t op, uint64_t wr_id_base, uint64_t local
     enum ibv_wr_opcode plain = op == KVM_RDMA_OP_READ ? IBV_WR_RDMA_READ : IBV_WR_RDMA_WRITE;
     int32_t seg = 0;
     for (int q = 0; q < runs; q++) {
-        int n = per + (q < extra ? 1 : 0);
+        int32_t end = seg + per + (q < extra ? 1 : 0);
         /* A run goes out as chained posts of at most KVM_POST_SLICE work requests: the same queue order, with the
-         * scratch they are built in small enough to stay in cache (building all 8,192 of an import first cost more
-         * in cache misses than the extra posts). Only the run's last work request is signaled. */
-        for (int done = 0; done < n;) {
-            int m = n - done < slice ? n - done : slice;
-            for (int j = 0; j < m; j++, seg++) {
-                struct ibv_send_wr *w = &wrs[j];
-                struct ibv_sge *s = &sges[j];
-                s->addr = local_base + (uint64_t)local_off[seg];
-                s->length = (uint32_t)len[seg];
-                s->lkey = (uint32_t)lkey;
-                w->wr_id = wr_id_base + (uint64_t)seg;
-                w->next = j + 1 < m ? &wrs[j + 1] : NULL;
-                w->sg_list = s;
-                w->num_sge = len[seg] > 0 ? 1 : 0; /* zero-length RDMA: no SGE */
+         * scratch they are built in small enough to stay in cache. Segments back to back at the remote end (same
+         * key) share one work request, one SGE each, up to the device's SGE limit: an import reads a chunk's
+         * region of all its blocks in one READ. Only the run's last work request is signaled. */
+        while (seg < end) {
+            int m = 0;
+            int used = 0;
+            while (m < slice && seg < end) {
+                struct ibv_send_wr *w = &wrs[m];
+                struct ibv_sge *s0 = &sges[used];
+                uint64_t raddr = remote_base + (uint64_t)remote_off[seg];
+                int32_t key = rkeys ? rkeys[seg] : rkey;
+                uint64_t total = 0;
+                int n = 0;
+                do {
+                    struct ibv_sge *s = &s0[n++];
+                    s->addr = local_base + (uint64_t)local_off[seg];
+                    s->length = (uint32_t)len[seg];
+                    s->lkey = (uint32_t)lkey;
+                    total += (uint64_t)len[seg];
+                    seg++;
+                } while (seg < end && n < max_sge && (rkeys ? rkeys[seg] : rkey) == key
+                         && remote_base + (uint64_t)remote_off[seg] == raddr + total
+                         && total + (uint64_t)len[seg] <= 0x7fffffffu);
+                used += n;
+                w->wr_id = wr_id_base + (uint64_t)(seg - n); /* its first segment */
+                w->next = NULL;
+                if (m > 0)
+                    wrs[m - 1].next = w;
+                w->sg_list = total > 0 ? s0 : NULL;
+                w->num_sge = total > 0 ? n : 0; /* zero-length RDMA: no SGE */
                 w->opcode = plain;
                 w->send_flags = 0;
                 w->imm_data = 0;
-                w->wr.rdma.remote_addr = remote_base + (uint64_t)remote_off[seg];
-                w->wr.rdma.rkey = (uint32_t)(rkeys ? rkeys[seg] : rkey);
+                w->wr.rdma.remote_addr = raddr;
+                w->wr.rdma.rkey = (uint32_t)key;
+                m++;
             }
-            done += m;
-            if (done == n) {
+            if (seg == end) {
                 struct ibv_send_wr *last = &wrs[m - 1];
                 last->send_flags = IBV_SEND_SIGNALED;
                 if (op == KVM_RDMA_OP_WRITE_WITH_IMM) {
@@ -1057,10 +1087,10 @@ static int post_runs(uint64_t h, int32_t op, uint64_t wr_id_base, uint64_t local
                 long bi = bad ? (long)(bad - wrs) : -1;
                 if (bi < 0 || bi >= m)
                     bi = -1;
-                long at = bi >= 0 ? (long)(seg - m + bi) : -1L;
+                long at = bi >= 0 ? (long)(wrs[bi].wr_id - wr_id_base) : -1L;
                 return fail_errno(verbs_errno(r), "ibv_post_send",
-                                  "%s QP %d (qpn %u): bad_wr %ld of a slice of %d of the run of %d (segment %ld; %d "
-                                  "earlier runs of %d posted)", ch->ctx->name, q, ch->qpn[q], bi, m, n, at, q, runs);
+                                  "%s QP %d (qpn %u): bad_wr %ld of a slice of %d (segment %ld; %d earlier runs of %d "
+                                  "posted)", ch->ctx->name, q, ch->qpn[q], bi, m, at, q, runs);
             }
         }
     }

@@ -47,6 +47,9 @@ extern "C" {
 #define KVM_RDMA_OP_WRITE 1          /* RDMA WRITE: local -> remote */
 #define KVM_RDMA_OP_WRITE_WITH_IMM 2 /* RDMA WRITE; the last WR of each QP's run carries the immediate */
 
+/* Or'ed into the op of kvm_rdma_post / kvm_rdma_post_keyed: segments back to back at the remote end share a WR. */
+#define KVM_RDMA_POST_MERGE 0x100
+
 /* Completion opcodes reported by kvm_rdma_poll (values of enum ibv_wc_opcode). */
 #define KVM_RDMA_WC_RDMA_WRITE 1
 #define KVM_RDMA_WC_RDMA_READ 2
@@ -124,8 +127,12 @@ int kvm_rdma_channel_destroy(uint64_t channel);
  * Posts count work requests of opcode op as one call: segment i moves len[i] bytes between local_base + local_off[i]
  * (lkey) and remote_base + remote_off[i] (rkey). The segments are split into runs = min(nqp, count) contiguous runs
  * on QPs 0..runs-1, in order, run q of count / runs segments plus one more when q < count % runs, each
- * posted in order as chained ibv_post_send calls of up to 128 WRs (built in a small scratch that stays in cache);
- * wr_id of segment i is wr_id_base + i; only the last WR of each run is
+ * posted in order as chained ibv_post_send calls of up to 128 WRs (built in a small scratch that stays in cache).
+ * With KVM_RDMA_POST_MERGE or'ed into op, consecutive segments of a run that lie back to back at the remote end
+ * (same key) share one WR, one SGE each (up to the device's SGE limit, at most 16): an import's reads of one chunk
+ * region into scattered blocks are one READ. A WR's wr_id is wr_id_base + the index of its first segment (without
+ * merging: of its segment), so an error completion's wr_id says which segments of the run landed before it (those
+ * before that index). Only the last WR of each run is
  * signaled (RC completes a QP's work in order, so its completion covers the run); with
  * KVM_RDMA_OP_WRITE_WITH_IMM that last WR carries imm (host order; sent in network order). Each run must fit its
  * QP's free send slots (Java keeps at most sq_depth unsignaled-and-unpolled WRs per QP). Returns the number of runs

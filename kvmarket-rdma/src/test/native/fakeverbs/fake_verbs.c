@@ -111,7 +111,7 @@
 #define FAKE_DEV_NAME "kvmfake0"
 #define FAKE_MAX_QP_WR 16384
 #define FAKE_MAX_CQE (1 << 20)
-#define FAKE_MAX_SGE 1
+#define FAKE_MAX_SGE 16
 #define FAKE_MAX_RD_ATOM 16
 #define FAKE_MAX_MSG (1u << 31)
 #define CHUNK (1u << 20)
@@ -1437,6 +1437,14 @@ EXPORT struct ibv_qp *ibv_create_qp(struct ibv_pd *pd, struct ibv_qp_init_attr *
         free(q);
         errno = ENOMEM;
         return NULL;
+    }
+    /* A NIC's queues are pinned when the QP is created: touch every page of the send queue now (calloc's pages are
+     * mapped lazily), so posts never take page faults */
+    {
+        volatile char *p = (volatile char *)q->sq;
+        size_t bytes = (q->max_send_wr ? q->max_send_wr : 1) * sizeof(*q->sq);
+        for (size_t off = 0; off < bytes; off += 4096)
+            p[off] = 0;
     }
     q->fc = (struct fctx *)pd->context;
     q->sq_sig_all = ia->sq_sig_all;

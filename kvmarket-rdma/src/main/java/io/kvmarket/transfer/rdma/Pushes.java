@@ -270,7 +270,7 @@ final class Pushes {
 
         @Override
         public CompletableFuture<Void> landed() {
-            return landed;
+            return landed.copy(); // a caller completing its copy changes nothing here
         }
 
         /** Queue pairs in this push's domain, owned by the caller from now on; null when it is taken or over. */
@@ -466,7 +466,8 @@ final class Pushes {
                 int count = Math.min(window, n - start);
                 boolean last = start + count == n;
                 int runs = Verbs.check("post " + count + " writes", VerbsLib.kvm_rdma_post_keyed(ch.handle,
-                        last ? QpChannel.OP_WRITE_WITH_IMM : QpChannel.OP_WRITE, start, local.address, local.lkey,
+                        (last ? QpChannel.OP_WRITE_WITH_IMM : QpChannel.OP_WRITE) | QpChannel.MERGE, start,
+                        local.address, local.lkey,
                         Arrays.copyOfRange(ticket.rkeys, start, start + count),
                         Arrays.copyOfRange(srcOffsets, start, start + count),
                         Arrays.copyOfRange(ticket.addresses, start, start + count),

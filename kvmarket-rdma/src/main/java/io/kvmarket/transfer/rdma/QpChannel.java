@@ -12,6 +12,8 @@ final class QpChannel implements AutoCloseable {
     static final int OP_READ = 0;
     static final int OP_WRITE = 1;
     static final int OP_WRITE_WITH_IMM = 2;
+    /** Or'ed into an op: segments back to back at the remote end share a work request (one SGE each). */
+    static final int MERGE = 0x100;
     static final int WC_SUCCESS = 0;
 
     private static final SecureRandom RANDOM = new SecureRandom();

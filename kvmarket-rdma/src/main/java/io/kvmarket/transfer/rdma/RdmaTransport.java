@@ -466,7 +466,8 @@ public final class RdmaTransport implements Transport, PushTransport {
         for (int start = 0; start < n; start += window) {
             int count = Math.min(window, n - start);
             boolean whole = start == 0 && count == n;
-            int runs = ch.post(QpChannel.OP_READ, start, local.address, local.lkey, source.address(), source.rkey(),
+            int runs = ch.post(QpChannel.OP_READ | QpChannel.MERGE, start, local.address, local.lkey, source.address(),
+                    source.rkey(),
                     whole ? plan.localOff : Arrays.copyOfRange(plan.localOff, start, start + count),
                     whole ? plan.remoteOff : Arrays.copyOfRange(plan.remoteOff, start, start + count),
                     whole ? plan.length : Arrays.copyOfRange(plan.length, start, start + count), count);
