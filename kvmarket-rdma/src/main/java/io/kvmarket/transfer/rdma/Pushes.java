@@ -46,10 +46,6 @@ final class Pushes {
     private static final Logger LOG = LoggerFactory.getLogger(Pushes.class);
     private static final SecureRandom RANDOM = new SecureRandom();
     private static final int VERSION = 1;
-    private static final int WC_RECV_RDMA_WITH_IMM = 129;
-    private static final int WC_REM_ACCESS_ERR = 10;
-    private static final int WC_RETRY_EXC_ERR = 12;
-    private static final int POLL_SLICE_MILLIS = 100;
     /** Pushes under way at once on one receiver: each has a thread waiting for its immediates. */
     static final int MAX_CONNECTED_PUSHES = 64;
 
@@ -294,16 +290,15 @@ final class Pushes {
                 int got = 0;
                 String failure = null;
                 while (got < expected && failure == null && !isOver()) {
-                    long left = deadlineNanos - System.nanoTime();
-                    if (left <= 0) {
+                    if (deadlineNanos - System.nanoTime() <= 0) {
                         failure = "the push did not land within its timeout";
                         break;
                     }
-                    int k = channel.poll((int) Math.min(POLL_SLICE_MILLIS, TimeUnit.NANOSECONDS.toMillis(left) + 1));
+                    int k = channel.pollBefore(deadlineNanos);
                     for (int i = 0; i < k && failure == null; i++) {
                         if (channel.status[i] != QpChannel.WC_SUCCESS) {
                             failure = Verbs.completionStatus(channel.status[i]) + " while receiving";
-                        } else if (channel.opcode[i] == WC_RECV_RDMA_WITH_IMM && channel.imm[i] == id) {
+                        } else if (channel.opcode[i] == QpChannel.WC_RECV_RDMA_WITH_IMM && channel.imm[i] == id) {
                             got++;
                         } else {
                             failure = "a completion that is not this push's immediate (opcode " + channel.opcode[i]
@@ -413,8 +408,8 @@ final class Pushes {
                     lengths[i] = b.getLong();
                     if (lengths[i] <= 0 || lengths[i] > Integer.MAX_VALUE || addresses[i] < 0
                             || addresses[i] + lengths[i] < 0) {
-                        throw new IllegalArgumentException("push ticket span " + i + " of " + lengths[i] + " bytes at 0x"
-                                + Long.toHexString(addresses[i]));
+                        throw new IllegalArgumentException("push ticket span " + i + " of " + lengths[i]
+                                + " bytes at 0x" + Long.toHexString(addresses[i]));
                     }
                 }
                 InetAddress host = InetAddress.getByAddress(addr);
@@ -487,19 +482,18 @@ final class Pushes {
             if (transport.isClosed()) {
                 throw new TransferException(TransferFailure.FAILED, "RDMA transport closed");
             }
-            long left = deadline - System.nanoTime();
-            if (left <= 0) {
+            if (deadline - System.nanoTime() <= 0) {
                 throw new TransferException(TransferFailure.FAILED, "push to " + ticket.control
                         + " not complete within its deadline");
             }
-            int k = ch.poll((int) Math.min(POLL_SLICE_MILLIS, TimeUnit.NANOSECONDS.toMillis(left) + 1));
+            int k = ch.pollBefore(deadline);
             for (int i = 0; i < k; i++) {
                 int status = ch.status[i];
                 if (status != QpChannel.WC_SUCCESS) {
                     // The receiver withdrew its spans (timed out, closed) or stopped answering.
-                    throw new TransferException(status == WC_RETRY_EXC_ERR ? TransferFailure.SOURCE_GONE
+                    throw new TransferException(status == QpChannel.WC_RETRY_EXC_ERR ? TransferFailure.SOURCE_GONE
                             : TransferFailure.FAILED, "push to " + ticket.control + " failed: "
-                            + Verbs.completionStatus(status) + (status == WC_REM_ACCESS_ERR
+                            + Verbs.completionStatus(status) + (status == QpChannel.WC_REM_ACCESS_ERR
                             ? ": the receiver withdrew its spans (timed out or closed)" : ""));
                 }
                 got++;

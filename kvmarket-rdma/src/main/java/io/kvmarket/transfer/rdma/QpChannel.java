@@ -14,7 +14,13 @@ final class QpChannel implements AutoCloseable {
     static final int OP_WRITE_WITH_IMM = 2;
     /** Or'ed into an op: segments back to back at the remote end share a work request (one SGE each). */
     static final int MERGE = 0x100;
+    /** Work completion statuses and opcodes (enum ibv_wc_status, ibv_wc_opcode) the transport tells apart. */
     static final int WC_SUCCESS = 0;
+    static final int WC_REM_ACCESS_ERR = 10;
+    static final int WC_RETRY_EXC_ERR = 12;
+    static final int WC_RECV_RDMA_WITH_IMM = 129;
+    /** Longest single wait on the completion channel, so that a close() is noticed. */
+    static final int POLL_SLICE_MILLIS = 100;
 
     private static final SecureRandom RANDOM = new SecureRandom();
 
@@ -94,6 +100,17 @@ final class QpChannel implements AutoCloseable {
         int n = VerbsLib.kvm_rdma_poll(handle, wrIds.length, timeoutMillis, wrIds, status, opcode, byteLen, imm,
                 qpIndex);
         return n == -6 ? 0 : Verbs.check("poll completions", n);
+    }
+
+    /**
+     * Waits for completions for at most {@link #POLL_SLICE_MILLIS}, and not past {@code deadlineNanos}
+     * (System.nanoTime), so that the caller sees a close or its deadline in time.
+     *
+     * @return how many landed in the arrays, 0 when none came
+     */
+    int pollBefore(long deadlineNanos) {
+        long left = java.util.concurrent.TimeUnit.NANOSECONDS.toMillis(deadlineNanos - System.nanoTime()) + 1;
+        return poll((int) Math.max(0, Math.min(POLL_SLICE_MILLIS, left)));
     }
 
     /** Moves every queue pair to the error state: what is outstanding completes with flush errors. */

@@ -62,11 +62,6 @@ public final class RdmaTransport implements Transport, PushTransport {
     private static final byte RELEASE = 3;
     static final byte OK = 0;
     private static final byte REFUSED = 1;
-    /** Statuses of work completions (enum ibv_wc_status) that mean the peer or its registration is gone. */
-    private static final int WC_REM_ACCESS_ERR = 10;
-    private static final int WC_RETRY_EXC_ERR = 12;
-    /** Longest single wait on the completion channel, so a close() is noticed. */
-    private static final int POLL_SLICE_MILLIS = 100;
 
     private final Device device;
     private final long nodeId;
@@ -283,29 +278,7 @@ public final class RdmaTransport implements Transport, PushTransport {
                     : TransferFailure.UNREACHABLE, "RDMA transport cannot register the destination: " + e.getMessage(),
                     e));
         }
-        CompletableFuture<Void> done = new CompletableFuture<>();
-        running.add(done);
-        done.whenComplete((ok, error) -> running.remove(done));
-        try {
-            fetchers.execute(() -> {
-                try {
-                    pull(source, plan, local.region);
-                    done.complete(null);
-                } catch (TransferException e) {
-                    done.completeExceptionally(e);
-                } catch (RuntimeException | Error e) { // an Error too: the engine must not wait forever
-                    done.completeExceptionally(new TransferException(TransferFailure.FAILED,
-                            "RDMA fetch from " + source.control() + " failed: " + e, e));
-                    if (e instanceof Error) {
-                        throw e;
-                    }
-                }
-            });
-        } catch (RejectedExecutionException e) {
-            done.completeExceptionally(new TransferException(TransferFailure.FAILED, closed ? "RDMA transport closed"
-                    : "RDMA transport has " + fetchers.getQueue().size() + " fetches queued; refusing more"));
-        }
-        return done;
+        return transfer("RDMA fetch from " + source.control(), () -> pull(source, plan, local.region));
     }
 
     /**
@@ -349,19 +322,26 @@ public final class RdmaTransport implements Transport, PushTransport {
                     + e.getMessage(), e));
         }
         long[] offsets = srcOffsets.clone();
+        return transfer("RDMA push to " + t.control(), () -> pushes.push(t, local, offsets));
+    }
+
+    /**
+     * Runs one transfer on a fetch thread; every failure completes the future with a {@link TransferException}, an
+     * Error too (the engine must not wait forever).
+     */
+    private CompletableFuture<Void> transfer(String what, Runnable body) {
         CompletableFuture<Void> done = new CompletableFuture<>();
         running.add(done);
         done.whenComplete((ok, error) -> running.remove(done));
         try {
             fetchers.execute(() -> {
                 try {
-                    pushes.push(t, local, offsets);
+                    body.run();
                     done.complete(null);
                 } catch (TransferException e) {
                     done.completeExceptionally(e);
                 } catch (RuntimeException | Error e) {
-                    done.completeExceptionally(new TransferException(TransferFailure.FAILED,
-                            "RDMA push to " + t.control() + " failed: " + e, e));
+                    done.completeExceptionally(new TransferException(TransferFailure.FAILED, what + " failed: " + e, e));
                     if (e instanceof Error) {
                         throw e;
                     }
@@ -397,7 +377,7 @@ public final class RdmaTransport implements Transport, PushTransport {
             pc.channel.fail();
             // The exporter's registration refuses the read (its pool closed, or the offer names memory it never
             // registered), or the exporter stopped answering: either way its KV is gone from here.
-            boolean gone = stop.status == WC_REM_ACCESS_ERR || stop.status == WC_RETRY_EXC_ERR;
+            boolean gone = stop.status == QpChannel.WC_REM_ACCESS_ERR || stop.status == QpChannel.WC_RETRY_EXC_ERR;
             throw new TransferException(gone ? TransferFailure.SOURCE_GONE : TransferFailure.FAILED,
                     "RDMA read from " + source.control() + " failed: " + stop.why, null, plan.delivered(landed));
         } finally {
@@ -475,11 +455,10 @@ public final class RdmaTransport implements Transport, PushTransport {
                 if (closed) {
                     return new Stop(-1, "RDMA transport closed");
                 }
-                long left = deadline - System.nanoTime();
-                if (left <= 0) {
+                if (deadline - System.nanoTime() <= 0) {
                     return new Stop(-1, "not complete within the " + config.fetchDeadlineMillis() + " ms deadline");
                 }
-                int k = ch.poll((int) Math.min(POLL_SLICE_MILLIS, TimeUnit.NANOSECONDS.toMillis(left) + 1));
+                int k = ch.pollBefore(deadline);
                 for (int i = 0; i < k; i++) {
                     int q = ch.qpIndex[i];
                     long wrId = ch.wrIds[i];
@@ -514,7 +493,7 @@ public final class RdmaTransport implements Transport, PushTransport {
     private record Stop(int status, String why) {
     }
 
-    /** The registration of {@code dst} for local reads and writes (imports land in it, pushes leave it), made once per buffer. */
+    /** The registration of {@code dst} for local reads and writes (imports land in it, pushes leave it), once. */
     private LocalRegion local(DeviceBuffer dst) {
         synchronized (localRegions) {
             dropCollected();
@@ -671,8 +650,8 @@ public final class RdmaTransport implements Transport, PushTransport {
 
     static byte[] refusal(String why) {
         byte[] text = why.getBytes(java.nio.charset.StandardCharsets.UTF_8);
-        return ByteBuffer.allocate(1 + Math.min(text.length, 1000)).put(REFUSED).put(text, 0, Math.min(text.length, 1000))
-                .array();
+        int n = Math.min(text.length, 1000);
+        return ByteBuffer.allocate(1 + n).put(REFUSED).put(text, 0, n).array();
     }
 
     /** A channel to a peer, valid while the control connection it was set up through is. */
@@ -853,14 +832,9 @@ public final class RdmaTransport implements Transport, PushTransport {
         }
     }
 
-    /** Verbs objects of the whole process still open (contexts, registrations, channels, queue pairs), for tests. */
-    static long[] liveObjects() {
-        return Verbs.liveObjects();
-    }
-
     /**
      * Stops serving (peers' queue pairs here end with their sessions), waits up to 10 s for running fetches, which
-     * see the close within {@value #POLL_SLICE_MILLIS} ms and tear their queue pairs down, then deregisters
+     * see the close within {@value QpChannel#POLL_SLICE_MILLIS} ms and tear their queue pairs down, then deregisters
      * everything and closes the device. Fetches still running after that keep what they use (logged) rather than
      * free memory a NIC may still write; their futures complete when they end. Never throws; idempotent.
      */

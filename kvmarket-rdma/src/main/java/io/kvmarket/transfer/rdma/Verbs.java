@@ -88,7 +88,8 @@ public final class Verbs {
     /** Throws a {@link VerbsException} for a negative code, naming the call and the shim's description. */
     static int check(String call, int code) {
         if (code < 0) {
-            throw new VerbsException(call, code, VerbsLib.kvm_rdma_code_name(code, 0), VerbsLib.kvm_rdma_error_string());
+            throw new VerbsException(call, code, VerbsLib.kvm_rdma_code_name(code, 0),
+                    VerbsLib.kvm_rdma_error_string());
         }
         return code;
     }
