@@ -188,6 +188,7 @@ final class Pushes {
         try {
             QpChannel ch = t.claim(sender.qpns().length, expected);
             if (ch == null) {
+                released(session);
                 return RdmaTransport.refusal("that push is already under way or over");
             }
             try {

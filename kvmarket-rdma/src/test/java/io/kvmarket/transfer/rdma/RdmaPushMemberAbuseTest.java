@@ -214,4 +214,29 @@ class RdmaPushMemberAbuseTest extends PushRig {
         stalled.forEach(PushTransport.PushTarget::close);
         channels.forEach(HostileChannel::close);
     }
+    /** Replayed setups of a push under way are refused without counting against the member's pushes under way. */
+    @Test
+    void refusedReplaysDoNotUseUpAMembersPushes() throws Exception {
+        int cap = RdmaConfig.of(RdmaRig.control(true)).channelsPerPeer();
+        List<PushTransport.PushTarget> targets = new ArrayList<>();
+        List<HostileChannel> channels = new ArrayList<>();
+        for (int i = 0; i < cap; i++) {
+            targets.add(receiver.expectPush(dst, new long[] {(long) i * SPAN}, new long[] {SPAN}, 30_000));
+        }
+        HostileChannel first = new HostileChannel(targets.get(0).ticket(), 1);
+        assertTrue(first.accepted(), RdmaTransport.why(first.answer));
+        channels.add(first);
+        for (int replay = 0; replay < 3 * cap; replay++) {
+            try (HostileChannel again = new HostileChannel(targets.get(0).ticket(), 1)) {
+                assertFalse(again.accepted(), "a replayed setup");
+            }
+        }
+        for (int i = 1; i < cap; i++) {
+            HostileChannel h = new HostileChannel(targets.get(i).ticket(), 1);
+            assertTrue(h.accepted(), "push " + i + " of " + cap + ": " + RdmaTransport.why(h.answer));
+            channels.add(h);
+        }
+        targets.forEach(PushTransport.PushTarget::close);
+        channels.forEach(HostileChannel::close);
+    }
 }
