@@ -73,7 +73,7 @@ public final class JlamaKv {
                         kv.getValTensorForPosition(l, p);
                     }
                 }
-                AbstractTensor[] pages = tokens == 0 ? new AbstractTensor[0]
+                AbstractTensor<?, ?>[] pages = tokens == 0 ? new AbstractTensor<?, ?>[0]
                         : k == 0 ? kv.getKeyTensorsUptoPosition(l, tokens - 1)
                         : kv.getValTensorsUptoPosition(l, tokens - 1);
                 int perPage = pages.length == 0 ? 1 : pages[0].shape().first();

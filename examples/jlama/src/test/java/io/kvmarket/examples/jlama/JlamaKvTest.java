@@ -68,9 +68,9 @@ class JlamaKvTest {
     }
 
     /** Raw logits of the last row of a forward pass, and the greedy token as {@code sample} picks it. */
-    private static float[] lastLogits(AbstractTensor out) {
+    private static float[] lastLogits(AbstractTensor<?, ?> out) {
         int vocab = model.getConfig().vocabularySize;
-        try (AbstractTensor logits = model.makeDenseTensor(1, vocab)) {
+        try (AbstractTensor<?, ?> logits = model.makeDenseTensor(1, vocab)) {
             int greedy = model.sample(out.slice(out.shape().first() - 1), 0f, 0f, logits);
             float[] v = new float[vocab + 1];
             for (int i = 0; i < vocab; i++) {
