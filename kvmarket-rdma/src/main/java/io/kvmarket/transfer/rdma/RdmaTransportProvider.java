@@ -61,19 +61,11 @@ public final class RdmaTransportProvider implements TransportProvider {
      */
     public static RdmaConfig configFromEnvironment() {
         TcpConfig control = TcpTransportProvider.configFromEnvironment();
-        String bind = setting(BIND, "KVMARKET_RDMA_BIND");
+        String bind = TcpTransportProvider.setting(BIND, "KVMARKET_RDMA_BIND");
         control = control.withBind(bind == null ? new java.net.InetSocketAddress(0)
                 : bind.equalsIgnoreCase("off") ? null : TcpTransportProvider.hostPort(BIND, bind));
         RdmaConfig config = RdmaConfig.of(control);
-        String device = setting(DEVICE, "KVMARKET_RDMA_DEVICE");
+        String device = TcpTransportProvider.setting(DEVICE, "KVMARKET_RDMA_DEVICE");
         return device == null ? config : config.withDevice(device, 0, -1);
-    }
-
-    private static String setting(String property, String env) {
-        String v = System.getProperty(property);
-        if (v == null || v.isBlank()) {
-            v = System.getenv(env);
-        }
-        return v == null || v.isBlank() ? null : v.trim();
     }
 }

@@ -101,7 +101,8 @@ public final class TcpTransportProvider implements TransportProvider {
         return config;
     }
 
-    private static String setting(String property, String env) {
+    /** The system property, else the environment variable, trimmed; null when neither is set (or both are blank). */
+    public static String setting(String property, String env) {
         String v = System.getProperty(property);
         if (v == null || v.isBlank()) {
             v = System.getenv(env);

@@ -1,8 +1,6 @@
 package io.kvmarket.transfer.rdma;
 
 import io.kvmarket.Handoff;
-import io.kvmarket.device.DeviceBuffer;
-import io.kvmarket.device.host.HostDevice;
 import io.kvmarket.key.Namespace;
 import io.kvmarket.registry.InProcessRegistry;
 import io.kvmarket.testkit.DeviceBytes;
@@ -11,23 +9,15 @@ import io.kvmarket.transfer.PushTransport;
 import io.kvmarket.transfer.TransferException;
 import io.kvmarket.transfer.TransferFailure;
 import org.junit.jupiter.api.AfterEach;
-import org.junit.jupiter.api.BeforeAll;
-import org.junit.jupiter.api.BeforeEach;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.Timeout;
-import org.junit.jupiter.api.io.TempDir;
 
 import java.nio.ByteBuffer;
-import java.nio.file.Path;
 import java.util.Arrays;
 import java.util.List;
-import java.util.Random;
-import java.util.concurrent.CompletableFuture;
-import java.util.concurrent.CompletionException;
 
 import static org.junit.jupiter.api.Assertions.assertArrayEquals;
 import static org.junit.jupiter.api.Assertions.assertEquals;
-import static org.junit.jupiter.api.Assertions.assertInstanceOf;
 import static org.junit.jupiter.api.Assertions.assertThrows;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
@@ -37,82 +27,20 @@ import static org.junit.jupiter.api.Assertions.assertTrue;
  * timeout; and between two marketplaces, a prefill engine's blocks land in a decode engine's blocks.
  */
 @Timeout(120)
-class RdmaPushTest {
+class RdmaPushTest extends PushRig {
 
-    static final int SPAN = 4096;
-
-    @TempDir
-    Path senderDir;
-    @TempDir
-    Path receiverDir;
-    HostDevice senderDevice;
-    HostDevice receiverDevice;
-    DeviceBuffer src;
-    DeviceBuffer dst;
-    RdmaTransport sender;
-    RdmaTransport receiver;
-    final byte[] srcBytes = new byte[64 * SPAN];
-    final byte[] dstBefore = new byte[64 * SPAN];
-    long[] liveBefore;
-
-    @BeforeAll
-    static void verbs() {
-        FakeVerbs.require();
-    }
-
-    @BeforeEach
-    void setUp() {
-        liveBefore = Verbs.liveObjects();
-        senderDevice = new HostDevice(senderDir);
-        receiverDevice = new HostDevice(receiverDir);
-        src = senderDevice.allocate(srcBytes.length);
-        dst = receiverDevice.allocate(dstBefore.length);
-        new Random(1).nextBytes(srcBytes);
-        new Random(2).nextBytes(dstBefore);
-        DeviceBytes.HOST.write(src, 0, srcBytes);
-        DeviceBytes.HOST.write(dst, 0, dstBefore);
-        sender = RdmaTransportContractTest.open(senderDevice, 1, RdmaTransportContractTest.importing());
-        receiver = RdmaTransportContractTest.open(receiverDevice, 2, RdmaTransportContractTest.serving());
-    }
-
+    /** Every transport closed, nothing of verbs is left open; runs before the rig closes the devices. */
     @AfterEach
-    void tearDown() {
-        sender.close();
-        receiver.close();
-        senderDevice.close();
-        receiverDevice.close();
-        assertArrayEquals(liveBefore, Verbs.liveObjects(), "verbs objects left after both transports closed");
+    void nothingLeft() {
+        assertNothingLeft();
     }
 
-    /** Spans {@code i} of the receiver at odd places (some back to back), the sender's in another order. */
     private static long[][] spans(int n, int seed) {
-        long[] dstOff = new long[n];
-        long[] srcOff = new long[n];
-        long[] len = new long[n];
-        Integer[] slots = new Integer[64];
-        for (int i = 0; i < 64; i++) {
-            slots[i] = i;
-        }
-        java.util.Collections.shuffle(Arrays.asList(slots), new Random(seed));
-        for (int i = 0; i < n; i++) {
-            dstOff[i] = (long) slots[i] * SPAN;
-            srcOff[i] = (long) (63 - i) * SPAN;
-            len[i] = SPAN - (i % 3) * 512L;
-        }
-        return new long[][] {dstOff, srcOff, len};
+        return spans(n, seed, false); // some back to back
     }
 
     private void assertPushed(long[][] s, int n) {
-        byte[] want = dstBefore.clone();
-        for (int i = 0; i < n; i++) {
-            System.arraycopy(srcBytes, (int) s[1][i], want, (int) s[0][i], (int) s[2][i]);
-        }
-        assertArrayEquals(want, DeviceBytes.HOST.read(dst, 0, want.length), "the spans pushed, every other byte kept");
-    }
-
-    private static TransferException failure(CompletableFuture<Void> f) {
-        CompletionException e = assertThrows(CompletionException.class, f::join);
-        return assertInstanceOf(TransferException.class, e.getCause());
+        assertArrayEquals(expected(s, n), dstNow(), "the spans pushed, every other byte kept");
     }
 
     @Test
@@ -131,8 +59,7 @@ class RdmaPushTest {
     @Test
     void morePushedSpansThanTheQueuesHoldGoInWindows() throws Exception {
         sender.close();
-        sender = RdmaTransportContractTest.open(senderDevice, 1, RdmaTransportContractTest.importing()
-                .withQueues(2, 4, 2));
+        sender = open(senderDevice, 1, RdmaTransportContractTest.importing().withQueues(2, 4, 2));
         long[][] s = spans(61, 4);
         PushTransport.PushTarget target = receiver.expectPush(dst, s[0], s[2], 10_000);
         sender.push(target.ticket(), src, s[1]).join();
