@@ -4,12 +4,22 @@ import com.github.tjake.jlama.model.AbstractModel;
 import com.github.tjake.jlama.safetensors.Config;
 import com.github.tjake.jlama.tensor.AbstractTensor;
 import com.github.tjake.jlama.tensor.KvBufferCache;
+import io.kvmarket.key.Namespace;
 import io.kvmarket.kv.DType;
 import io.kvmarket.kv.KvLayout;
 import io.kvmarket.kv.LayoutOrder;
 import io.kvmarket.kv.PagedKvCache;
 
+import java.io.IOException;
+import java.io.InputStream;
+import java.io.UncheckedIOException;
 import java.lang.foreign.MemorySegment;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.security.MessageDigest;
+import java.security.NoSuchAlgorithmException;
+import java.util.HexFormat;
+import java.util.Properties;
 
 /**
  * Copies KV between a Jlama session's buffer and blocks of a {@link PagedKvCache} of the same geometry: region
@@ -22,6 +32,9 @@ import java.lang.foreign.MemorySegment;
  * a caller's memory would remove it. And the page size is not public: it is read off the page tensors' shape.
  */
 public final class JlamaKv {
+
+    /** The Jlama release on the class path, which fixes how its keys are rotated (see {@link #namespace}). */
+    static final String JLAMA_VERSION = jlamaVersion();
 
     private JlamaKv() {
     }
@@ -38,19 +51,64 @@ public final class JlamaKv {
                 LayoutOrder.LAYER_MAJOR);
     }
 
-    /** Copies positions {@code [0, tokens)} of {@code kv} into {@code blocks} of the cache, whose memory is given. */
-    public static void toCache(AbstractModel model, KvBufferCache.KvBuffer kv, int tokens, PagedKvCache cache,
+    /**
+     * The namespace of {@code model}'s KV. Jlama's keys are not another engine's: it rotates KV head {@code g} as if
+     * at position {@code pos + 2g}, so the revision names the Jlama release; the tokenizer is named by the SHA-256
+     * of {@code modelDir}'s {@code tokenizer.json} (and {@code tokenizer_config.json} when there), and the layout
+     * carries the working dtype.
+     *
+     * @param weightsRevision whatever changes the weights' numbers: the checkpoint's revision and any quantization
+     *                        the model was loaded with
+     */
+    public static Namespace namespace(AbstractModel model, Path modelDir, String modelId, String weightsRevision,
+                                      int tokensPerBlock) {
+        return Namespace.of(modelId, weightsRevision + "; jlama-core " + JLAMA_VERSION,
+                tokenizerDigest(modelDir), layout(model, tokensPerBlock));
+    }
+
+    private static String tokenizerDigest(Path modelDir) {
+        try {
+            MessageDigest sha = MessageDigest.getInstance("SHA-256");
+            sha.update(Files.readAllBytes(modelDir.resolve("tokenizer.json")));
+            Path config = modelDir.resolve("tokenizer_config.json");
+            if (Files.exists(config)) {
+                sha.update(Files.readAllBytes(config));
+            }
+            return "sha256:" + HexFormat.of().formatHex(sha.digest());
+        } catch (IOException e) {
+            throw new UncheckedIOException("cannot read the tokenizer of " + modelDir, e);
+        } catch (NoSuchAlgorithmException e) {
+            throw new IllegalStateException("every JDK has SHA-256", e);
+        }
+    }
+
+    private static String jlamaVersion() {
+        try (InputStream in = AbstractModel.class.getResourceAsStream(
+                "/META-INF/maven/com.github.tjake/jlama-core/pom.properties")) {
+            if (in == null) {
+                return "unknown";
+            }
+            Properties p = new Properties();
+            p.load(in);
+            return p.getProperty("version", "unknown");
+        } catch (IOException e) {
+            return "unknown";
+        }
+    }
+
+    /** Copies positions {@code [from, to)} of {@code kv} into {@code blocks} of the cache, whose memory is given. */
+    public static void toCache(AbstractModel model, KvBufferCache.KvBuffer kv, int from, int to, PagedKvCache cache,
                                MemorySegment cacheMemory, int[] blocks) {
-        copy(model, kv, tokens, cache, cacheMemory, blocks, true);
+        copy(model, kv, from, to, cache, cacheMemory, blocks, true);
     }
 
-    /** Copies {@code blocks} of the cache into positions {@code [0, tokens)} of {@code kv}. */
+    /** Copies positions {@code [from, to)} held by {@code blocks} of the cache into {@code kv}. */
     public static void fromCache(AbstractModel model, PagedKvCache cache, MemorySegment cacheMemory, int[] blocks,
-                                 int tokens, KvBufferCache.KvBuffer kv) {
-        copy(model, kv, tokens, cache, cacheMemory, blocks, false);
+                                 int from, int to, KvBufferCache.KvBuffer kv) {
+        copy(model, kv, from, to, cache, cacheMemory, blocks, false);
     }
 
-    private static void copy(AbstractModel model, KvBufferCache.KvBuffer kv, int tokens, PagedKvCache cache,
+    private static void copy(AbstractModel model, KvBufferCache.KvBuffer kv, int from, int to, PagedKvCache cache,
                              MemorySegment cacheMemory, int[] blocks, boolean toCache) {
         KvLayout layout = cache.layout();
         if (!layout.equals(layout(model, layout.tokensPerBlock()))) {
@@ -58,27 +116,30 @@ public final class JlamaKv {
                     + layout(model, layout.tokensPerBlock()));
         }
         int perBlock = layout.tokensPerBlock();
-        if (tokens < 0 || blocks.length < (tokens + perBlock - 1) / perBlock) {
-            throw new IllegalArgumentException(blocks.length + " blocks cannot hold " + tokens + " tokens");
+        if (from < 0 || from > to || to > model.getConfig().contextLength
+                || blocks.length < (to + perBlock - 1) / perBlock) {
+            throw new IllegalArgumentException("positions [" + from + ", " + to + ") do not fit " + blocks.length
+                    + " blocks of " + perBlock + " or the model's " + model.getConfig().contextLength + " positions");
+        }
+        if (cacheMemory.byteSize() < cache.buffer().size()) {
+            throw new IllegalArgumentException("the memory given holds " + cacheMemory.byteSize()
+                    + " bytes, the cache " + cache.buffer().size());
+        }
+        for (int b = from / perBlock; b < (to + perBlock - 1) / perBlock; b++) {
+            if (blocks[b] < 0 || blocks[b] >= cache.numBlocks()) {
+                throw new IllegalArgumentException("block " + blocks[b] + " outside [0, " + cache.numBlocks() + ")");
+            }
+        }
+        if (from == to) {
+            return;
         }
         long row = (long) layout.kvHeads() * layout.headDim() * layout.dtype().bytes();
         for (int l = 0; l < layout.layers(); l++) {
             for (int k = 0; k < 2; k++) {
-                // Jlama 0.8.4 names a page made by *UptoPosition after its last page (two pages then share one file):
-                // touching each position first makes every page under its own name.
-                for (int p = 0; p < tokens; p++) {
-                    if (k == 0) {
-                        kv.getKeyTensorForPosition(l, p);
-                    } else {
-                        kv.getValTensorForPosition(l, p);
-                    }
-                }
-                AbstractTensor<?, ?>[] pages = tokens == 0 ? new AbstractTensor<?, ?>[0]
-                        : k == 0 ? kv.getKeyTensorsUptoPosition(l, tokens - 1)
-                        : kv.getValTensorsUptoPosition(l, tokens - 1);
-                int perPage = pages.length == 0 ? 1 : pages[0].shape().first();
-                for (int p = 0; p < tokens; ) {
-                    int run = Math.min(Math.min(tokens - p, perBlock - p % perBlock), perPage - p % perPage);
+                AbstractTensor<?, ?>[] pages = pages(kv, l, k, to - 1);
+                int perPage = pages[0].shape().first();
+                for (int p = from; p < to; ) {
+                    int run = Math.min(Math.min(to - p, perBlock - p % perBlock), perPage - p % perPage);
                     MemorySegment page = pages[p / perPage].getMemorySegment()
                             .asSlice((long) (p % perPage) * row, run * row);
                     long at = cache.regionOffset(blocks[p / perBlock], 2 * l + k) + (long) (p % perBlock) * row;
@@ -91,5 +152,22 @@ public final class JlamaKv {
                 }
             }
         }
+    }
+
+    /** Layer {@code l}'s K ({@code k == 0}) or V pages up to the one holding position {@code last}. */
+    private static AbstractTensor<?, ?>[] pages(KvBufferCache.KvBuffer kv, int l, int k, int last) {
+        AbstractTensor<?, ?> first = k == 0 ? kv.getKeyTensorsUptoPosition(l, 0)[0]
+                : kv.getValTensorsUptoPosition(l, 0)[0];
+        int perPage = first.shape().first();
+        // Jlama 0.8.4 names every page *UptoPosition creates after the last page (pages backed by files would then
+        // share one file): making each page by a position in it first gives every page its own name.
+        for (int p = perPage; p <= last; p += perPage) {
+            if (k == 0) {
+                kv.getKeyTensorForPosition(l, p);
+            } else {
+                kv.getValTensorForPosition(l, p);
+            }
+        }
+        return k == 0 ? kv.getKeyTensorsUptoPosition(l, last) : kv.getValTensorsUptoPosition(l, last);
     }
 }

@@ -44,7 +44,7 @@ class JlamaKvTest {
     @BeforeAll
     static void load() throws Exception {
         Path weights = Files.createDirectories(dir.resolve("model"));
-        RandomLlama.write(weights, 2, 64, 4, 2, 128, 512, 42);
+        RandomLlama.write(weights, new RandomLlama.Shape(2, 64, 4, 2, 128, 512), 42);
         model = ModelSupport.loadModel(weights.toFile(), Files.createDirectories(dir.resolve("work")).toFile(),
                 com.github.tjake.jlama.safetensors.DType.F32, com.github.tjake.jlama.safetensors.DType.F32,
                 Optional.empty(), Optional.empty());
@@ -93,10 +93,10 @@ class JlamaKvTest {
 
             KvBufferCache.KvBuffer full = cache.getKvBuffer(UUID.randomUUID());
             float[] fullLogits = lastLogits(model.batchForward(tokens, 0, full));
-            JlamaKv.toCache(model, full, PREFIX, blocks, memory, scattered);
+            JlamaKv.toCache(model, full, 0, PREFIX, blocks, memory, scattered);
 
             KvBufferCache.KvBuffer resumed = cache.getKvBuffer(UUID.randomUUID());
-            JlamaKv.fromCache(model, blocks, memory, scattered, PREFIX, resumed);
+            JlamaKv.fromCache(model, blocks, memory, scattered, 0, PREFIX, resumed);
             for (int l = 0; l < model.getConfig().numberOfLayers; l++) {
                 for (int p = 0; p < PREFIX; p++) {
                     assertEquals(-1, full.getKeyTensorForPosition(l, p).getMemorySegment()
@@ -112,8 +112,8 @@ class JlamaKvTest {
             for (int i = 0; i < vocab; i++) {
                 largest = Math.max(largest, Math.abs(fullLogits[i] - resumedLogits[i]));
             }
-            System.out.println("jlama: largest logit difference after the imported prefix " + largest);
-            assertEquals(fullLogits[vocab], resumedLogits[vocab], "the same next token as a full prefill");
+            // Without C2 (see the pom) Jlama computes alike in every run: the logits are the full prefill's bit for bit.
+            assertArrayEquals(fullLogits, resumedLogits, "largest logit difference " + largest);
 
             // Without the prefix the next token's logits differ: the comparison sees a missing import.
             KvBufferCache.KvBuffer empty = cache.getKvBuffer(UUID.randomUUID());
@@ -138,7 +138,7 @@ class JlamaKvTest {
             try {
                 KvBufferCache.KvBuffer kv = cache.getKvBuffer(UUID.randomUUID());
                 assertThrows(IllegalArgumentException.class,
-                        () -> JlamaKv.toCache(model, kv, 16, blocks, memory, new int[] {0}));
+                        () -> JlamaKv.toCache(model, kv, 0, 16, blocks, memory, new int[] {0}));
             } finally {
                 cache.close();
                 device.free(buffer);
