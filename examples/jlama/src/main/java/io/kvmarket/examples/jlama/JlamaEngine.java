@@ -29,7 +29,8 @@ import java.util.function.UnaryOperator;
  * lands there and is copied into Jlama's pages, an export copies Jlama's new positions there first
  * ({@link JlamaKv}). The last prompt token is never imported, so its logits are always computed here.
  *
- * <p>One request at a time: Jlama's forward pass already uses every core.
+ * <p>One request at a time, and engines sharing a model take turns in its forward pass: Jlama's is not safe to run
+ * twice at once on one model (and already uses every core).
  */
 public final class JlamaEngine implements AutoCloseable {
 
@@ -57,6 +58,9 @@ public final class JlamaEngine implements AutoCloseable {
 
     private JlamaEngine(AbstractModel model, int maxTokens, Namespace namespace,
                         UnaryOperator<KvMarketplace.Builder> settings) {
+        if (model == null) {
+            throw new IllegalArgumentException("no model");
+        }
         int limit = usablePositions(model);
         if (maxTokens < 1 || maxTokens > limit) {
             throw new IllegalArgumentException("maxTokens " + maxTokens + " outside [1, " + limit + "]: the model's "
@@ -81,8 +85,8 @@ public final class JlamaEngine implements AutoCloseable {
         }
         int blocks = (maxTokens + layout.tokensPerBlock() - 1) / layout.tokensPerBlock();
         this.device = new HostDevice();
-        PagedKvCache cache = null;
-        KvMarketplace market = null;
+        PagedKvCache cache;
+        KvMarketplace market;
         try {
             cache = new PagedKvCache(device.allocate(PagedKvCache.requiredBytes(layout, blocks)), layout, blocks);
             // Settings first: the namespace, blocks and device are the engine's.
@@ -133,7 +137,8 @@ public final class JlamaEngine implements AutoCloseable {
 
     /**
      * Generates {@code newTokens} greedy tokens after {@code prompt}, the request's KV in {@code kv}: a buffer of
-     * this model that holds nothing yet (Jlama's {@code KvBufferCache}), which the caller may keep for a follow-up.
+     * this model's {@code KvBufferCache}, whose positions the request writes from 0 (what it held is overwritten);
+     * the request's KV stays there for the caller.
      */
     public synchronized Generation generate(KvBufferCache.KvBuffer kv, int[] prompt, int newTokens) {
         long start = System.nanoTime();
@@ -160,15 +165,19 @@ public final class JlamaEngine implements AutoCloseable {
             }
         }
         long importDone = System.nanoTime() - start;
-        float[] firstLogits;
-        try (AbstractTensor<?, ?> out = model.batchForward(Arrays.copyOfRange(prompt, imported, len), imported, kv)) {
-            firstLogits = new float[model.getConfig().vocabularySize];
-            sequence[len] = greedy(out, firstLogits);
-        }
-        long firstToken = System.nanoTime() - start;
-        for (int pos = len; pos < sequence.length - 1; pos++) {
-            try (AbstractTensor<?, ?> out = model.batchForward(new int[] {sequence[pos]}, pos, kv)) {
-                sequence[pos + 1] = greedy(out, null);
+        float[] firstLogits = new float[model.getConfig().vocabularySize];
+        long firstToken;
+        // Two forward passes at once on one Jlama model compute wrong numbers: engines sharing a model take turns.
+        synchronized (model) {
+            try (AbstractTensor<?, ?> out = model.batchForward(Arrays.copyOfRange(prompt, imported, len), imported,
+                    kv)) {
+                sequence[len] = greedy(out, firstLogits);
+            }
+            firstToken = System.nanoTime() - start;
+            for (int pos = len; pos < sequence.length - 1; pos++) {
+                try (AbstractTensor<?, ?> out = model.batchForward(new int[] {sequence[pos]}, pos, kv)) {
+                    sequence[pos + 1] = greedy(out, null);
+                }
             }
         }
         String exportNote = "";
@@ -194,7 +203,8 @@ public final class JlamaEngine implements AutoCloseable {
         if (kv == null || prompt == null || prompt.length == 0 || newTokens < 1) {
             throw new IllegalArgumentException("need a buffer, a prompt and at least one new token");
         }
-        if (prompt.length + newTokens > maxTokens) {
+        JlamaKv.checkBuffer(model, kv);
+        if (newTokens > maxTokens - prompt.length) {
             throw new IllegalArgumentException("prompt of " + prompt.length + " tokens plus " + newTokens
                     + " new tokens exceeds this engine's " + maxTokens);
         }

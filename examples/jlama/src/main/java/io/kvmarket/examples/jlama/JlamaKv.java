@@ -59,6 +59,7 @@ public final class JlamaKv {
      *
      * @param weightsRevision whatever changes the weights' numbers: the checkpoint's revision and any quantization
      *                        the model was loaded with
+     * @throws UncheckedIOException when the tokenizer cannot be read
      */
     public static Namespace namespace(AbstractModel model, Path modelDir, String modelId, String weightsRevision,
                                       int tokensPerBlock) {
@@ -108,8 +109,35 @@ public final class JlamaKv {
         copy(model, kv, from, to, cache, cacheMemory, blocks, false);
     }
 
+    /**
+     * Refuses a buffer not laid out for {@code model}: Jlama's buffers do not say whose they are, and another model's
+     * rows are of another width or dtype, or it has fewer layers.
+     */
+    static void checkBuffer(AbstractModel model, KvBufferCache.KvBuffer kv) {
+        if (kv == null) {
+            throw new IllegalArgumentException("no buffer");
+        }
+        Config c = model.getConfig();
+        AbstractTensor<?, ?> first;
+        try {
+            first = kv.getKeyTensorsUptoPosition(0, 0)[0];
+            kv.getKeyTensorsUptoPosition(c.numberOfLayers - 1, 0);
+        } catch (ArrayIndexOutOfBoundsException e) {
+            throw new IllegalArgumentException("the buffer has fewer layers than the model's " + c.numberOfLayers, e);
+        }
+        int row = c.numberOfKeyValueHeads * c.headSize;
+        if (first.shape().last() != row || first.dType() != model.getWorkingDType()) {
+            throw new IllegalArgumentException("the buffer's rows are " + first.shape().last() + " " + first.dType()
+                    + " values, the model's " + row + " " + model.getWorkingDType() + ": a buffer of another model");
+        }
+    }
+
     private static void copy(AbstractModel model, KvBufferCache.KvBuffer kv, int from, int to, PagedKvCache cache,
                              MemorySegment cacheMemory, int[] blocks, boolean toCache) {
+        if (cache == null || cacheMemory == null || blocks == null) {
+            throw new IllegalArgumentException("a cache, its memory and blocks are required");
+        }
+        checkBuffer(model, kv);
         KvLayout layout = cache.layout();
         if (!layout.equals(layout(model, layout.tokensPerBlock()))) {
             throw new IllegalArgumentException("cache layout " + layout + " is not the model's "
