@@ -1,26 +1,23 @@
 package io.kvmarket.transfer.rdma;
 
-import io.kvmarket.node.NodeId;
 import io.kvmarket.testkit.ChildJvm;
 import io.kvmarket.testkit.NetnsCluster;
 import io.kvmarket.testkit.RedisServer;
 import io.kvmarket.transfer.tcp.TcpNodeProcess;
-import io.kvmarket.transfer.tcp.TcpTransportProvider;
 import org.junit.jupiter.api.BeforeAll;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.Timeout;
 import org.junit.jupiter.api.io.TempDir;
 
-import java.nio.charset.StandardCharsets;
-import java.nio.file.Files;
 import java.nio.file.Path;
-import java.nio.file.attribute.PosixFilePermissions;
 import java.time.Duration;
 import java.util.List;
 import java.util.Optional;
 
+import static io.kvmarket.transfer.tcp.TcpNodeProcess.FULL;
+import static io.kvmarket.transfer.tcp.TcpNodeProcess.assertCutWithExactPrefix;
+import static io.kvmarket.transfer.tcp.TcpNodeProcess.loadUntil;
 import static org.junit.jupiter.api.Assertions.assertEquals;
-import static org.junit.jupiter.api.Assertions.assertNotEquals;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 import static org.junit.jupiter.api.Assumptions.assumeTrue;
 
@@ -49,9 +46,7 @@ class CrossNodeRdmaTest {
         assumeTrue(RedisServer.installed(), "redis-server is not installed here; the cross-node tests are skipped");
         Optional<String> cause = NetnsCluster.unavailabilityCause();
         assumeTrue(cause.isEmpty(), () -> cause.get() + "; the cross-node tests are skipped");
-        Path secret = dir.resolve("cluster.secret");
-        Files.writeString(secret, "an-rdma-test-cluster-secret-of-some-length\n", StandardCharsets.UTF_8);
-        Files.setPosixFilePermissions(secret, PosixFilePermissions.fromString("rw-------"));
+        Path secret = TcpNodeProcess.secretFile(dir, "an-rdma-test-cluster-secret-of-some-length");
         try (NetnsCluster cluster = NetnsCluster.create(3);
              RedisServer redis = RedisServer.start(dir, cluster.inNode(0), cluster.address(0))) {
             ChildJvm exporter = node(cluster, 1, secret, "export", redis.uri(), "7");
@@ -59,11 +54,10 @@ class CrossNodeRdmaTest {
             assertEquals("READY " + chunks, exporter.awaitLine("READY", Duration.ofSeconds(60)));
             ChildJvm importer = node(cluster, 2, secret, "import", redis.uri());
             importer.awaitLine("READY", Duration.ofSeconds(60));
-            String full = "LOADED " + TcpNodeProcess.TOKENS + " NONE -1";
             for (int i = 0; i < 3; i++) {
                 importer.send("load 7");
                 assertEquals("VIA rdma", importer.awaitLine("VIA", LOAD), "RDMA ranks before TCP");
-                assertEquals(full, importer.awaitLine("LOADED", LOAD), "node 1's KV on node 2 by RDMA READ, exact");
+                assertEquals(FULL, importer.awaitLine("LOADED", LOAD), "node 1's KV on node 2 by RDMA READ, exact");
             }
 
             // 100 Mbit/s (the fake's wire is TCP): 32 MiB take about 2.7 s. The importer's link goes down 0.5 s in.
@@ -78,7 +72,7 @@ class CrossNodeRdmaTest {
                 cluster.linkUp(2);
             }
             assertCutWithExactPrefix(stalled);
-            assertEquals(full, loadUntil(importer, "load 7", full), "imports recover by themselves once the link is back");
+            assertEquals(FULL, loadUntil(importer, "load 7", FULL), "imports recover by themselves once the link is back");
 
             // The exporter dies 0.5 s into a transfer.
             importer.send("load 7");
@@ -125,27 +119,6 @@ class CrossNodeRdmaTest {
     }
 
     private static ChildJvm node(NetnsCluster cluster, int n, Path secret, String... args) {
-        return cluster.startJvm(n, TcpNodeProcess.class, List.of("-D" + NodeId.PROPERTY + "=node-" + n,
-                "-D" + TcpTransportProvider.SECRET_FILE + "=" + secret), args);
-    }
-
-    /** Repeats {@code command} until it answers {@code wanted}, for up to 30 s; the last answer. */
-    private static String loadUntil(ChildJvm importer, String command, String wanted) throws InterruptedException {
-        String last = "";
-        long deadline = System.nanoTime() + Duration.ofSeconds(30).toNanos();
-        while (!last.equals(wanted) && System.nanoTime() < deadline) {
-            Thread.sleep(200);
-            importer.send(command);
-            last = importer.awaitLine("LOADED", LOAD);
-        }
-        return last;
-    }
-
-    /** A miss with a reason, fewer tokens than asked, and the tokens it did import exact. */
-    private static void assertCutWithExactPrefix(String line) {
-        String[] w = line.split(" ");
-        assertTrue(Integer.parseInt(w[1]) < TcpNodeProcess.TOKENS, "the cut transfer still reported everything: " + line);
-        assertNotEquals("NONE", w[2], "a cut transfer without a reason: " + line);
-        assertEquals("-1", w[3], "wrong bytes within the imported prefix: " + line);
+        return TcpNodeProcess.start(cluster, n, secret, List.of(), args);
     }
 }

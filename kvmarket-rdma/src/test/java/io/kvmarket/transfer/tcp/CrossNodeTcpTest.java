@@ -1,6 +1,5 @@
 package io.kvmarket.transfer.tcp;
 
-import io.kvmarket.node.NodeId;
 import io.kvmarket.testkit.ChildJvm;
 import io.kvmarket.testkit.NetnsCluster;
 import io.kvmarket.testkit.RedisServer;
@@ -8,16 +7,16 @@ import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.Timeout;
 import org.junit.jupiter.api.io.TempDir;
 
-import java.nio.charset.StandardCharsets;
-import java.nio.file.Files;
 import java.nio.file.Path;
-import java.nio.file.attribute.PosixFilePermissions;
 import java.time.Duration;
 import java.util.List;
 import java.util.Optional;
 
+import static io.kvmarket.transfer.tcp.TcpNodeProcess.FULL;
+import static io.kvmarket.transfer.tcp.TcpNodeProcess.assertCutWithExactPrefix;
+import static io.kvmarket.transfer.tcp.TcpNodeProcess.load;
+import static io.kvmarket.transfer.tcp.TcpNodeProcess.loadUntil;
 import static org.junit.jupiter.api.Assertions.assertEquals;
-import static org.junit.jupiter.api.Assertions.assertNotEquals;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 import static org.junit.jupiter.api.Assumptions.assumeTrue;
 
@@ -42,9 +41,7 @@ class CrossNodeTcpTest {
         assumeTrue(RedisServer.installed(), "redis-server is not installed here; the cross-node tests are skipped");
         Optional<String> cause = NetnsCluster.unavailabilityCause();
         assumeTrue(cause.isEmpty(), () -> cause.get() + "; the cross-node tests are skipped");
-        Path secret = dir.resolve("cluster.secret");
-        Files.writeString(secret, "a-test-cluster-secret-of-some-length\n", StandardCharsets.UTF_8);
-        Files.setPosixFilePermissions(secret, PosixFilePermissions.fromString("rw-------"));
+        Path secret = TcpNodeProcess.secretFile(dir, "a-test-cluster-secret-of-some-length");
         List<String> namespaces;
         try (NetnsCluster cluster = NetnsCluster.create(3);
              RedisServer redis = RedisServer.start(dir, cluster.inNode(0), cluster.address(0))) {
@@ -56,17 +53,16 @@ class CrossNodeTcpTest {
             assertEquals("READY " + chunks, second.awaitLine("READY", Duration.ofSeconds(60)));
             ChildJvm importer = node(cluster, 2, secret, "import", redis.uri());
             importer.awaitLine("READY", Duration.ofSeconds(60));
-            String full = "LOADED " + TcpNodeProcess.TOKENS + " NONE -1";
 
             for (int i = 0; i < 3; i++) { // the first runs cold: the link's figure settles after a few
-                assertEquals(full, load(importer, "load 7"), "node 1's KV, imported on node 2 over TCP byte for byte");
+                assertEquals(FULL, load(importer, "load 7"), "node 1's KV, imported on node 2 over TCP byte for byte");
             }
-            assertEquals(full, load(importer, "costly-load 7"), "a fast link beats a 1 ms/token prefill");
+            assertEquals(FULL, load(importer, "costly-load 7"), "a fast link beats a 1 ms/token prefill");
 
             // 100 Mbit/s: 32 MiB take about 2.7 s, against 1 s to prefill. The first import runs on the seed
             // estimate and measures the link; the next is declined.
             cluster.shapeLink(2, 100);
-            assertEquals(full, load(importer, "costly-load 7"));
+            assertEquals(FULL, load(importer, "costly-load 7"));
             assertEquals("LOADED 0 SLOWER_THAN_PREFILL -1", load(importer, "costly-load 7"),
                     "the measured slow link makes the import slower than prefill");
 
@@ -89,7 +85,7 @@ class CrossNodeTcpTest {
             }
             assertCutWithExactPrefix(stalled);
             cluster.unshapeLink(2);
-            assertEquals(full, loadUntil(importer, "load 8", full), "imports recover by themselves once the link is back");
+            assertEquals(FULL, loadUntil(importer, "load 8", FULL), "imports recover by themselves once the link is back");
 
             // Redis stalls (SIGSTOP), then dies (SIGKILL) and comes back empty: misses with their reason meanwhile,
             // and the live exporter offers its KV again by itself.
@@ -99,11 +95,11 @@ class CrossNodeTcpTest {
             } finally {
                 redis.resume();
             }
-            assertEquals(full, loadUntil(importer, "load 8", full), "imports recover by themselves once Redis answers");
+            assertEquals(FULL, loadUntil(importer, "load 8", FULL), "imports recover by themselves once Redis answers");
             redis.kill();
             assertEquals("LOADED 0 REGISTRY_UNAVAILABLE -1", load(importer, "load 8"));
             redis.restart();
-            assertEquals(full, loadUntil(importer, "load 8", full), "a restarted Redis learns the live offers again");
+            assertEquals(FULL, loadUntil(importer, "load 8", FULL), "a restarted Redis learns the live offers again");
         }
         ProcessBuilder list = new ProcessBuilder("ip", "netns", "list").redirectErrorStream(true);
         String left = new String(list.start().getInputStream().readAllBytes());
@@ -114,32 +110,6 @@ class CrossNodeTcpTest {
 
     private static ChildJvm node(NetnsCluster cluster, int n, Path secret, String... args) {
         // Verbs off: this test is about TCP, and the fake verbs provider of this module's tests would otherwise win.
-        return cluster.startJvm(n, TcpNodeProcess.class, List.of("-D" + NodeId.PROPERTY + "=node-" + n,
-                "-D" + TcpTransportProvider.SECRET_FILE + "=" + secret, "-Dkvmarket.rdma=false"), args);
-    }
-
-    /** Repeats {@code command} until it answers {@code wanted}, for up to 30 s; the last answer. */
-    private static String loadUntil(ChildJvm importer, String command, String wanted) throws InterruptedException {
-        String last = "";
-        long deadline = System.nanoTime() + Duration.ofSeconds(30).toNanos();
-        while (!last.equals(wanted) && System.nanoTime() < deadline) {
-            Thread.sleep(200);
-            last = load(importer, command);
-        }
-        return last;
-    }
-
-    private static String load(ChildJvm importer, String command) {
-        importer.send(command);
-        return importer.awaitLine("LOADED", LOAD);
-    }
-
-    /** A miss with a reason, fewer tokens than asked, and the tokens it did import exact. */
-    private static void assertCutWithExactPrefix(String line) {
-        String[] w = line.split(" ");
-        int tokens = Integer.parseInt(w[1]);
-        assertTrue(tokens < TcpNodeProcess.TOKENS, "the cut transfer still reported everything: " + line);
-        assertNotEquals("NONE", w[2], "a cut transfer without a reason: " + line);
-        assertEquals("-1", w[3], "wrong bytes within the imported prefix: " + line);
+        return TcpNodeProcess.start(cluster, n, secret, List.of("-Dkvmarket.rdma=false"), args);
     }
 }

@@ -10,15 +10,27 @@ import io.kvmarket.kv.KvLayout;
 import io.kvmarket.kv.LayoutOrder;
 import io.kvmarket.node.NodeId;
 import io.kvmarket.redis.RedisRegistry;
+import io.kvmarket.testkit.ChildJvm;
 import io.kvmarket.testkit.DeviceBytes;
 import io.kvmarket.testkit.KvFixture;
+import io.kvmarket.testkit.NetnsCluster;
 import io.kvmarket.transfer.Transport;
 import io.kvmarket.transfer.Transports;
 
 import java.io.BufferedReader;
+import java.io.IOException;
 import java.io.InputStreamReader;
 import java.nio.charset.StandardCharsets;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.nio.file.attribute.PosixFilePermissions;
+import java.time.Duration;
+import java.util.ArrayList;
 import java.util.List;
+
+import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertNotEquals;
+import static org.junit.jupiter.api.Assertions.assertTrue;
 
 /**
  * One engine of a node for the cross-node TCP tests: the Redis registry at {@code URI}, the transports the
@@ -26,9 +38,13 @@ import java.util.List;
  * {@value #TOKENS} tokens, offers leased for 3 s (renewed, or offered again after a Redis restart, every second). {@code export URI SALT}: exports a prompt, prints {@code READY <chunks>}, waits.
  * {@code import URI}: for each stdin line {@code load SALT} or {@code costly-load SALT} (planned against a prefill
  * of 1 ms per token), imports into shuffled blocks and prints {@code VIA <transports that delivered>}, then
- * {@code LOADED <tokens> <reason> <first wrong block>}.
+ * {@code LOADED <tokens> <reason> <first wrong block>}. Its static methods are the tests' side of that protocol.
  */
 public final class TcpNodeProcess {
+
+    /** What an import of the whole prompt, byte for byte, answers. */
+    public static final String FULL = "LOADED " + KvFixture.BLOCKS * 16 + " NONE -1";
+    private static final Duration ANSWER = Duration.ofSeconds(60);
 
     static final KvLayout LAYOUT = KvLayout.of(8, 8, 128, DType.FLOAT16, 16, LayoutOrder.LAYER_MAJOR);
     static final Namespace NS = Namespace.of("tcp-node-model", "rev1", "ids", LAYOUT);
@@ -77,5 +93,46 @@ public final class TcpNodeProcess {
         } finally {
             transports.forEach(Transport::close);
         }
+    }
+
+    /** A cluster secret file, as a user keeps one: readable by its owner only. */
+    public static Path secretFile(Path dir, String secret) throws IOException {
+        Path file = dir.resolve("cluster.secret");
+        Files.writeString(file, secret + "\n", StandardCharsets.UTF_8);
+        Files.setPosixFilePermissions(file, PosixFilePermissions.fromString("rw-------"));
+        return file;
+    }
+
+    /** Starts this process on node {@code n} of {@code cluster}, named after it, with the cluster secret. */
+    public static ChildJvm start(NetnsCluster cluster, int n, Path secret, List<String> jvmOptions, String... args) {
+        List<String> options = new ArrayList<>(List.of("-D" + NodeId.PROPERTY + "=node-" + n,
+                "-D" + TcpTransportProvider.SECRET_FILE + "=" + secret));
+        options.addAll(jvmOptions);
+        return cluster.startJvm(n, TcpNodeProcess.class, options, args);
+    }
+
+    /** Sends {@code command} to an importing node; its {@code LOADED} answer. */
+    public static String load(ChildJvm importer, String command) {
+        importer.send(command);
+        return importer.awaitLine("LOADED", ANSWER);
+    }
+
+    /** Repeats {@code command} until it answers {@code wanted}, for up to 30 s; the last answer. */
+    public static String loadUntil(ChildJvm importer, String command, String wanted) throws InterruptedException {
+        String last = "";
+        long deadline = System.nanoTime() + Duration.ofSeconds(30).toNanos();
+        while (!last.equals(wanted) && System.nanoTime() < deadline) {
+            Thread.sleep(200);
+            last = load(importer, command);
+        }
+        return last;
+    }
+
+    /** A miss with a reason, fewer tokens than asked, and the tokens it did import exact. */
+    public static void assertCutWithExactPrefix(String line) {
+        String[] w = line.split(" ");
+        assertTrue(Integer.parseInt(w[1]) < TOKENS, "the cut transfer still reported everything: " + line);
+        assertNotEquals("NONE", w[2], "a cut transfer without a reason: " + line);
+        assertEquals("-1", w[3], "wrong bytes within the imported prefix: " + line);
     }
 }
