@@ -135,47 +135,78 @@ public final class ExportPool implements ServedPool, AutoCloseable {
                     got[n++] = slot;
                 }
             }
-            List<Integer> importedElsewhere = new ArrayList<>();
-            for (Iterator<Map.Entry<Integer, Offer>> it = published.entrySet().iterator(); n < wanted && it.hasNext(); ) {
-                Map.Entry<Integer, Offer> e = it.next();
-                if (holds[e.getKey()] > 0) {
-                    continue;
-                }
-                Withdrawal w = withdraw(e.getValue(), lastUsedMs[e.getKey()]);
-                if (w == Withdrawal.WITHDRAWN) {
-                    it.remove();
-                    evicted(e.getKey(), e.getValue());
-                    got[n++] = e.getKey();
-                } else if (w == Withdrawal.IMPORTED_SINCE) {
-                    importedElsewhere.add(e.getKey());
+            if (n == wanted) {
+                return got;
+            }
+            // Least recently used first (copied out: a get would reorder them), each pass asking the registry about
+            // as many as are still wanted, in one call.
+            List<Map.Entry<Integer, Offer>> idle = new ArrayList<>();
+            for (Map.Entry<Integer, Offer> e : published.entrySet()) {
+                if (holds[e.getKey()] == 0) {
+                    idle.add(Map.entry(e.getKey(), e.getValue()));
                 }
             }
+            List<Map.Entry<Integer, Offer>> importedElsewhere = new ArrayList<>();
+            n = evict(idle, false, importedElsewhere, got, n);
             long now = registry.clockMillis();
-            for (int slot : importedElsewhere) {
-                lastUsedMs[slot] = now;
-                published.get(slot); // to the recent end
+            for (Map.Entry<Integer, Offer> e : importedElsewhere) {
+                lastUsedMs[e.getKey()] = now;
+                published.get(e.getKey()); // to the recent end
             }
             // Every other candidate was pinned: the second chance runs out, least recently used first.
-            for (Iterator<Integer> it = importedElsewhere.iterator(); n < wanted && it.hasNext(); ) {
-                int slot = it.next();
-                Offer o = published.get(slot);
-                if (holds[slot] == 0 && withdraw(o, Long.MAX_VALUE) == Withdrawal.WITHDRAWN) {
-                    published.remove(slot);
-                    evicted(slot, o);
-                    got[n++] = slot;
-                }
-            }
+            n = evict(importedElsewhere, true, null, got, n);
             return n == wanted ? got : Arrays.copyOf(got, n);
         });
     }
 
-    private Withdrawal withdraw(Offer o, long usedSinceMs) {
-        try {
-            return registry.withdrawIfUnused(o, usedSinceMs);
-        } catch (RegistryException ex) {
-            LOG.warn("cannot withdraw {} for eviction, keeping its memory: {}", o, ex.getMessage());
-            return Withdrawal.PINNED; // as good as pinned: the offer may still be served, so the memory stays
+    /**
+     * Withdraws the offers of {@code candidates} (slot and offer), in order, until {@code got} is full, as many at a
+     * time as are still wanted; the slots withdrawn go to {@code got} from {@code n}. Without {@code ignoreUse}, a
+     * chunk imported elsewhere since this pool last used it is kept and added to {@code importedSince}.
+     *
+     * @return the slots in {@code got} now
+     */
+    private int evict(List<Map.Entry<Integer, Offer>> candidates, boolean ignoreUse,
+                      List<Map.Entry<Integer, Offer>> importedSince, int[] got, int n) {
+        for (int next = 0; n < got.length && next < candidates.size(); ) {
+            List<Map.Entry<Integer, Offer>> batch =
+                    candidates.subList(next, Math.min(candidates.size(), next + got.length - n));
+            next += batch.size();
+            List<Offer> offers = new ArrayList<>(batch.size());
+            long[] usedSince = new long[batch.size()];
+            for (int i = 0; i < batch.size(); i++) {
+                offers.add(batch.get(i).getValue());
+                usedSince[i] = ignoreUse ? Long.MAX_VALUE : lastUsedMs[batch.get(i).getKey()];
+            }
+            Withdrawal[] outcomes = withdraw(offers, usedSince);
+            for (int i = 0; i < outcomes.length; i++) {
+                int slot = batch.get(i).getKey();
+                if (outcomes[i] == Withdrawal.WITHDRAWN) {
+                    published.remove(slot);
+                    evicted(slot, offers.get(i));
+                    got[n++] = slot;
+                } else if (outcomes[i] == Withdrawal.IMPORTED_SINCE && importedSince != null) {
+                    importedSince.add(batch.get(i));
+                }
+            }
         }
+        return n;
+    }
+
+    /** An outcome of null (unknown: the offer may still be served) keeps the chunk's memory, as a pin would. */
+    private Withdrawal[] withdraw(List<Offer> offers, long[] usedSinceMs) {
+        Withdrawal[] outcomes;
+        try {
+            outcomes = registry.withdrawIfUnused(offers, usedSinceMs);
+        } catch (RegistryException ex) {
+            outcomes = new Withdrawal[offers.size()];
+        }
+        for (int i = 0; i < outcomes.length; i++) {
+            if (outcomes[i] == null) {
+                LOG.warn("cannot withdraw {} for eviction, keeping its memory", offers.get(i));
+            }
+        }
+        return outcomes;
     }
 
     private void evicted(int slot, Offer o) {

@@ -110,6 +110,28 @@ public interface OfferRegistry extends AutoCloseable {
      */
     Withdrawal withdrawIfUnused(Offer offer, long usedSinceMs);
 
+    /**
+     * {@link #withdrawIfUnused(Offer, long)} of each offer with its own {@code usedSinceMs}, in order: an exporter's
+     * pool evicting several chunks at once; a registry across the network answers in one round trip. An element is
+     * null where that withdrawal failed and its outcome is unknown (the offer may still be served).
+     *
+     * @throws RegistryException when none could even be asked
+     */
+    default Withdrawal[] withdrawIfUnused(List<Offer> offers, long[] usedSinceMs) {
+        if (offers.size() != usedSinceMs.length) {
+            throw new IllegalArgumentException(offers.size() + " offers, " + usedSinceMs.length + " times");
+        }
+        Withdrawal[] out = new Withdrawal[offers.size()];
+        for (int i = 0; i < out.length; i++) {
+            try {
+                out[i] = withdrawIfUnused(offers.get(i), usedSinceMs[i]);
+            } catch (RegistryException e) {
+                out[i] = null;
+            }
+        }
+        return out;
+    }
+
     /** Withdraws this publication even if pinned (its owner is leaving). A no-op when it is gone. */
     void withdraw(Offer offer);
 

@@ -471,6 +471,27 @@ public final class RedisRegistry implements OfferRegistry {
         return r == 1 ? Withdrawal.PINNED : r == 2 ? Withdrawal.IMPORTED_SINCE : Withdrawal.WITHDRAWN;
     }
 
+    /** One script per offer, pipelined: one round trip for the lot. */
+    @Override
+    public Withdrawal[] withdrawIfUnused(List<Offer> offers, long[] usedSinceMs) {
+        if (offers.size() != usedSinceMs.length) {
+            throw new IllegalArgumentException(offers.size() + " offers, " + usedSinceMs.length + " times");
+        }
+        byte[] now = ascii(clockMillis());
+        Object[] r = pipeline(offers.size(), RedisScripts.WITHDRAW_IF_UNUSED, ScriptOutputType.INTEGER,
+                i -> new String[] {OfferCodec.hashKey(prefix, offers.get(i).key())},
+                i -> new byte[][] {OfferCodec.identity(offers.get(i)), ascii(usedSinceMs[i]), now});
+        Withdrawal[] out = new Withdrawal[r.length];
+        for (int i = 0; i < r.length; i++) {
+            if (r[i] instanceof Long code) {
+                out[i] = code == 1 ? Withdrawal.PINNED : code == 2 ? Withdrawal.IMPORTED_SINCE : Withdrawal.WITHDRAWN;
+            } else {
+                LOG.warn("cannot withdraw {}: {}", offers.get(i), r[i]);
+            }
+        }
+        return out;
+    }
+
     @Override
     public void withdraw(Offer offer) {
         script(RedisScripts.WITHDRAW, ScriptOutputType.INTEGER, OfferCodec.hashKey(prefix, offer.key()),

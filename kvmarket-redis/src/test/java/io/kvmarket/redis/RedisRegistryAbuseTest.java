@@ -357,7 +357,8 @@ class RedisRegistryAbuseTest {
                 () -> a.lookupPrefix(new ChunkKey[] {o.key()}, 1), () -> a.pin(o, 100), () -> a.unpin(o),
                 () -> a.isCurrent(o), () -> a.pinAll(List.of(o), 100), () -> a.unpinAll(List.of(o)),
                 () -> a.areCurrent(List.of(o)), () -> a.withdrawIfUnused(o, 0), () -> a.withdraw(o),
-                () -> a.renew(o, System.currentTimeMillis() + 1000));
+                () -> a.renew(o, System.currentTimeMillis() + 1000),
+                () -> a.withdrawIfUnused(List.of(o), new long[] {0}));
         for (int i = 0; i < calls.size(); i++) {
             long t0 = System.nanoTime();
             try {

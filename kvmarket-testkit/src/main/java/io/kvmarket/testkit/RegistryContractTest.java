@@ -226,6 +226,32 @@ public abstract class RegistryContractTest {
     }
 
     @Test
+    void withdrawalsAskedTogetherAreDecidedEachAsAlone() {
+        Offer idle = offer(0, 1);
+        Offer pinned = offer(1, 1);
+        Offer inDemand = offer(2, 1);
+        Offer gone = offer(3, 1);
+        for (Offer o : List.of(idle, pinned, inDemand, gone)) {
+            registry.publish(o);
+        }
+        long lastOwnUse = clock.get();
+        registry.withdraw(gone);
+        assertTrue(registry.pin(pinned, 5_000));
+        clock.addAndGet(10);
+        assertTrue(registry.pin(inDemand, 5_000));
+        registry.unpin(inDemand);
+        assertArrayEquals(new Withdrawal[] {Withdrawal.WITHDRAWN, Withdrawal.PINNED, Withdrawal.IMPORTED_SINCE,
+                Withdrawal.WITHDRAWN}, registry.withdrawIfUnused(List.of(idle, pinned, inDemand, gone),
+                new long[] {lastOwnUse, Long.MAX_VALUE, lastOwnUse, lastOwnUse}));
+        assertFalse(registry.isCurrent(idle));
+        assertTrue(registry.isCurrent(pinned));
+        assertTrue(registry.isCurrent(inDemand));
+        assertEquals(0, registry.withdrawIfUnused(List.of(), new long[0]).length);
+        assertThrows(IllegalArgumentException.class, () -> registry.withdrawIfUnused(List.of(pinned), new long[2]));
+        assertTrue(registry.isCurrent(pinned), "a call refused touches nothing");
+    }
+
+    @Test
     void pinOfAnImporterThatNeverReleasesLapses() {
         Offer o = offer(0, 1);
         registry.publish(o);
