@@ -20,7 +20,6 @@ import org.slf4j.LoggerFactory;
 import java.io.IOException;
 import java.lang.ref.ReferenceQueue;
 import java.lang.ref.WeakReference;
-import java.net.ConnectException;
 import java.net.InetSocketAddress;
 import java.nio.ByteBuffer;
 import java.util.ArrayList;
@@ -57,9 +56,9 @@ public final class RdmaTransport implements Transport, PushTransport {
 
     private static final Logger LOG = LoggerFactory.getLogger(RdmaTransport.class);
     private static final AtomicInteger TRANSPORTS = new AtomicInteger();
-    private static final byte CONNECT = 1;
-    private static final byte PING = 2;
-    private static final byte RELEASE = 3;
+    static final byte CONNECT = 1;
+    static final byte PING = 2;
+    static final byte RELEASE = 3;
     static final byte OK = 0;
     private static final byte REFUSED = 1;
 
@@ -75,7 +74,7 @@ public final class RdmaTransport implements Transport, PushTransport {
     private final Map<ServedPool, Served> served = new IdentityHashMap<>();
     /** Queue pairs peers set up here, by the number of each channel's first queue pair. */
     private final Map<Integer, ServedChannel> servedChannels = new ConcurrentHashMap<>();
-    private final Map<InetSocketAddress, Peer> peers = new ConcurrentHashMap<>();
+    private final Map<InetSocketAddress, RdmaPeer> peers = new ConcurrentHashMap<>();
     /** Registrations of destination buffers, dropped when their buffer is collected. */
     private final List<LocalRegion> localRegions = new ArrayList<>();
     private final ReferenceQueue<DeviceBuffer> collected = new ReferenceQueue<>();
@@ -357,10 +356,10 @@ public final class RdmaTransport implements Transport, PushTransport {
     /** Reads the plan's segments on a channel to the source; tears the channel down on any failure. */
     private void pull(RdmaEndpoint source, ReadPlan plan, VerbsContext.MemoryRegion local) {
         long deadline = System.nanoTime() + TimeUnit.MILLISECONDS.toNanos(config.fetchDeadlineMillis());
-        Peer peer;
-        PeerChannel pc;
+        RdmaPeer peer;
+        RdmaPeer.Channel pc;
         do { // a peer evictStale() dropped meanwhile takes no new channel: take the fresh one
-            peer = peers.computeIfAbsent(source.control(), Peer::new);
+            peer = peer(source.control());
             pc = peer.acquire(source, deadline);
             if (pc == null) {
                 peers.remove(source.control(), peer);
@@ -369,12 +368,12 @@ public final class RdmaTransport implements Transport, PushTransport {
         boolean healthy = false;
         try {
             boolean[] landed = new boolean[plan.segments()];
-            Stop stop = read(pc.channel, source, plan, local, deadline, landed);
+            Stop stop = read(pc.channel(), source, plan, local, deadline, landed);
             if (stop == null) {
                 healthy = true;
                 return;
             }
-            pc.channel.fail();
+            pc.channel().fail();
             // The exporter's registration refuses the read (its pool closed, or the offer names memory it never
             // registered), or the exporter stopped answering: either way its KV is gone from here.
             boolean gone = stop.status == QpChannel.WC_REM_ACCESS_ERR || stop.status == QpChannel.WC_RETRY_EXC_ERR;
@@ -429,8 +428,8 @@ public final class RdmaTransport implements Transport, PushTransport {
     }
 
     /** The control connection to {@code control}, shared with pulls from it. */
-    Peer peer(InetSocketAddress control) {
-        return peers.computeIfAbsent(control, Peer::new);
+    RdmaPeer peer(InetSocketAddress control) {
+        return peers.computeIfAbsent(control, c -> new RdmaPeer(this, connector, c));
     }
 
     /**
@@ -654,175 +653,6 @@ public final class RdmaTransport implements Transport, PushTransport {
         return ByteBuffer.allocate(1 + n).put(REFUSED).put(text, 0, n).array();
     }
 
-    /** A channel to a peer, valid while the control connection it was set up through is. */
-    private record PeerChannel(QpChannel channel, ControlChannel.Client client, int remoteFirstQpn) {
-    }
-
-    /** Importer side: the control connection to one exporter and the channels set up through it. */
-    final class Peer {
-        private final InetSocketAddress control;
-        private ControlChannel.Client client;
-        private final List<PeerChannel> idle = new ArrayList<>();
-        private int checkedOut;
-        private long lastUsedNanos = System.nanoTime();
-        /** Set once this peer is dropped from the map: it sets up nothing more. */
-        private boolean dead;
-
-        Peer(InetSocketAddress control) {
-            this.control = control;
-        }
-
-        /** A channel to this peer, or null when the peer was dropped (take a fresh one from the map). */
-        synchronized PeerChannel acquire(RdmaEndpoint source, long deadline) {
-            lastUsedNanos = System.nanoTime();
-            while (true) {
-                if (closed) {
-                    throw new TransferException(TransferFailure.FAILED, "RDMA transport closed");
-                }
-                if (dead) {
-                    return null;
-                }
-                keepSession();
-                if (!idle.isEmpty()) {
-                    PeerChannel pc = idle.remove(idle.size() - 1);
-                    checkedOut++;
-                    return pc;
-                }
-                if (checkedOut < config.channelsPerPeer()) {
-                    PeerChannel pc = connectChannel(source);
-                    checkedOut++;
-                    return pc;
-                }
-                long left = TimeUnit.NANOSECONDS.toMillis(deadline - System.nanoTime());
-                if (left <= 0) {
-                    throw new TransferException(TransferFailure.FAILED, "all " + config.channelsPerPeer()
-                            + " RDMA channels to " + control + " stayed busy until the deadline");
-                }
-                try {
-                    wait(left);
-                } catch (InterruptedException e) {
-                    Thread.currentThread().interrupt();
-                    throw new TransferException(TransferFailure.FAILED, "interrupted waiting for an RDMA channel");
-                }
-            }
-        }
-
-        /** One control request on this peer's connection, connecting first when there is none. */
-        synchronized byte[] call(byte[] request) throws IOException {
-            if (closed) {
-                throw new IOException("RDMA transport closed");
-            }
-            keepSession();
-            if (client == null) {
-                client = connector.connect(control);
-            }
-            try {
-                return client.call(request);
-            } catch (IOException e) {
-                dropSession();
-                throw e;
-            }
-        }
-
-        /** Drops a control connection the exporter closed (its queue pairs went with it), pings one idle long. */
-        private void keepSession() {
-            if (client == null) {
-                return;
-            }
-            boolean gone = client.isClosed();
-            if (!gone && client.idleNanos() > TimeUnit.MILLISECONDS.toNanos(config.control().idleTimeoutMillis()) / 2) {
-                try {
-                    gone = client.call(new byte[] {PING}).length != 1;
-                } catch (IOException e) {
-                    gone = true;
-                }
-            }
-            if (gone) {
-                LOG.debug("control connection to {} ended; setting up afresh", control);
-                dropSession();
-            }
-        }
-
-        private PeerChannel connectChannel(RdmaEndpoint source) {
-            try {
-                if (client == null) {
-                    client = connector.connect(control);
-                }
-            } catch (ConnectException e) {
-                throw new TransferException(TransferFailure.SOURCE_GONE, "nothing serves RDMA setup at " + control
-                        + " any more (" + e.getMessage() + "): the exporter is gone", e);
-            } catch (IOException e) {
-                throw new TransferException(TransferFailure.UNREACHABLE, "cannot set up RDMA with " + control + ": "
-                        + e.getMessage(), e);
-            }
-            QpChannel ch = channel(config.queuePairs(), config.sendQueueDepth(), 0, 0);
-            try {
-                byte[] answer = client.call(QpSetup.of(ch, ctx).encode(CONNECT, new byte[0]));
-                if (answer.length == 0 || answer[0] != OK) {
-                    throw new TransferException(TransferFailure.UNREACHABLE, control + " refused RDMA queue pairs: "
-                            + why(answer));
-                }
-                QpSetup remote = QpSetup.decode(ByteBuffer.wrap(answer).position(1));
-                connect(ch, remote);
-                return new PeerChannel(ch, client, remote.qpns()[0]);
-            } catch (IOException e) {
-                ch.close();
-                dropSession();
-                throw new TransferException(TransferFailure.UNREACHABLE, "RDMA setup with " + control + " failed: "
-                        + e.getMessage(), e);
-            } catch (RuntimeException e) {
-                ch.close();
-                throw e instanceof TransferException t ? t : new TransferException(TransferFailure.FAILED,
-                        "RDMA setup with " + control + " failed: " + e.getMessage(), e);
-            }
-        }
-
-        synchronized void release(PeerChannel pc, boolean healthy) {
-            checkedOut--;
-            lastUsedNanos = System.nanoTime();
-            if (healthy && !closed && !dead && pc.client == client) {
-                idle.add(pc);
-            } else {
-                pc.channel.close();
-                if (pc.client == client && client != null) { // the exporter's half would live as long as the session
-                    try {
-                        client.call(ByteBuffer.allocate(5).put(RELEASE).putInt(pc.remoteFirstQpn).array());
-                    } catch (IOException e) {
-                        dropSession();
-                    }
-                }
-            }
-            notifyAll();
-        }
-
-        /** Closes the control connection and the idle channels set up through it. */
-        private void dropSession() {
-            for (PeerChannel pc : idle) {
-                pc.channel.close();
-            }
-            idle.clear();
-            if (client != null) {
-                client.close();
-                client = null;
-            }
-        }
-
-        /** True when nothing is checked out and nothing was used for {@code idleNanos}; then it is dropped. */
-        synchronized boolean dropIfIdle(long idleNanos) {
-            if (checkedOut == 0 && System.nanoTime() - lastUsedNanos >= idleNanos) {
-                drop();
-                return true;
-            }
-            return false;
-        }
-
-        /** Drops the session and sets up nothing more; channels checked out close as they come back. */
-        synchronized void drop() {
-            dead = true;
-            dropSession();
-        }
-    }
-
     @Override
     public void evictStale() {
         long idle = TimeUnit.MILLISECONDS.toNanos(config.control().idleTimeoutMillis());
@@ -857,7 +687,7 @@ public final class RdmaTransport implements Transport, PushTransport {
         } catch (InterruptedException e) {
             Thread.currentThread().interrupt();
         }
-        for (Peer p : peers.values()) {
+        for (RdmaPeer p : peers.values()) {
             p.drop();
         }
         peers.clear();

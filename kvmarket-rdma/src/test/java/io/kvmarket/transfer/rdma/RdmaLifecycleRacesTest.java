@@ -265,8 +265,8 @@ class RdmaLifecycleRacesTest extends RdmaRig {
     }
 
     /**
-     * evictStale() removes a Peer from the map while a fetch that already looked it up goes on to use it: the
-     * fetch's channel then lives in a Peer nobody can reach, and close() does not tear it down.
+     * evictStale() removes an RdmaPeer from the map while a fetch that already looked it up goes on to use it: the
+     * fetch's channel then lives in a peer nobody can reach, and close() does not tear it down.
      */
     @Test
     void evictStaleRacingFetchesLeavesNoOrphanChannel() throws Exception {
