@@ -193,13 +193,22 @@ public final class ExportPool implements ServedPool, AutoCloseable {
         return n;
     }
 
-    /** An outcome of null (unknown: the offer may still be served) keeps the chunk's memory, as a pin would. */
+    /**
+     * The registry's outcome for each offer; unknown (null) where it failed or answered something else than one
+     * outcome per offer. An unknown outcome keeps the chunk's memory, as a pin would: the offer may still be served.
+     */
     private Withdrawal[] withdraw(List<Offer> offers, long[] usedSinceMs) {
         Withdrawal[] outcomes;
         try {
             outcomes = registry.withdrawIfUnused(offers, usedSinceMs);
         } catch (RegistryException ex) {
+            outcomes = null;
+        }
+        if (outcomes == null || outcomes.length != offers.size()) {
             outcomes = new Withdrawal[offers.size()];
+        }
+        if (closed) { // closed from within the registry's call (its thread holds this lock): the memory is freed
+            throw new IllegalStateException("export pool closed while evicting: its memory is freed");
         }
         for (int i = 0; i < outcomes.length; i++) {
             if (outcomes[i] == null) {
