@@ -4,17 +4,12 @@ import io.kvmarket.key.ChunkKey;
 import io.kvmarket.node.ProcessIdentity;
 import io.kvmarket.registry.Offer;
 import io.kvmarket.registry.PublishOutcome;
-import io.kvmarket.testkit.RedisServer;
 import io.kvmarket.testkit.RegistryContractTest;
 import io.lettuce.core.RedisClient;
 import io.lettuce.core.api.StatefulRedisConnection;
-import org.junit.jupiter.api.AfterEach;
-import org.junit.jupiter.api.BeforeEach;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.Timeout;
-import org.junit.jupiter.api.io.TempDir;
 
-import java.nio.file.Path;
 import java.time.Duration;
 import java.util.ArrayList;
 import java.util.Arrays;
@@ -23,7 +18,6 @@ import java.util.Objects;
 import java.util.concurrent.ExecutorService;
 import java.util.concurrent.Executors;
 import java.util.concurrent.Future;
-import java.util.concurrent.atomic.AtomicInteger;
 
 import static org.junit.jupiter.api.Assertions.assertArrayEquals;
 import static org.junit.jupiter.api.Assertions.assertDoesNotThrow;
@@ -31,7 +25,6 @@ import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertNotNull;
 import static org.junit.jupiter.api.Assertions.assertNull;
 import static org.junit.jupiter.api.Assertions.assertTrue;
-import static org.junit.jupiter.api.Assumptions.assumeTrue;
 
 /**
  * The Redis registry's batches (publishAll, lookupEach, pinAll) as they meet a stalled Redis, a restarted one that
@@ -39,32 +32,9 @@ import static org.junit.jupiter.api.Assumptions.assumeTrue;
  * never an unknown outcome where nothing failed.
  */
 @Timeout(180)
-class RedisBatchTest {
+class RedisBatchTest extends RedisServerTest {
 
-    static final AtomicInteger PREFIXES = new AtomicInteger();
 
-    @TempDir
-    Path dir;
-    RedisServer server;
-    String prefix;
-
-    @BeforeEach
-    void startRedis() {
-        assumeTrue(RedisServer.installed(), "redis-server is not installed here; the Redis batch tests are skipped");
-        server = RedisServer.start(dir);
-        prefix = "attack" + PREFIXES.incrementAndGet();
-    }
-
-    @AfterEach
-    void stopRedis() {
-        if (server != null) {
-            server.close();
-        }
-    }
-
-    RedisRegistry registry(Duration timeout) {
-        return new RedisRegistry(server.uri(), prefix, timeout, System::currentTimeMillis);
-    }
 
     /** Waits until the client reconnected (a plain HGET answers), as a caller would see Redis healthy again. */
     static void awaitReconnected(RedisRegistry r) throws InterruptedException {

@@ -6,69 +6,32 @@ import io.kvmarket.pool.ExportPool;
 import io.kvmarket.registry.Endpoint;
 import io.kvmarket.registry.Offer;
 import io.kvmarket.registry.Withdrawal;
-import io.kvmarket.testkit.RedisServer;
 import io.lettuce.core.RedisClient;
 import io.lettuce.core.api.StatefulRedisConnection;
-import org.junit.jupiter.api.AfterEach;
-import org.junit.jupiter.api.BeforeEach;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.Timeout;
-import org.junit.jupiter.api.io.TempDir;
 
-import java.nio.file.Path;
 import java.time.Duration;
 import java.util.ArrayList;
 import java.util.List;
 import java.util.Random;
-import java.util.concurrent.atomic.AtomicInteger;
 
 import static org.junit.jupiter.api.Assertions.assertArrayEquals;
 import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertFalse;
 import static org.junit.jupiter.api.Assertions.assertTrue;
-import static org.junit.jupiter.api.Assumptions.assumeTrue;
 
 /**
  * RedisRegistry's pipelined withdrawIfUnused(List, long[]) and of the export pool evicting through
  * it: batches past the pipeline window, duplicates, a script cache flushed under it, a paused and a killed Redis.
  */
 @Timeout(60)
-class RedisBatchWithdrawTest {
+class RedisBatchWithdrawTest extends RedisServerTest {
 
-    static final AtomicInteger PREFIXES = new AtomicInteger();
 
-    @TempDir
-    Path dir;
-    RedisServer server;
-    String prefix;
-    final List<AutoCloseable> toClose = new ArrayList<>();
-
-    @BeforeEach
-    void start() {
-        assumeTrue(RedisServer.installed(), "redis-server is not installed here");
-        server = RedisServer.start(dir);
-        prefix = "batch-withdraw" + PREFIXES.incrementAndGet();
-    }
-
-    @AfterEach
-    void stop() {
-        for (int i = toClose.size() - 1; i >= 0; i--) {
-            try {
-                toClose.get(i).close();
-            } catch (Exception ignored) {
-            }
-        }
-        try {
-            server.resume();
-        } catch (RuntimeException ignored) {
-        }
-        server.close();
-    }
 
     RedisRegistry registry() {
-        RedisRegistry r = new RedisRegistry(server.uri(), prefix, Duration.ofMillis(200), System::currentTimeMillis);
-        toClose.add(r);
-        return r;
+        return registry(Duration.ofMillis(200));
     }
 
     /**

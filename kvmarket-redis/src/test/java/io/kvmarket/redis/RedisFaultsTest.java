@@ -12,20 +12,14 @@ import io.kvmarket.registry.PublishOutcome;
 import io.kvmarket.registry.RegistryException;
 import io.kvmarket.testkit.ChildJvm;
 import io.kvmarket.testkit.KvFixture;
-import io.kvmarket.testkit.RedisServer;
 import io.lettuce.core.RedisClient;
 import io.lettuce.core.api.StatefulRedisConnection;
-import org.junit.jupiter.api.AfterEach;
-import org.junit.jupiter.api.BeforeEach;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.Timeout;
-import org.junit.jupiter.api.io.TempDir;
 
-import java.nio.file.Path;
 import java.time.Duration;
 import java.util.ArrayList;
 import java.util.List;
-import java.util.concurrent.atomic.AtomicInteger;
 
 import static io.kvmarket.testkit.KvFixture.scattered;
 import static io.kvmarket.testkit.KvFixture.tokens;
@@ -35,36 +29,12 @@ import static org.junit.jupiter.api.Assertions.assertNotNull;
 import static org.junit.jupiter.api.Assertions.assertNull;
 import static org.junit.jupiter.api.Assertions.assertThrows;
 import static org.junit.jupiter.api.Assertions.assertTrue;
-import static org.junit.jupiter.api.Assumptions.assumeTrue;
 
 /** Faults injected for real into a real redis-server: killed, stopped, restarted, foreign data, a dead owner. */
 @Timeout(60)
-class RedisFaultsTest {
+class RedisFaultsTest extends RedisServerTest {
 
-    static final AtomicInteger PREFIXES = new AtomicInteger();
 
-    @TempDir
-    Path dir;
-    RedisServer server;
-    String prefix;
-
-    @BeforeEach
-    void startRedis() {
-        assumeTrue(RedisServer.installed(), "redis-server is not installed here; the Redis fault tests are skipped");
-        server = RedisServer.start(dir);
-        prefix = "faults" + PREFIXES.incrementAndGet();
-    }
-
-    @AfterEach
-    void stopRedis() {
-        if (server != null) {
-            server.close();
-        }
-    }
-
-    RedisRegistry registry(Duration timeout) {
-        return new RedisRegistry(server.uri(), prefix, timeout, System::currentTimeMillis);
-    }
 
     static Offer offer(long k, long generation) {
         return Offer.of(new ChunkKey(k, k * 31), NodeId.local(), ProcessIdentity.current(),

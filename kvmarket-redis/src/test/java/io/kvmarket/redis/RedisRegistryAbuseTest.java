@@ -9,7 +9,6 @@ import io.kvmarket.registry.OfferRegistry;
 import io.kvmarket.registry.PublishOutcome;
 import io.kvmarket.registry.RegistryException;
 import io.kvmarket.registry.Withdrawal;
-import io.kvmarket.testkit.RedisServer;
 import io.lettuce.core.RedisClient;
 import io.lettuce.core.api.StatefulRedisConnection;
 import io.lettuce.core.api.sync.RedisCommands;
@@ -17,19 +16,16 @@ import org.junit.jupiter.api.AfterEach;
 import org.junit.jupiter.api.BeforeEach;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.Timeout;
-import org.junit.jupiter.api.io.TempDir;
 
 import io.lettuce.core.codec.StringCodec;
 import io.lettuce.core.output.StatusOutput;
 import io.lettuce.core.protocol.CommandArgs;
 import io.lettuce.core.protocol.CommandType;
 
-import java.nio.file.Path;
 import java.time.Duration;
 import java.util.ArrayList;
 import java.util.List;
 import java.util.Random;
-import java.util.concurrent.atomic.AtomicInteger;
 import java.util.concurrent.atomic.AtomicLong;
 
 import static org.junit.jupiter.api.Assertions.assertArrayEquals;
@@ -40,55 +36,27 @@ import static org.junit.jupiter.api.Assertions.assertNull;
 import static org.junit.jupiter.api.Assertions.assertThrows;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 import static org.junit.jupiter.api.Assertions.fail;
-import static org.junit.jupiter.api.Assumptions.assumeTrue;
 
 /** Hostile-review probes of RedisRegistry (package-private access for OfferCodec). */
 @Timeout(60)
-class RedisRegistryAbuseTest {
+class RedisRegistryAbuseTest extends RedisServerTest {
 
-    static final AtomicInteger PREFIXES = new AtomicInteger();
 
-    @TempDir
-    Path dir;
-    RedisServer server;
-    String prefix;
     RedisClient rawClient;
     StatefulRedisConnection<String, String> rawConn;
     RedisCommands<String, String> raw;
-    final List<AutoCloseable> toClose = new ArrayList<>();
 
     @BeforeEach
-    void start() {
-        assumeTrue(RedisServer.installed(),
-                "redis-server is not installed here; the Redis registry abuse tests are skipped");
-        server = RedisServer.start(dir);
-        prefix = "probe" + PREFIXES.incrementAndGet();
+    void connectRaw() {
         rawClient = RedisClient.create(server.uri());
         rawConn = rawClient.connect();
         raw = rawConn.sync();
     }
 
     @AfterEach
-    void stop() {
-        for (AutoCloseable c : toClose) {
-            try {
-                c.close();
-            } catch (Exception ignored) {
-            }
-        }
-        try {
-            server.resume();
-        } catch (RuntimeException ignored) {
-        }
+    void disconnectRaw() {
         rawConn.close();
         rawClient.shutdown();
-        server.close();
-    }
-
-    RedisRegistry registry(Duration timeout, java.util.function.LongSupplier clock) {
-        RedisRegistry r = new RedisRegistry(server.uri(), prefix, timeout, clock);
-        toClose.add(r);
-        return r;
     }
 
     RedisRegistry registry() {
