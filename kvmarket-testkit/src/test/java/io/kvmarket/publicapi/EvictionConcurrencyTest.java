@@ -5,15 +5,12 @@ import io.kvmarket.pool.ExportPool;
 import io.kvmarket.registry.InProcessRegistry;
 import io.kvmarket.registry.Offer;
 import io.kvmarket.registry.OfferRegistry;
-import io.kvmarket.registry.RegistryException;
+import io.kvmarket.registry.Withdrawal;
 import io.kvmarket.transfer.ServedPool;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.Timeout;
 import org.junit.jupiter.api.io.TempDir;
 
-import java.lang.reflect.InvocationHandler;
-import java.lang.reflect.InvocationTargetException;
-import java.lang.reflect.Proxy;
 import java.nio.ByteBuffer;
 import java.nio.file.Path;
 import java.util.ArrayList;
@@ -54,32 +51,20 @@ class EvictionConcurrencyTest {
         assertTrue(EVICTIONS.get() > 200 && PINS.get() > 200, "exercised too little");
     }
 
-    /**
-     * {@code real}, whose single withdrawals fail (RegistryException) {@code percent}% of the time, seeded; a batch
-     * runs the interface's own loop over them.
-     */
+    /** {@code real}, whose withdrawals fail (an unknown outcome) {@code percent}% of the time, seeded. */
     static OfferRegistry failing(OfferRegistry real, long seed, int percent) {
         Random random = new Random(seed);
-        return (OfferRegistry) Proxy.newProxyInstance(OfferRegistry.class.getClassLoader(),
-                new Class<?>[] {OfferRegistry.class}, (proxy, method, args) -> {
-                    if (method.getName().equals("withdrawIfUnused")) {
-                        if (args[0] instanceof List<?>) {
-                            return InvocationHandler.invokeDefault(proxy, method, args);
-                        }
-                        boolean fail;
-                        synchronized (random) {
-                            fail = random.nextInt(100) < percent;
-                        }
-                        if (fail) {
-                            throw new RegistryException("injected failure");
-                        }
-                    }
-                    try {
-                        return method.invoke(real, args);
-                    } catch (InvocationTargetException e) {
-                        throw e.getCause();
-                    }
-                });
+        return EvictionBatchAbuseTest.faulty(real, (offers, usedSince) -> {
+            Withdrawal[] out = new Withdrawal[offers.size()];
+            for (int i = 0; i < out.length; i++) {
+                boolean fail;
+                synchronized (random) {
+                    fail = random.nextInt(100) < percent;
+                }
+                out[i] = fail ? null : real.withdrawIfUnused(offers.get(i), usedSince[i]);
+            }
+            return out;
+        });
     }
 
     private void run(long seed) throws Exception {
