@@ -202,6 +202,7 @@ public final class ExportPool implements ServedPool, AutoCloseable {
         try {
             outcomes = registry.withdrawIfUnused(offers, usedSinceMs);
         } catch (RegistryException ex) {
+            LOG.warn("cannot withdraw {} offers for eviction: {}", offers.size(), ex.getMessage());
             outcomes = null;
         }
         if (outcomes == null || outcomes.length != offers.size()) {
