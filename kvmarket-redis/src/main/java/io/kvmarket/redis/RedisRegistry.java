@@ -20,12 +20,15 @@ import io.lettuce.core.SocketOptions;
 import io.lettuce.core.TimeoutOptions;
 import io.lettuce.core.api.StatefulConnection;
 import io.lettuce.core.api.StatefulRedisConnection;
+import io.lettuce.core.api.async.RedisAsyncCommands;
 import io.lettuce.core.cluster.ClusterClientOptions;
 import io.lettuce.core.cluster.ClusterTopologyRefreshOptions;
 import io.lettuce.core.cluster.RedisClusterClient;
+import io.lettuce.core.cluster.SlotHash;
 import io.lettuce.core.cluster.api.StatefulRedisClusterConnection;
 import io.lettuce.core.cluster.api.async.RedisClusterAsyncCommands;
 import io.lettuce.core.cluster.api.sync.RedisClusterCommands;
+import io.lettuce.core.cluster.models.partitions.RedisClusterNode;
 import io.lettuce.core.codec.ByteArrayCodec;
 import io.lettuce.core.codec.RedisCodec;
 import io.lettuce.core.codec.StringCodec;
@@ -36,6 +39,7 @@ import java.nio.charset.StandardCharsets;
 import java.time.Duration;
 import java.util.ArrayList;
 import java.util.Arrays;
+import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Map;
 import java.util.concurrent.ConcurrentHashMap;
@@ -49,8 +53,8 @@ import java.util.stream.IntStream;
 /**
  * The cluster registry: every node's offers in one Redis server or one Redis Cluster ({@value #CLUSTER_SCHEME} URI),
  * through Lettuce. One hash per chunk ({@link OfferCodec}); a lookup of N chunks is one read-only script, one round
- * trip (on a Redis Cluster, N pipelined reads, since the keys lie in many slots); every write is one Lua script on one
- * chunk ({@link RedisScripts}); batched pins, checks and publishes are pipelined. An owner process is alive while its
+ * trip (on a Redis Cluster, one script per node over the keys it serves, sent to all nodes at once); every write is
+ * one Lua script on one chunk ({@link RedisScripts}); batched pins, checks and publishes are pipelined. An owner process is alive while its
  * key, refreshed every {@value #HEARTBEAT_MS} ms with a {@value #OWNER_TTL_MS} ms expiry in Redis server time,
  * exists: a dead owner's offers stop being served within that, and the next publication of their key replaces them.
  * Redis down or slow: every call fails within the command timeout with a {@link RegistryException}, which the
@@ -82,8 +86,12 @@ public final class RedisRegistry implements OfferRegistry {
     private final StatefulConnection<String, byte[]> connection;
     private final RedisClusterCommands<String, byte[]> sync;
     private final RedisClusterAsyncCommands<String, byte[]> async;
-    /** A Redis Cluster: keys of one prompt lie in many slots, so no script may name more than one of them. */
+    /**
+     * A Redis Cluster: keys of one prompt lie in many slots, so writes name one key each and reads go per node.
+     */
     private final boolean cluster;
+    /** Whether the cluster's nodes run a script over keys of several of their slots (Redis 7 and later). */
+    private volatile boolean nodeScripts = true;
     private final String prefix;
     private final LongSupplier clockMs;
     private final long timeoutMs;
@@ -314,7 +322,7 @@ public final class RedisRegistry implements OfferRegistry {
 
     /**
      * One read-only script over the prompt's chunk keys on one Redis; on a Redis Cluster, where they lie in many
-     * slots, one read per key, pipelined to every node at once, cut at the first key not served.
+     * slots, one script per node ({@link #lookupEach}), cut at the first key not served.
      */
     @Override
     public List<Offer> lookupPrefix(ChunkKey[] keys, int maxChunks) {
@@ -355,12 +363,126 @@ public final class RedisRegistry implements OfferRegistry {
     }
 
     /**
-     * Pipelined plain {@code HMGET}s, a window at a time: one round trip for a prompt, no script per key (on a
-     * cluster, where a lookup reads key by key, a script call per key cost several times more). A key whose read
-     * failed fails the call, as a lookup would; a value of another type is foreign and skipped.
+     * One round trip: on one Redis, pipelined plain {@code HMGET}s; on a Redis Cluster, one read-only script per
+     * node over the keys it serves, all nodes at once ({@link #readOnNodes}). A key whose read failed fails the
+     * call, as a lookup would; a value of another type is foreign and skipped.
      */
     @Override
     public Offer[] lookupEach(List<ChunkKey> keys) {
+        if (cluster && !keys.isEmpty()) {
+            Offer[] found = readOnNodes(keys);
+            if (found != null) {
+                return found;
+            }
+        }
+        return readEach(keys);
+    }
+
+    /**
+     * Reads {@code keys} on a Redis Cluster with one script per node, sent to every node at once; null when some
+     * node's part failed (its slots moving, a node down): the caller then reads key by key. A cluster whose nodes
+     * cannot run such a script (a Redis before 7) is read key by key from then on, said once.
+     */
+    private Offer[] readOnNodes(List<ChunkKey> keys) {
+        if (!nodeScripts) {
+            return null;
+        }
+        @SuppressWarnings("unchecked")
+        StatefulRedisClusterConnection<String, byte[]> c = (StatefulRedisClusterConnection<String, byte[]>) connection;
+        String[] hashKeys = new String[keys.size()];
+        Map<String, List<Integer>> byNode = new LinkedHashMap<>();
+        for (int i = 0; i < hashKeys.length; i++) {
+            hashKeys[i] = OfferCodec.hashKey(prefix, keys.get(i));
+            RedisClusterNode node = c.getPartitions().getPartitionBySlot(SlotHash.getSlot(hashKeys[i]));
+            if (node == null) {
+                return null; // a slot nobody serves: the topology is being read again
+            }
+            byNode.computeIfAbsent(node.getNodeId(), n -> new ArrayList<>()).add(i);
+        }
+        String body = RedisScripts.READ_ON_NODE;
+        String sha = sha(body);
+        Offer[] found = new Offer[keys.size()];
+        try {
+            Map<String, RedisFuture<List<byte[]>>> sent = new LinkedHashMap<>();
+            for (Map.Entry<String, List<Integer>> e : byNode.entrySet()) {
+                sent.put(e.getKey(), call(() -> c.getConnection(e.getKey()).async()).evalsha(sha,
+                        ScriptOutputType.MULTI, new String[0], keyArguments(hashKeys, e.getValue())));
+            }
+            long now = clockMillis();
+            for (Map.Entry<String, List<Integer>> e : byNode.entrySet()) {
+                Object answer = settled(sent.get(e.getKey()));
+                if (answer instanceof RegistryException failed && restarted(failed)) {
+                    // The node never ran it (restarted, or new): sent whole, once.
+                    answer = settled(call(() -> c.getConnection(e.getKey()).async()).eval(body,
+                            ScriptOutputType.MULTI, new String[0], keyArguments(hashKeys, e.getValue())));
+                }
+                if (!readInto(found, answer, e.getValue(), keys, hashKeys, now)) {
+                    if (answer instanceof RegistryException failed && cannotRunNodeScripts(failed)) {
+                        nodeScripts = false;
+                        LOG.info("Redis Cluster node {} runs no script over several slots ({}): lookups read key by"
+                                + " key from now on", e.getKey(), failed.getMessage());
+                    } else {
+                        LOG.debug("cluster lookup on node {} failed, reading key by key: {}", e.getKey(),
+                                answer instanceof Throwable t ? t.getMessage() : answer);
+                    }
+                    return null;
+                }
+            }
+        } catch (RegistryException e) {
+            LOG.debug("cluster lookup by node failed, reading key by key: {}", e.getMessage());
+            return null;
+        }
+        return found;
+    }
+
+    /** Decodes one node's answer into {@code found} at {@code positions}; false when it is not such an answer. */
+    private boolean readInto(Offer[] found, Object answer, List<Integer> positions, List<ChunkKey> keys,
+                             String[] hashKeys, long now) {
+        if (!(answer instanceof List<?> values) || values.size() != 2 * positions.size()
+                || !values.stream().allMatch(v -> v instanceof byte[])) {
+            return false;
+        }
+        for (int k = 0; k < positions.size(); k++) {
+            int i = positions.get(k);
+            byte[] identity = (byte[]) values.get(2 * k);
+            if (identity.length == 0) {
+                continue;
+            }
+            if (identity.length == 1 && identity[0] == '!') {
+                LOG.warn("skipping something foreign under {}", hashKeys[i]);
+                continue;
+            }
+            Offer o = decode(keys.get(i), identity, (byte[]) values.get(2 * k + 1));
+            found[i] = o != null && o.leaseExpiryMs() > now && ownerAlive(o, false) ? o : null;
+        }
+        return true;
+    }
+
+    /**
+     * Redis refused the script itself: a Redis before 7 reads its flag line as Lua and fails to compile it; a busy,
+     * loading or moving node is only for now.
+     */
+    private static boolean cannotRunNodeScripts(RegistryException e) {
+        for (Throwable c = e; c != null; c = c.getCause()) {
+            String m = String.valueOf(c.getMessage());
+            if (c instanceof RedisCommandExecutionException
+                    && (m.contains("compiling script") || m.contains("shebang") || m.contains("flag"))) {
+                return true;
+            }
+        }
+        return false;
+    }
+
+    private static byte[][] keyArguments(String[] hashKeys, List<Integer> positions) {
+        byte[][] args = new byte[positions.size()][];
+        for (int k = 0; k < args.length; k++) {
+            args[k] = hashKeys[positions.get(k)].getBytes(StandardCharsets.UTF_8);
+        }
+        return args;
+    }
+
+    /** Pipelined plain {@code HMGET}s, a window at a time: one round trip, no script per key. */
+    private Offer[] readEach(List<ChunkKey> keys) {
         Object[] reads = windowed(keys.size(), i -> async.hmget(OfferCodec.hashKey(prefix, keys.get(i)), "o", "l"));
         long now = clockMillis();
         Offer[] found = new Offer[keys.size()];

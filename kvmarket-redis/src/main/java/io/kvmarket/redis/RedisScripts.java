@@ -52,6 +52,27 @@ final class RedisScripts {
             return out
             """;
 
+    /**
+     * ARGV: chunks one node of a Redis Cluster serves, of any slots. Redis 7 lets a script so flagged read keys of
+     * several slots of its node, but checks declared KEYS for one slot, so the keys come as arguments. Returns
+     * identity and lease per key, in order: '' and '' when none, '!' and '' when foreign.
+     */
+    static final String READ_ON_NODE = """
+            #!lua flags=no-writes,allow-cross-slot-keys
+            local out = {}
+            for i = 1, #ARGV do
+              local v = redis.pcall('HMGET', ARGV[i], 'o', 'l')
+              if v.err then
+                out[#out + 1] = '!'
+                out[#out + 1] = ''
+              else
+                out[#out + 1] = v[1] or ''
+                out[#out + 1] = v[2] or ''
+              end
+            end
+            return out
+            """;
+
     /** KEYS[1]: one chunk. Returns {identity, lease} of its offer, {} when none, {'!'} when foreign. */
     static final String READ = """
             local t = redis.call('TYPE', KEYS[1]).ok
