@@ -90,8 +90,11 @@ public final class RedisRegistry implements OfferRegistry {
      * A Redis Cluster: keys of one prompt lie in many slots, so writes name one key each and reads go per node.
      */
     private final boolean cluster;
-    /** Whether the cluster's nodes run a script over keys of several of their slots (Redis 7 and later). */
-    private volatile boolean nodeScripts = true;
+    /**
+     * Whether the cluster's nodes run a script over keys of several of their slots (Redis 7 and later); package
+     * private so tests compare both ways of reading.
+     */
+    volatile boolean nodeScripts = true;
     private final String prefix;
     private final LongSupplier clockMs;
     private final long timeoutMs;
@@ -405,7 +408,7 @@ public final class RedisRegistry implements OfferRegistry {
         try {
             Map<String, RedisFuture<List<byte[]>>> sent = new LinkedHashMap<>();
             for (Map.Entry<String, List<Integer>> e : byNode.entrySet()) {
-                sent.put(e.getKey(), call(() -> c.getConnection(e.getKey()).async()).evalsha(sha,
+                sent.put(e.getKey(), nodeCommands(c, e.getKey()).evalsha(sha,
                         ScriptOutputType.MULTI, new String[0], keyArguments(hashKeys, e.getValue())));
             }
             long now = clockMillis();
@@ -413,7 +416,7 @@ public final class RedisRegistry implements OfferRegistry {
                 Object answer = settled(sent.get(e.getKey()));
                 if (answer instanceof RegistryException failed && restarted(failed)) {
                     // The node never ran it (restarted, or new): sent whole, once.
-                    answer = settled(call(() -> c.getConnection(e.getKey()).async()).eval(body,
+                    answer = settled(nodeCommands(c, e.getKey()).eval(body,
                             ScriptOutputType.MULTI, new String[0], keyArguments(hashKeys, e.getValue())));
                 }
                 if (!readInto(found, answer, e.getValue(), keys, hashKeys, now)) {
@@ -433,6 +436,12 @@ public final class RedisRegistry implements OfferRegistry {
             return null;
         }
         return found;
+    }
+
+    /** Commands to one node, its connection opened if need be within the command timeout. */
+    private RedisAsyncCommands<String, byte[]> nodeCommands(StatefulRedisClusterConnection<String, byte[]> c,
+                                                            String nodeId) {
+        return call(() -> c.getConnectionAsync(nodeId).get(timeoutMs, TimeUnit.MILLISECONDS).async());
     }
 
     /** Decodes one node's answer into {@code found} at {@code positions}; false when it is not such an answer. */

@@ -55,7 +55,8 @@ final class RedisScripts {
     /**
      * ARGV: chunks one node of a Redis Cluster serves, of any slots. Redis 7 lets a script so flagged read keys of
      * several slots of its node, but checks declared KEYS for one slot, so the keys come as arguments. Returns
-     * identity and lease per key, in order: '' and '' when none, '!' and '' when foreign.
+     * identity and lease per key, in order: '' and '' when none, '!' and '' when foreign (another type); any other
+     * error, such as a key of a slot that moved to another node, fails the whole call.
      */
     static final String READ_ON_NODE = """
             #!lua flags=no-writes,allow-cross-slot-keys
@@ -63,6 +64,9 @@ final class RedisScripts {
             for i = 1, #ARGV do
               local v = redis.pcall('HMGET', ARGV[i], 'o', 'l')
               if v.err then
+                if string.sub(v.err, 1, 9) ~= 'WRONGTYPE' then
+                  return redis.error_reply(v.err) -- not this node's key (its slot moved): the call fails
+                end
                 out[#out + 1] = '!'
                 out[#out + 1] = ''
               else
