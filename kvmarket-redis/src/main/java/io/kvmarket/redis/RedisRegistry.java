@@ -54,9 +54,10 @@ import java.util.stream.IntStream;
  * The cluster registry: every node's offers in one Redis server or one Redis Cluster ({@value #CLUSTER_SCHEME} URI),
  * through Lettuce. One hash per chunk ({@link OfferCodec}); a lookup of N chunks is one read-only script, one round
  * trip (on a Redis Cluster, one script per node over the keys it serves, sent to all nodes at once); every write is
- * one Lua script on one chunk ({@link RedisScripts}); batched pins, checks and publishes are pipelined. An owner process is alive while its
- * key, refreshed every {@value #HEARTBEAT_MS} ms with a {@value #OWNER_TTL_MS} ms expiry in Redis server time,
- * exists: a dead owner's offers stop being served within that, and the next publication of their key replaces them.
+ * one Lua script on one chunk ({@link RedisScripts}); batched pins, checks and publishes are pipelined. An owner
+ * process is alive while its key, refreshed every {@value #HEARTBEAT_MS} ms with a {@value #OWNER_TTL_MS} ms expiry
+ * in Redis server time, exists: a dead owner's offers stop being served within that, and the next publication of
+ * their key replaces them.
  * Redis down or slow: every call fails within the command timeout with a {@link RegistryException}, which the
  * marketplace turns into a miss or a skipped export, and the connection recovers by itself. Values that are not this
  * format's are skipped with a log line and replaced by the next publication, never trusted.
@@ -86,9 +87,7 @@ public final class RedisRegistry implements OfferRegistry {
     private final StatefulConnection<String, byte[]> connection;
     private final RedisClusterCommands<String, byte[]> sync;
     private final RedisClusterAsyncCommands<String, byte[]> async;
-    /**
-     * A Redis Cluster: keys of one prompt lie in many slots, so writes name one key each and reads go per node.
-     */
+    /** A Redis Cluster: keys of one prompt lie in many slots, so writes name one key each and reads go per node. */
     private final boolean cluster;
     /**
      * Whether the cluster's nodes run a script over keys of several of their slots (Redis 7 and later); package

@@ -100,7 +100,8 @@ final class RdmaPeer {
             return;
         }
         boolean gone = client.isClosed();
-        if (!gone && client.idleNanos() > TimeUnit.MILLISECONDS.toNanos(transport.config().control().idleTimeoutMillis()) / 2) {
+        long pingAfter = TimeUnit.MILLISECONDS.toNanos(transport.config().control().idleTimeoutMillis()) / 2;
+        if (!gone && client.idleNanos() > pingAfter) {
             try {
                 gone = client.call(new byte[] {RdmaTransport.PING}).length != 1;
             } catch (IOException e) {

@@ -117,11 +117,12 @@ public final class JlamaPrefillSkip {
                         largest = Math.max(largest, Math.abs(full.firstLogits()[i] - imported.firstLogits()[i]));
                     }
                 }
-                System.out.printf("jlama_prefill_skip: model=%s parameters=%d prefix_tokens=%d suffix_tokens=%d rounds=%d"
-                                + " import_then_prefill_ms=%s of_which_import_ms=%s baseline_full_prefill_ms=%s"
-                                + " ratio=%.3f median_ratio=%.3f"
+                System.out.printf("jlama_prefill_skip: model=%s parameters=%d prefix_tokens=%d suffix_tokens=%d"
+                                + " rounds=%d import_then_prefill_ms=%s of_which_import_ms=%s"
+                                + " baseline_full_prefill_ms=%s ratio=%.3f median_ratio=%.3f"
                                 + " largest_logit_difference=%s same_greedy_token=%b import=\"%s\"%n",
-                        shape, shape.parameters(), PREFIX, SUFFIX, rounds, meanSd(importMs), meanSd(copyInMs), meanSd(fullMs),
+                        shape, shape.parameters(), PREFIX, SUFFIX, rounds, meanSd(importMs), meanSd(copyInMs),
+                        meanSd(fullMs),
                         mean(importMs) / mean(fullMs), median(importMs) / median(fullMs), largest, sameGreedy,
                         transports);
             } finally {

@@ -24,8 +24,9 @@ import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertThrows;
 
 /**
- * Careless and hostile use of {@link JlamaKv} on a model whose Jlama pages hold many positions (2 layers x 512 positions a page:
- * KV rows of 128 floats, 2,048 positions), so runs split at Jlama's page boundaries as well as at blocks.
+ * Careless and hostile use of {@link JlamaKv} on a model whose Jlama pages hold many positions (2 layers x 512
+ * positions a page: KV rows of 128 floats, 2,048 positions), so runs split at Jlama's page boundaries as well as at
+ * blocks.
  */
 @Timeout(300)
 class JlamaKvAbuseTest {

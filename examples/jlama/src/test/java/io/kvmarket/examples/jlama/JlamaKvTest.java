@@ -112,7 +112,7 @@ class JlamaKvTest {
             for (int i = 0; i < vocab; i++) {
                 largest = Math.max(largest, Math.abs(fullLogits[i] - resumedLogits[i]));
             }
-            // Without C2 (see the pom) Jlama computes alike in every run: the logits are the full prefill's bit for bit.
+            // Without C2 (see the pom) Jlama computes alike in every run: the full prefill's logits, bit for bit.
             assertArrayEquals(fullLogits, resumedLogits, "largest logit difference " + largest);
 
             // Without the prefix the next token's logits differ: the comparison sees a missing import.
