@@ -90,7 +90,11 @@ public final class JlamaEngine implements AutoCloseable {
         try {
             cache = new PagedKvCache(device.allocate(PagedKvCache.requiredBytes(layout, blocks)), layout, blocks);
             // Settings first: the namespace, blocks and device are the engine's.
-            market = settings.apply(KvMarketplace.builder()).namespace(namespace).kvCache(cache).device(device).build();
+            KvMarketplace.Builder builder = settings.apply(KvMarketplace.builder());
+            if (builder == null) {
+                throw new IllegalArgumentException("the settings returned no builder");
+            }
+            market = builder.namespace(namespace).kvCache(cache).device(device).build();
         } catch (RuntimeException | Error e) {
             device.close();
             throw e;

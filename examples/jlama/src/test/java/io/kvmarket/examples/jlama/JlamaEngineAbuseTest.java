@@ -345,11 +345,8 @@ class JlamaEngineAbuseTest {
 
     @Test
     void chunkNotAMultipleOfTheBlockOrSettingsReturningNull() {
-        RuntimeException e = assertThrows(RuntimeException.class,
-                () -> market(freshNamespace(), 64, b -> b.chunkTokens(24)));
-        System.out.println("chunk 24, block 16: " + e);
-        RuntimeException n = assertThrows(RuntimeException.class, () -> market(freshNamespace(), 64, b -> null));
-        System.out.println("settings returning null: " + n);
+        assertThrows(IllegalArgumentException.class, () -> market(freshNamespace(), 64, b -> b.chunkTokens(24)));
+        assertThrows(IllegalArgumentException.class, () -> market(freshNamespace(), 64, b -> null));
         assertThrows(IllegalArgumentException.class, () -> JlamaEngine.withMarketplace(model, freshNamespace(), 64,
                 null));
     }
