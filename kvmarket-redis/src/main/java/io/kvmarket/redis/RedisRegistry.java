@@ -48,6 +48,7 @@ import java.util.concurrent.ScheduledExecutorService;
 import java.util.concurrent.TimeUnit;
 import java.util.function.IntFunction;
 import java.util.function.LongSupplier;
+import java.util.function.Predicate;
 import java.util.stream.IntStream;
 
 /**
@@ -355,8 +356,8 @@ public final class RedisRegistry implements OfferRegistry {
                 LOG.warn("skipping something foreign under {}", hashKeys[i]);
                 break;
             }
-            Offer o = decode(keys[i], fields.get(2 * i), fields.get(2 * i + 1));
-            if (o == null || o.leaseExpiryMs() <= now || !ownerAlive(o, false)) {
+            Offer o = served(decode(keys[i], fields.get(2 * i), fields.get(2 * i + 1)), now);
+            if (o == null) {
                 break;
             }
             found.add(o);
@@ -460,8 +461,7 @@ public final class RedisRegistry implements OfferRegistry {
                 LOG.warn("skipping something foreign under {}", hashKeys[i]);
                 continue;
             }
-            Offer o = decode(keys.get(i), identity, (byte[]) values.get(2 * k + 1));
-            found[i] = o != null && o.leaseExpiryMs() > now && ownerAlive(o, false) ? o : null;
+            found[i] = served(decode(keys.get(i), identity, (byte[]) values.get(2 * k + 1)), now);
         }
         return true;
     }
@@ -471,14 +471,11 @@ public final class RedisRegistry implements OfferRegistry {
      * loading or moving node is only for now.
      */
     private static boolean cannotRunNodeScripts(RegistryException e) {
-        for (Throwable c = e; c != null; c = c.getCause()) {
+        return causedBy(e, c -> {
             String m = String.valueOf(c.getMessage());
-            if (c instanceof RedisCommandExecutionException
-                    && (m.contains("compiling script") || m.contains("shebang") || m.contains("flag"))) {
-                return true;
-            }
-        }
-        return false;
+            return c instanceof RedisCommandExecutionException
+                    && (m.contains("compiling script") || m.contains("shebang") || m.contains("flag"));
+        });
     }
 
     private static byte[][] keyArguments(String[] hashKeys, List<Integer> positions) {
@@ -506,20 +503,20 @@ public final class RedisRegistry implements OfferRegistry {
             List<KeyValue<String, byte[]>> fields = (List<KeyValue<String, byte[]>>) reads[i];
             byte[] identity = fields.get(0).getValueOrElse(null);
             if (identity != null) {
-                Offer o = decode(keys.get(i), identity, fields.get(1).getValueOrElse(new byte[0]));
-                found[i] = o != null && o.leaseExpiryMs() > now && ownerAlive(o, false) ? o : null;
+                found[i] = served(decode(keys.get(i), identity, fields.get(1).getValueOrElse(new byte[0])), now);
             }
         }
         return found;
     }
 
+    /** {@code o} when it is still served (lease running at {@code now}, owner alive), else null. */
+    private Offer served(Offer o, long now) {
+        return o != null && o.leaseExpiryMs() > now && ownerAlive(o, false) ? o : null;
+    }
+
     private static boolean wrongType(RegistryException e) {
-        for (Throwable c = e; c != null; c = c.getCause()) {
-            if (c instanceof RedisCommandExecutionException && String.valueOf(c.getMessage()).startsWith("WRONGTYPE")) {
-                return true;
-            }
-        }
-        return false;
+        return causedBy(e, c -> c instanceof RedisCommandExecutionException
+                && String.valueOf(c.getMessage()).startsWith("WRONGTYPE"));
     }
 
     @Override
@@ -598,7 +595,12 @@ public final class RedisRegistry implements OfferRegistry {
         long r = script(RedisScripts.WITHDRAW_IF_UNUSED, ScriptOutputType.INTEGER,
                 OfferCodec.hashKey(prefix, offer.key()), OfferCodec.identity(offer), ascii(usedSinceMs),
                 ascii(clockMillis()));
-        return r == 1 ? Withdrawal.PINNED : r == 2 ? Withdrawal.IMPORTED_SINCE : Withdrawal.WITHDRAWN;
+        return withdrawal(r);
+    }
+
+    /** What {@link RedisScripts#WITHDRAW_IF_UNUSED} answered. */
+    private static Withdrawal withdrawal(long code) {
+        return code == 1 ? Withdrawal.PINNED : code == 2 ? Withdrawal.IMPORTED_SINCE : Withdrawal.WITHDRAWN;
     }
 
     /** One script per offer, pipelined: one round trip for the lot. */
@@ -614,7 +616,7 @@ public final class RedisRegistry implements OfferRegistry {
         Withdrawal[] out = new Withdrawal[r.length];
         for (int i = 0; i < r.length; i++) {
             if (r[i] instanceof Long code) {
-                out[i] = code == 1 ? Withdrawal.PINNED : code == 2 ? Withdrawal.IMPORTED_SINCE : Withdrawal.WITHDRAWN;
+                out[i] = withdrawal(code);
             } else {
                 LOG.warn("cannot withdraw {}: {}", offers.get(i), r[i]);
             }
@@ -794,8 +796,13 @@ public final class RedisRegistry implements OfferRegistry {
     }
 
     private static boolean restarted(RegistryException e) {
+        return causedBy(e, c -> c instanceof RedisNoScriptException);
+    }
+
+    /** Whether {@code e} or one of its causes is what {@code what} looks for. */
+    private static boolean causedBy(RegistryException e, Predicate<Throwable> what) {
         for (Throwable c = e; c != null; c = c.getCause()) {
-            if (c instanceof RedisNoScriptException) {
+            if (what.test(c)) {
                 return true;
             }
         }
