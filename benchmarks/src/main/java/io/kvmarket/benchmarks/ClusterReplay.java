@@ -12,6 +12,7 @@ import io.kvmarket.registry.InProcessRegistry;
 import io.kvmarket.testkit.ChildJvm;
 import io.kvmarket.testkit.NetnsCluster;
 import io.kvmarket.testkit.RedisServer;
+import io.kvmarket.testkit.ScratchDir;
 import io.kvmarket.transfer.DeviceIpcTransport;
 import io.kvmarket.transfer.Transport;
 import io.kvmarket.transfer.Transports;
@@ -102,7 +103,7 @@ public final class ClusterReplay {
                 points.put(pool, run(cluster, redis, secret, requests, engines, pool, ideal));
             }
         } finally {
-            Workloads.deleteTree(dir);
+            ScratchDir.delete(dir);
         }
         Path plot = Path.of(System.getProperty("plot", "cluster_replay.png"));
         plot(points, ideal, engines, plot);

@@ -6,6 +6,7 @@ import io.kvmarket.Match;
 import io.kvmarket.device.host.HostDevice;
 import io.kvmarket.kv.PagedKvCache;
 import io.kvmarket.registry.shm.NodeLocalRegistry;
+import io.kvmarket.testkit.ScratchDir;
 import org.openjdk.jmh.annotations.Benchmark;
 import org.openjdk.jmh.annotations.BenchmarkMode;
 import org.openjdk.jmh.annotations.Fork;
@@ -88,7 +89,7 @@ public class HostImportBenchmark {
 
         @Setup(Level.Trial)
         public void setUp() throws Exception {
-            dir = Workloads.freshShmDir("kvmarket-bench-import-");
+            dir = ScratchDir.create("kvmarket-bench-import-");
             try {
                 exporter = startExporter(dir);
                 Process child = exporter;
@@ -143,7 +144,7 @@ public class HostImportBenchmark {
                     }
                     Runtime.getRuntime().removeShutdownHook(killOnExit);
                 }
-                Workloads.deleteTree(dir);
+                ScratchDir.delete(dir);
             }
         }
 
@@ -191,7 +192,7 @@ public class HostImportBenchmark {
                 src = ByteBuffer.allocateDirect(bytes);
                 dst = ByteBuffer.allocateDirect(bytes);
             } else {
-                dir = Workloads.freshShmDir("kvmarket-bench-copy-");
+                dir = ScratchDir.create("kvmarket-bench-copy-");
                 src = map(dir.resolve("src"), bytes);
                 dst = map(dir.resolve("dst"), bytes);
             }
@@ -206,7 +207,7 @@ public class HostImportBenchmark {
         public void tearDown() {
             src = null;
             dst = null;
-            Workloads.deleteTree(dir);
+            ScratchDir.delete(dir);
         }
 
         private static ByteBuffer map(Path file, int bytes) throws IOException {

@@ -12,6 +12,7 @@ import io.kvmarket.examples.model.Transformer;
 import io.kvmarket.key.Namespace;
 import io.kvmarket.kv.PagedKvCache;
 import io.kvmarket.registry.shm.NodeLocalRegistry;
+import io.kvmarket.testkit.ScratchDir;
 import org.openjdk.jmh.annotations.Benchmark;
 import org.openjdk.jmh.annotations.BenchmarkMode;
 import org.openjdk.jmh.annotations.Fork;
@@ -72,7 +73,7 @@ public class PrefillSkipBenchmark {
 
     @Setup(Level.Trial)
     public void setUp() throws IOException {
-        dir = Workloads.freshShmDir("kvmarket-bench-prefill-");
+        dir = ScratchDir.create("kvmarket-bench-prefill-");
         try {
             ModelConfig config = ModelConfig.demo();
             ModelWeights weights = ModelWeights.random(config, SEED);
@@ -128,7 +129,7 @@ public class PrefillSkipBenchmark {
                 device.close();
             }
         } finally {
-            Workloads.deleteTree(dir);
+            ScratchDir.delete(dir);
         }
     }
 

@@ -10,6 +10,7 @@ import io.kvmarket.registry.Offer;
 import io.kvmarket.registry.OfferRegistry;
 import io.kvmarket.registry.PublishOutcome;
 import io.kvmarket.registry.shm.NodeLocalRegistry;
+import io.kvmarket.testkit.ScratchDir;
 import org.openjdk.jmh.annotations.Benchmark;
 import org.openjdk.jmh.annotations.BenchmarkMode;
 import org.openjdk.jmh.annotations.Fork;
@@ -64,7 +65,7 @@ public class PrefixLookupBenchmark {
         }
         Endpoint endpoint = new Endpoint(Endpoint.DEVICE_IPC, handle);
         inProcess = new InProcessRegistry();
-        nodeLocalDir = Workloads.freshShmDir("kvmarket-bench-lookup-");
+        nodeLocalDir = ScratchDir.create("kvmarket-bench-lookup-");
         nodeLocal = NodeLocalRegistry.open(nodeLocalDir, NodeLocalRegistry.DEFAULT_CAPACITY);
         hashMap = new HashMap<>();
         for (int i = 0; i < keys.length; i++) {
@@ -83,7 +84,7 @@ public class PrefixLookupBenchmark {
     public void tearDown() {
         inProcess.close();
         nodeLocal.close();
-        Workloads.deleteTree(nodeLocalDir);
+        ScratchDir.delete(nodeLocalDir);
     }
 
     @Benchmark

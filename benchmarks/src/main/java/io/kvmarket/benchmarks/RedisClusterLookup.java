@@ -9,6 +9,7 @@ import io.kvmarket.registry.Offer;
 import io.kvmarket.registry.PublishOutcome;
 import io.kvmarket.testkit.RedisCluster;
 import io.kvmarket.testkit.RedisServer;
+import io.kvmarket.testkit.ScratchDir;
 import io.lettuce.core.RedisClient;
 import io.lettuce.core.api.StatefulRedisConnection;
 
@@ -46,7 +47,7 @@ public final class RedisClusterLookup {
                 measure("single", single.uri(), single.uri(), chunks);
             }
         } finally {
-            Workloads.deleteTree(dir);
+            ScratchDir.delete(dir);
         }
     }
 

@@ -9,6 +9,7 @@ import io.kvmarket.registry.Endpoint;
 import io.kvmarket.registry.Offer;
 import io.kvmarket.registry.PublishOutcome;
 import io.kvmarket.testkit.RedisServer;
+import io.kvmarket.testkit.ScratchDir;
 import io.lettuce.core.RedisClient;
 import io.lettuce.core.api.StatefulRedisConnection;
 import org.openjdk.jmh.annotations.Benchmark;
@@ -96,6 +97,6 @@ public class RedisLookupBenchmark {
         pingClient.shutdown();
         registry.close();
         server.close();
-        Workloads.deleteTree(dir);
+        ScratchDir.delete(dir);
     }
 }

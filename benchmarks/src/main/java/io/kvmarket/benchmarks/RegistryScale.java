@@ -9,6 +9,7 @@ import io.kvmarket.registry.Offer;
 import io.kvmarket.registry.PublishOutcome;
 import io.kvmarket.testkit.ChildJvm;
 import io.kvmarket.testkit.RedisServer;
+import io.kvmarket.testkit.ScratchDir;
 
 import java.nio.file.Files;
 import java.nio.file.Path;
@@ -75,7 +76,7 @@ public final class RegistryScale {
                 }
             }
         } finally {
-            Workloads.deleteTree(dir);
+            ScratchDir.delete(dir);
         }
     }
 

@@ -15,6 +15,7 @@ import io.kvmarket.testkit.ChildJvm;
 import io.kvmarket.testkit.KvPattern;
 import io.kvmarket.testkit.NetnsCluster;
 import io.kvmarket.testkit.RedisServer;
+import io.kvmarket.testkit.ScratchDir;
 import io.kvmarket.transfer.Transport;
 import io.kvmarket.transfer.Transports;
 import io.kvmarket.transfer.tcp.TcpTransportProvider;
@@ -88,7 +89,7 @@ public final class TcpImport {
                 importer.close();
             }
         } finally {
-            Workloads.deleteTree(dir);
+            ScratchDir.delete(dir);
         }
     }
 

@@ -6,13 +6,10 @@ import io.kvmarket.kv.LayoutOrder;
 import io.kvmarket.key.Namespace;
 
 import java.io.IOException;
-import java.io.UncheckedIOException;
 import java.nio.charset.StandardCharsets;
 import java.nio.file.Files;
 import java.nio.file.Path;
 import java.nio.file.StandardOpenOption;
-import java.util.Comparator;
-import java.util.stream.Stream;
 
 /**
  * The inputs every benchmark shares, so each process of a run (JMH fork, exporter child) builds byte-identical
@@ -28,8 +25,6 @@ final class Workloads {
     static final KvLayout LAYOUT = KvLayout.of(32, 8, 128, DType.BFLOAT16, TOKENS_PER_BLOCK, LayoutOrder.LAYER_MAJOR);
     static final Namespace NAMESPACE = Namespace.of("meta-llama/Llama-3.1-8B", "bench-rev-1", "llama3-tokenizer", LAYOUT);
     static final String REPORT_PROPERTY = "kvmarket.bench.report";
-    /** Where benchmarks put registry and host-device files: RAM-backed, like the node directory. */
-    static final Path SHM = Path.of("/dev/shm");
 
     private static final int VOCABULARY = 128_256;
 
@@ -54,16 +49,6 @@ final class Workloads {
         return z ^ (z >>> 31);
     }
 
-    /** A fresh directory under /dev/shm (the temp dir where there is none). */
-    static Path freshShmDir(String prefix) {
-        try {
-            Path base = Files.isDirectory(SHM) && Files.isWritable(SHM) ? SHM : Path.of(System.getProperty("java.io.tmpdir"));
-            return Files.createTempDirectory(base, prefix);
-        } catch (IOException e) {
-            throw new UncheckedIOException("cannot create a benchmark directory", e);
-        }
-    }
-
     /**
      * A {@code key=value} fact a benchmark fork checked (bytes exact, logits identical): appended to the file the
      * {@value #REPORT_PROPERTY} property names, for {@link BenchmarkMain}; printed when run outside it.
@@ -75,20 +60,6 @@ final class Workloads {
         } else {
             Files.writeString(Path.of(report), keyValue + System.lineSeparator(), StandardCharsets.UTF_8,
                     StandardOpenOption.CREATE, StandardOpenOption.APPEND);
-        }
-    }
-
-    /** Deletes {@code dir} and everything under it; a no-op when it is gone. */
-    static void deleteTree(Path dir) {
-        if (dir == null || !Files.exists(dir)) {
-            return;
-        }
-        try (Stream<Path> paths = Files.walk(dir)) {
-            for (Path p : (Iterable<Path>) paths.sorted(Comparator.reverseOrder())::iterator) {
-                Files.deleteIfExists(p);
-            }
-        } catch (IOException e) {
-            throw new UncheckedIOException("cannot delete benchmark directory " + dir, e);
         }
     }
 }

@@ -2,17 +2,13 @@ package io.kvmarket.examples.jlama;
 
 import com.github.tjake.jlama.model.AbstractModel;
 import io.kvmarket.testkit.ChildJvm;
+import io.kvmarket.testkit.ScratchDir;
 
-import java.io.IOException;
-import java.io.UncheckedIOException;
-import java.nio.file.Files;
 import java.nio.file.Path;
 import java.time.Duration;
 import java.util.Arrays;
-import java.util.Comparator;
 import java.util.List;
 import java.util.Random;
-import java.util.stream.Stream;
 
 /**
  * Time to the first token's logits in Jlama for a prompt of a {@value #PREFIX}-token shared prefix and
@@ -51,13 +47,11 @@ public final class JlamaPrefillSkip {
         if (rounds < 1) {
             throw new IllegalArgumentException("rounds must be positive, was " + rounds);
         }
-        Path base = Files.isWritable(Path.of("/dev/shm")) ? Path.of("/dev/shm") : Path.of(System.getProperty(
-                "java.io.tmpdir"));
-        Path dir = Files.createTempDirectory(base, "kvmarket-jlama-bench-");
+        Path dir = ScratchDir.create("kvmarket-jlama-bench-");
         try {
             run(dir, shape, rounds);
         } finally {
-            deleteTree(dir);
+            ScratchDir.delete(dir);
         }
     }
 
@@ -146,15 +140,5 @@ public final class JlamaPrefillSkip {
         double m = mean(v);
         double sd = Math.sqrt(Arrays.stream(v).map(x -> (x - m) * (x - m)).sum() / Math.max(1, v.length - 1));
         return String.format("%.1f+-%.1f(median %.1f)", m, sd, median(v));
-    }
-
-    private static void deleteTree(Path dir) {
-        try (Stream<Path> paths = Files.walk(dir)) {
-            for (Path p : (Iterable<Path>) paths.sorted(Comparator.reverseOrder())::iterator) {
-                Files.deleteIfExists(p);
-            }
-        } catch (IOException e) {
-            throw new UncheckedIOException("cannot delete " + dir, e);
-        }
     }
 }
