@@ -46,6 +46,7 @@ import java.util.concurrent.ConcurrentHashMap;
 import java.util.concurrent.Executors;
 import java.util.concurrent.ScheduledExecutorService;
 import java.util.concurrent.TimeUnit;
+import java.util.function.Function;
 import java.util.function.IntFunction;
 import java.util.function.LongSupplier;
 import java.util.function.Predicate;
@@ -408,16 +409,16 @@ public final class RedisRegistry implements OfferRegistry {
         try {
             Map<String, RedisFuture<List<byte[]>>> sent = new LinkedHashMap<>();
             for (Map.Entry<String, List<Integer>> e : byNode.entrySet()) {
-                sent.put(e.getKey(), nodeCommands(c, e.getKey()).evalsha(sha,
-                        ScriptOutputType.MULTI, new String[0], keyArguments(hashKeys, e.getValue())));
+                sent.put(e.getKey(), nodeCall(c, e.getKey(), node -> node.evalsha(sha, ScriptOutputType.MULTI,
+                        new String[0], keyArguments(hashKeys, e.getValue()))));
             }
             long now = clockMillis();
             for (Map.Entry<String, List<Integer>> e : byNode.entrySet()) {
                 Object answer = settled(sent.get(e.getKey()));
                 if (answer instanceof RegistryException failed && restarted(failed)) {
                     // The node never ran it (restarted, or new): sent whole, once.
-                    answer = settled(nodeCommands(c, e.getKey()).eval(body,
-                            ScriptOutputType.MULTI, new String[0], keyArguments(hashKeys, e.getValue())));
+                    answer = settled(nodeCall(c, e.getKey(), node -> node.<List<byte[]>>eval(body,
+                            ScriptOutputType.MULTI, new String[0], keyArguments(hashKeys, e.getValue()))));
                 }
                 if (!readInto(found, answer, e.getValue(), keys, hashKeys, now)) {
                     if (answer instanceof RegistryException failed && cannotRunNodeScripts(failed)) {
@@ -438,10 +439,13 @@ public final class RedisRegistry implements OfferRegistry {
         return found;
     }
 
-    /** Commands to one node, its connection opened if need be within the command timeout. */
-    private RedisAsyncCommands<String, byte[]> nodeCommands(StatefulRedisClusterConnection<String, byte[]> c,
-                                                            String nodeId) {
-        return call(() -> c.getConnectionAsync(nodeId).get(timeoutMs, TimeUnit.MILLISECONDS).async());
+    /**
+     * Sends {@code send} to one node, its connection opened if need be within the command timeout; whatever fails
+     * on the way (a client closed meanwhile included) is a {@link RegistryException}.
+     */
+    private <T> RedisFuture<T> nodeCall(StatefulRedisClusterConnection<String, byte[]> c, String nodeId,
+                                        Function<RedisAsyncCommands<String, byte[]>, RedisFuture<T>> send) {
+        return call(() -> send.apply(c.getConnectionAsync(nodeId).get(timeoutMs, TimeUnit.MILLISECONDS).async()));
     }
 
     /** Decodes one node's answer into {@code found} at {@code positions}; false when it is not such an answer. */
