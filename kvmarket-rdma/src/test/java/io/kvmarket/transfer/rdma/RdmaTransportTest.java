@@ -2,34 +2,24 @@ package io.kvmarket.transfer.rdma;
 
 import io.kvmarket.device.CopyBatch;
 import io.kvmarket.device.DeviceBuffer;
-import io.kvmarket.device.host.HostDevice;
 import io.kvmarket.key.ChunkKey;
 import io.kvmarket.node.ProcessIdentity;
 import io.kvmarket.registry.Endpoint;
 import io.kvmarket.registry.Offer;
 import io.kvmarket.testkit.DeviceBytes;
-import io.kvmarket.testkit.PublishedChunks;
 import io.kvmarket.transfer.TransferException;
 import io.kvmarket.transfer.TransferFailure;
-import org.junit.jupiter.api.AfterEach;
-import org.junit.jupiter.api.BeforeAll;
 import org.junit.jupiter.api.BeforeEach;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.Timeout;
-import org.junit.jupiter.api.io.TempDir;
 
-import java.nio.file.Path;
 import java.util.ArrayList;
 import java.util.Arrays;
 import java.util.List;
-import java.util.Random;
 import java.util.concurrent.CompletableFuture;
-import java.util.concurrent.CompletionException;
 
 import static org.junit.jupiter.api.Assertions.assertArrayEquals;
 import static org.junit.jupiter.api.Assertions.assertEquals;
-import static org.junit.jupiter.api.Assertions.assertInstanceOf;
-import static org.junit.jupiter.api.Assertions.assertThrows;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
 /**
@@ -38,90 +28,47 @@ import static org.junit.jupiter.api.Assertions.assertTrue;
  * up afresh when the exporter restarts, and closing both sides leaves no verbs object nor thread behind.
  */
 @Timeout(120)
-class RdmaTransportTest {
+class RdmaTransportTest extends RdmaRig {
 
-    static final int CHUNK = 64 * 1024;
     static final int CHUNKS = 32;
 
-    @TempDir
-    Path exporterDir;
-    @TempDir
-    Path importerDir;
-    HostDevice exporterDevice;
-    HostDevice importerDevice;
-    DeviceBuffer source;
-    DeviceBuffer destination;
-    PublishedChunks pool;
+    Pool pool;
     RdmaTransport exporter;
     RdmaTransport importer;
-    final byte[] sourceBytes = new byte[CHUNK * CHUNKS];
-    long[] liveBefore;
-
-    @BeforeAll
-    static void verbs() {
-        FakeVerbs.require();
-    }
+    byte[] sourceBytes;
+    DeviceBuffer destination;
 
     @BeforeEach
     void setUp() {
-        liveBefore = Verbs.liveObjects();
-        exporterDevice = new HostDevice(exporterDir);
-        importerDevice = new HostDevice(importerDir);
-        source = exporterDevice.allocate(sourceBytes.length);
+        pool = new Pool(exporterDevice, CHUNKS, 11);
+        toClose.add(() -> {
+            if (!pool.pool.isClosed()) {
+                pool.pool.close();
+            }
+        });
+        sourceBytes = pool.bytes;
         destination = importerDevice.allocate(sourceBytes.length);
-        new Random(11).nextBytes(sourceBytes);
-        DeviceBytes.HOST.write(source, 0, sourceBytes);
-        pool = new PublishedChunks(exporterDevice, source);
-        exporter = RdmaTransportContractTest.open(exporterDevice, 1, RdmaTransportContractTest.serving());
-        importer = RdmaTransportContractTest.open(importerDevice, 2, RdmaTransportContractTest.importing());
-    }
-
-    @AfterEach
-    void tearDown() {
-        importer.close();
-        exporter.close();
-        if (!pool.isClosed()) {
-            pool.close();
-        }
-        importerDevice.close();
-        exporterDevice.close();
+        exporter = open(exporterDevice, 1, serving());
+        importer = open(importerDevice, 2, importing());
     }
 
     private List<Offer> publishAll(Endpoint endpoint) {
-        List<Offer> offers = new ArrayList<>();
-        for (int c = 0; c < CHUNKS; c++) {
-            Offer o = Offer.of(new ChunkKey(3, c), 1, ProcessIdentity.current(), endpoint, (long) c * CHUNK, CHUNK, 1,
-                    100 + c, Long.MAX_VALUE);
-            pool.publish(o.key(), o.generation(), o.offset(), o.length());
-            offers.add(o);
-        }
-        return offers;
+        return pool.offers(endpoint, 3);
     }
 
     /** Every chunk to the same place, in 16 segments each, so an import has many more reads than queue pairs. */
     private static CopyBatch wholeInBlocks() {
-        CopyBatch.Builder b = CopyBatch.builder();
-        for (int c = 0; c < CHUNKS; c++) {
-            for (int s = 15; s >= 0; s--) { // reversed: no two segments merge
-                b.add((long) c * CHUNK + s * (CHUNK / 16), (long) c * CHUNK + s * (CHUNK / 16), CHUNK / 16);
-            }
-        }
-        return b.build();
+        return inPieces(CHUNKS, 16);
     }
 
     private Endpoint advertised() {
-        return exporter.advertise(pool).orElseThrow();
+        return exporter.advertise(pool.pool).orElseThrow();
     }
 
     private static Endpoint tampered(Endpoint e, int rkeyDelta, long lengthDelta) {
         RdmaEndpoint d = RdmaEndpoint.decode(e);
         return new RdmaEndpoint(d.control(), d.gid(), d.lid(), d.rkey() + rkeyDelta, d.address(),
                 d.length() + lengthDelta).encode();
-    }
-
-    private static TransferException failure(CompletableFuture<Void> f) {
-        CompletionException e = assertThrows(CompletionException.class, f::join);
-        return assertInstanceOf(TransferException.class, e.getCause());
     }
 
     @Test
@@ -186,7 +133,7 @@ class RdmaTransportTest {
         List<Offer> offers = publishAll(advertised());
         importer.fetch(offers, destination, wholeInBlocks()).join();
         exporter.close(); // its control connections end: the importer's idle channel is stale
-        exporter = RdmaTransportContractTest.open(exporterDevice, 1, RdmaTransportContractTest.serving());
+        exporter = open(exporterDevice, 1, serving());
         List<Offer> again = publishAll(advertised());
         DeviceBytes.HOST.write(destination, 0, new byte[sourceBytes.length]);
         importer.fetch(again, destination, wholeInBlocks()).join();
@@ -196,10 +143,10 @@ class RdmaTransportTest {
     @Test
     void aClosedPoolIsDeregisteredBeforeItsMemoryIsFreed() {
         List<Offer> offers = publishAll(advertised());
-        assertEquals(1, pool.memoryHoldsOpen(), "the registration holds the pool's memory");
-        pool.close();
-        assertEquals(0, pool.memoryHoldsOpen());
-        assertTrue(pool.freed(), "freed once deregistered");
+        assertEquals(1, pool.pool.memoryHoldsOpen(), "the registration holds the pool's memory");
+        pool.pool.close();
+        assertEquals(0, pool.pool.memoryHoldsOpen());
+        assertTrue(pool.pool.freed(), "freed once deregistered");
         TransferException e = failure(importer.fetch(offers, destination, wholeInBlocks()));
         assertEquals(TransferFailure.SOURCE_GONE, e.failure(), e.getMessage());
         assertArrayEquals(new byte[sourceBytes.length], DeviceBytes.HOST.read(destination, 0, sourceBytes.length));
@@ -216,13 +163,6 @@ class RdmaTransportTest {
         importer.close();
         exporter.close();
         assertArrayEquals(liveBefore, Verbs.liveObjects(), "contexts, registrations, channels, queue pairs");
-        long deadline = System.nanoTime() + 5_000_000_000L;
-        List<String> left;
-        do {
-            Thread.sleep(50);
-            left = Thread.getAllStackTraces().keySet().stream().map(Thread::getName)
-                    .filter(n -> n.startsWith("kvmarket-rdma") || n.startsWith("kvmarket-control")).toList();
-        } while (!left.isEmpty() && System.nanoTime() < deadline);
-        assertEquals(List.of(), left, "threads of closed transports");
+        assertEquals(List.of(), threadsLeft(), "threads of closed transports");
     }
 }
