@@ -114,7 +114,9 @@ public final class BenchmarkMain {
             }
             case "redis": {
                 return List.of(redisLine(s.get("lookup:32"), s.get("baselinePing:32"), 32),
-                        redisLine(s.get("lookup:512"), s.get("baselinePing:512"), 512));
+                        redisLine(s.get("lookup:512"), s.get("baselinePing:512"), 512),
+                        importRoundLine(s.get("importRound:32"), s.get("baselinePing:32"), 32),
+                        importRoundLine(s.get("importRound:512"), s.get("baselinePing:512"), 512));
             }
             case "prefill": {
                 Score skip = s.get("importThenPrefill");
@@ -174,6 +176,17 @@ public final class BenchmarkMain {
                         + " median_excess_us=%.1f target=<=1RTT+100us met=%b",
                 chunks, lookup.text(1), ping.text(1), lookup.mean - ping.mean, lookup.median - ping.median,
                 lookup.mean - ping.mean <= 100);
+    }
+
+    /** An import's registry calls (lookup, pins, check, unpins) of {@code chunks} keys, in PING round trips. */
+    private static String importRoundLine(Score round, Score ping, int chunks) {
+        if (round == null || ping == null) {
+            return "redis_import_round: chunks=" + chunks + " FAILED (no result; see above)";
+        }
+        return String.format(Locale.ROOT,
+                "redis_import_round: chunks=%d us_per_round=%s baseline_ping_us=%s round_trips=%.1f"
+                        + " median_round_trips=%.1f", chunks, round.text(1), ping.text(1), round.mean / ping.mean,
+                round.median / ping.median);
     }
 
     /** The 1-minute load average, so a reader sees whether other work shared the cores; "n/a" off Linux. */

@@ -36,7 +36,8 @@ import java.util.concurrent.TimeUnit;
  * Longest-prefix lookup of an 8,192-token prompt in the Redis cluster registry, against one PING round trip to the
  * same redis-server over the same kind of connection, in the same run: 32 chunks (256-token chunks) and 512 chunks
  * (16-token chunks). The server runs on this machine's loopback (the benchmark starts it; redis-server must be
- * installed), so the round trip is the loopback's; the target is one round trip plus 100 us.
+ * installed), so the round trip is the loopback's; the target is one round trip plus 100 us. {@code importRound} is
+ * everything an import asks of the registry (lookup, pins, the check after the copy, unpins), in round trips.
  */
 @State(Scope.Benchmark)
 @BenchmarkMode(Mode.AverageTime)
@@ -84,6 +85,16 @@ public class RedisLookupBenchmark {
     @Benchmark
     public List<Offer> lookup() {
         return registry.lookupPrefix(keys, chunks);
+    }
+
+    /** What an import asks of the registry: the lookup, pins, the check after the copy, and the unpins. */
+    @Benchmark
+    public boolean[] importRound() {
+        List<Offer> found = registry.lookupPrefix(keys, chunks);
+        registry.pinAll(found, 10_000);
+        boolean[] current = registry.areCurrent(found);
+        registry.unpinAll(found);
+        return current;
     }
 
     @Benchmark
