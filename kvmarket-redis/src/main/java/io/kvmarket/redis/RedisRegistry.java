@@ -56,10 +56,11 @@ import java.util.stream.IntStream;
  * The cluster registry: every node's offers in one Redis server or one Redis Cluster ({@value #CLUSTER_SCHEME} URI),
  * through Lettuce. One hash per chunk ({@link OfferCodec}); a lookup of N chunks is one read-only script, one round
  * trip (on a Redis Cluster, one script per node over the keys it serves, sent to all nodes at once); every write is
- * one Lua script on one chunk ({@link RedisScripts}); batched pins, checks and publishes are pipelined. An owner
- * process is alive while its key, refreshed every {@value #HEARTBEAT_MS} ms with a {@value #OWNER_TTL_MS} ms expiry
- * in Redis server time, exists: a dead owner's offers stop being served within that, and the next publication of
- * their key replaces them.
+ * a Lua step on one chunk's hash ({@link RedisScripts}); the pins, checks and withdrawals of many chunks are one
+ * script per window of keys on one Redis, one per key on a Redis Cluster, pipelined; batched publishes are
+ * pipelined. An owner process is alive while its key, refreshed every {@value #HEARTBEAT_MS} ms with a
+ * {@value #OWNER_TTL_MS} ms expiry in Redis server time, exists: a dead owner's offers stop being served within that,
+ * and the next publication of their key replaces them.
  * Redis down or slow: every call fails within the command timeout with a {@link RegistryException}, which the
  * marketplace turns into a miss or a skipped export, and the connection recovers by itself. Values that are not this
  * format's are skipped with a log line and replaced by the next publication, never trusted.
@@ -77,6 +78,8 @@ public final class RedisRegistry implements OfferRegistry {
     private static final int LIVENESS_CACHE_LIMIT = 4096;
     /** Pipelines in windows of this many commands, each window given the command timeout of its own. */
     static final int PIPELINE_WINDOW = 512;
+    /** Keys per script of a batched step on one Redis. */
+    static final int SCRIPT_WINDOW = 128;
     private static final byte[] NONE = new byte[0];
     private static final byte[] FOREIGN = {'!'};
     /** A URI naming a node of a Redis Cluster, from which the client learns the others. */
@@ -533,13 +536,13 @@ public final class RedisRegistry implements OfferRegistry {
     public boolean pin(Offer offer, long leaseMs) {
         long now = clockMillis();
         long expiry = OfferRegistry.expiry(now, leaseMs);
-        return (long) script(RedisScripts.PIN, ScriptOutputType.INTEGER, OfferCodec.hashKey(prefix, offer.key()),
+        return (long) script(RedisScripts.PIN.one(), ScriptOutputType.INTEGER, OfferCodec.hashKey(prefix, offer.key()),
                 OfferCodec.identity(offer), ascii(expiry), ascii(now)) == 1;
     }
 
     @Override
     public void unpin(Offer offer) {
-        script(RedisScripts.UNPIN, ScriptOutputType.INTEGER, OfferCodec.hashKey(prefix, offer.key()),
+        script(RedisScripts.UNPIN.one(), ScriptOutputType.INTEGER, OfferCodec.hashKey(prefix, offer.key()),
                 OfferCodec.identity(offer));
     }
 
@@ -549,18 +552,15 @@ public final class RedisRegistry implements OfferRegistry {
         return Arrays.equals(stored, OfferCodec.identity(offer));
     }
 
-    /** Pipelined: one round trip for every pin of a match; false where a pin failed. */
+    /** One round trip for every pin of a match ({@link #eachKey}); false where a pin failed. */
     @Override
     public boolean[] pinAll(List<Offer> offers, long leaseMs) {
         long now = clockMillis();
-        byte[] expiry = ascii(OfferRegistry.expiry(now, leaseMs));
-        byte[] at = ascii(now);
+        byte[][] shared = {ascii(OfferRegistry.expiry(now, leaseMs)), ascii(now)};
         boolean[] pinned = new boolean[offers.size()];
         Object[] pins;
         try {
-            pins = pipeline(offers.size(), RedisScripts.PIN, ScriptOutputType.INTEGER,
-                    i -> new String[] {OfferCodec.hashKey(prefix, offers.get(i).key())},
-                    i -> new byte[][] {OfferCodec.identity(offers.get(i)), expiry, at});
+            pins = eachKey(RedisScripts.PIN, offers, shared, i -> new byte[][] {OfferCodec.identity(offers.get(i))});
         } catch (RegistryException e) {
             return pinned;
         }
@@ -570,33 +570,36 @@ public final class RedisRegistry implements OfferRegistry {
         return pinned;
     }
 
-    /** Pipelined: one round trip for every unpin of a load. */
+    /** One round trip for every unpin of a load ({@link #eachKey}). */
     @Override
     public void unpinAll(List<Offer> offers) {
-        Object[] unpins = pipeline(offers.size(), RedisScripts.UNPIN, ScriptOutputType.INTEGER,
-                i -> new String[] {OfferCodec.hashKey(prefix, offers.get(i).key())},
+        Object[] unpins = eachKey(RedisScripts.UNPIN, offers, new byte[0][],
                 i -> new byte[][] {OfferCodec.identity(offers.get(i))});
-        for (Object u : unpins) {
-            if (u instanceof RegistryException e) {
+        for (int i = 0; i < unpins.length; i++) {
+            if (unpins[i] instanceof RegistryException e) {
                 throw e;
+            }
+            if (unpins[i] instanceof Long u && u == -1) {
+                throw new RegistryException("Redis failed to unpin " + offers.get(i));
             }
         }
     }
 
-    /** Pipelined: one round trip for the check after a load's copy; false where it cannot be proven current. */
+    /** One round trip for the check after a load's copy ({@link #eachKey}); false where it cannot be proven current. */
     @Override
     public boolean[] areCurrent(List<Offer> offers) {
-        Object[] reads = windowed(offers.size(), i -> async.hget(OfferCodec.hashKey(prefix, offers.get(i).key()), "o"));
+        Object[] checks = eachKey(RedisScripts.CHECK, offers, new byte[0][],
+                i -> new byte[][] {OfferCodec.identity(offers.get(i))});
         boolean[] current = new boolean[offers.size()];
         for (int i = 0; i < current.length; i++) {
-            current[i] = reads[i] instanceof byte[] stored && Arrays.equals(stored, OfferCodec.identity(offers.get(i)));
+            current[i] = checks[i] instanceof Long c && c == 1;
         }
         return current;
     }
 
     @Override
     public Withdrawal withdrawIfUnused(Offer offer, long usedSinceMs) {
-        long r = script(RedisScripts.WITHDRAW_IF_UNUSED, ScriptOutputType.INTEGER,
+        long r = script(RedisScripts.WITHDRAW_IF_UNUSED.one(), ScriptOutputType.INTEGER,
                 OfferCodec.hashKey(prefix, offer.key()), OfferCodec.identity(offer), ascii(usedSinceMs),
                 ascii(clockMillis()));
         return withdrawal(r);
@@ -607,19 +610,17 @@ public final class RedisRegistry implements OfferRegistry {
         return code == 1 ? Withdrawal.PINNED : code == 2 ? Withdrawal.IMPORTED_SINCE : Withdrawal.WITHDRAWN;
     }
 
-    /** One script per offer, pipelined: one round trip for the lot. */
+    /** One round trip for the lot ({@link #eachKey}). */
     @Override
     public Withdrawal[] withdrawIfUnused(List<Offer> offers, long[] usedSinceMs) {
         if (offers.size() != usedSinceMs.length) {
             throw new IllegalArgumentException(offers.size() + " offers, " + usedSinceMs.length + " times");
         }
-        byte[] now = ascii(clockMillis());
-        Object[] r = pipeline(offers.size(), RedisScripts.WITHDRAW_IF_UNUSED, ScriptOutputType.INTEGER,
-                i -> new String[] {OfferCodec.hashKey(prefix, offers.get(i).key())},
-                i -> new byte[][] {OfferCodec.identity(offers.get(i)), ascii(usedSinceMs[i]), now});
+        Object[] r = eachKey(RedisScripts.WITHDRAW_IF_UNUSED, offers, new byte[][] {ascii(clockMillis())},
+                i -> new byte[][] {OfferCodec.identity(offers.get(i)), ascii(usedSinceMs[i])});
         Withdrawal[] out = new Withdrawal[r.length];
         for (int i = 0; i < r.length; i++) {
-            if (r[i] instanceof Long code) {
+            if (r[i] instanceof Long code && code >= 0) {
                 out[i] = withdrawal(code);
             } else {
                 LOG.warn("cannot withdraw {}: {}", offers.get(i), r[i]);
@@ -731,6 +732,50 @@ public final class RedisRegistry implements OfferRegistry {
                 return commands().<T>eval(body, type, keys, args);
             }
         });
+    }
+
+    /**
+     * Each offer's answer to {@code step}, in one round trip: on one Redis, one script per {@value #SCRIPT_WINDOW}
+     * keys (a window short enough not to hold Redis from its other clients for long), pipelined; on a Redis Cluster,
+     * where a prompt's keys lie in many slots, one script per key, pipelined. Per offer: the step's answer (a Long,
+     * -1 where it failed on that key), or the {@link RegistryException} its call failed with.
+     *
+     * @throws RegistryException when the calls cannot even be sent
+     */
+    private Object[] eachKey(RedisScripts.KeyScript step, List<Offer> offers, byte[][] shared,
+                             IntFunction<byte[][]> own) {
+        int n = offers.size();
+        if (cluster) {
+            return pipeline(n, step.one(), ScriptOutputType.INTEGER,
+                    i -> new String[] {OfferCodec.hashKey(prefix, offers.get(i).key())}, i -> {
+                        byte[][] mine = own.apply(i);
+                        byte[][] args = Arrays.copyOf(mine, mine.length + shared.length);
+                        System.arraycopy(shared, 0, args, mine.length, shared.length);
+                        return args;
+                    });
+        }
+        int windows = (n + SCRIPT_WINDOW - 1) / SCRIPT_WINDOW;
+        Object[] answers = pipeline(windows, step.many(), ScriptOutputType.MULTI, w -> IntStream
+                .range(w * SCRIPT_WINDOW, Math.min(n, (w + 1) * SCRIPT_WINDOW))
+                .mapToObj(i -> OfferCodec.hashKey(prefix, offers.get(i).key())).toArray(String[]::new), w -> {
+                    List<byte[]> args = new ArrayList<>(Arrays.asList(shared));
+                    for (int i = w * SCRIPT_WINDOW; i < Math.min(n, (w + 1) * SCRIPT_WINDOW); i++) {
+                        args.addAll(Arrays.asList(own.apply(i)));
+                    }
+                    return args.toArray(byte[][]::new);
+                });
+        Object[] out = new Object[n];
+        for (int w = 0; w < windows; w++) {
+            int from = w * SCRIPT_WINDOW;
+            int to = Math.min(n, from + SCRIPT_WINDOW);
+            Object a = answers[w];
+            boolean whole = a instanceof List<?> l && l.size() == to - from && l.stream().allMatch(v -> v instanceof Long);
+            for (int i = from; i < to; i++) {
+                out[i] = whole ? ((List<?>) a).get(i - from) : a instanceof RegistryException e ? e
+                        : new RegistryException("Redis answered a batched step with something else: " + a);
+            }
+        }
+        return out;
     }
 
     /**

@@ -1,8 +1,11 @@
 package io.kvmarket.redis;
 
+import java.util.ArrayList;
+import java.util.List;
+
 /**
- * The registry's scripts. Each write is a script on one chunk's hash (one Cluster slot), so it is atomic: it acts
- * only on the exact publication it names (field {@code o}, compared byte for byte), and a withdrawal reads the pins
+ * The registry's scripts. Each write is a step on one chunk's hash (one Cluster slot), run atomically by a script
+ * of one key or, on one Redis server, of many keys ({@link KeyScript}): it acts only on the exact publication it names (field {@code o}, compared byte for byte), and a withdrawal reads the pins
  * in the same step that deletes. A key under the prefix that is not a hash is foreign: reads stop at it, a
  * publication replaces it. Times are the registry's clock, passed in as decimal strings and compared exactly (Lua
  * numbers are doubles, which cannot tell {@code Long.MAX_VALUE} from its neighbours).
@@ -96,31 +99,82 @@ final class RedisScripts {
             return 1
             """;
 
-    /** ARGV: identity, pin expiry, now. 1 when pinned. */
-    static final String PIN = CMP + CURRENT + """
-            if current(KEYS[1]) ~= ARGV[1] then return 0 end
-            redis.call('HINCRBY', KEYS[1], 'pc', 1)
-            if cmp(redis.call('HGET', KEYS[1], 'pe') or '0', ARGV[2]) < 0 then redis.call('HSET', KEYS[1], 'pe', ARGV[2]) end
-            if cmp(redis.call('HGET', KEYS[1], 'lp') or '0', ARGV[3]) < 0 then redis.call('HSET', KEYS[1], 'lp', ARGV[3]) end
-            return 1
-            """;
+    /**
+     * A step on one chunk's hash, written once as the Lua function {@code name(k, own..., shared...)} answering an
+     * integer. {@link #one} runs it on KEYS[1], ARGV being the function's arguments in order. {@link #many} runs it on
+     * every key of KEYS (one Redis server: any slots), ARGV holding the arguments all keys share first, then each
+     * key's own; it answers one integer per key, -1 where that key's step failed, so that one damaged key leaves the
+     * other keys' answers as separate calls would.
+     */
+    record KeyScript(String one, String many) {
 
-    /** ARGV: identity. */
-    static final String UNPIN = CURRENT + """
-            if current(KEYS[1]) ~= ARGV[1] then return 0 end
-            if tonumber(redis.call('HGET', KEYS[1], 'pc') or '0') > 0 then redis.call('HINCRBY', KEYS[1], 'pc', -1) end
-            return 1
-            """;
+        static KeyScript of(String prelude, String function, String name, int own, int shared) {
+            List<String> ownArgs = new ArrayList<>();
+            List<String> sharedArgs = new ArrayList<>();
+            List<String> oneArgs = new ArrayList<>();
+            for (int j = 1; j <= own; j++) {
+                ownArgs.add("ARGV[" + shared + " + (i - 1) * " + own + " + " + j + "]");
+                oneArgs.add("ARGV[" + j + "]");
+            }
+            for (int j = 1; j <= shared; j++) {
+                sharedArgs.add("ARGV[" + j + "]");
+                oneArgs.add("ARGV[" + (own + j) + "]");
+            }
+            List<String> manyArgs = new ArrayList<>(List.of("KEYS[i]"));
+            manyArgs.addAll(ownArgs);
+            manyArgs.addAll(sharedArgs);
+            String one = prelude + function + "return " + name + "(KEYS[1], " + String.join(", ", oneArgs) + ")\n";
+            String many = prelude + function + """
+                    local out = {}
+                    for i = 1, #KEYS do
+                      local ok, r = pcall(%s, %s)
+                      out[i] = ok and r or -1
+                    end
+                    return out
+                    """.formatted(name, String.join(", ", manyArgs));
+            return new KeyScript(one, many);
+        }
+    }
 
-    /** ARGV: identity, used since, now. 0 withdrawn (or gone), 1 pinned, 2 imported since. */
-    static final String WITHDRAW_IF_UNUSED = CMP + CURRENT + """
-            if current(KEYS[1]) ~= ARGV[1] then return 0 end
-            local pins = tonumber(redis.call('HGET', KEYS[1], 'pc') or '0')
-            if pins > 0 and cmp(redis.call('HGET', KEYS[1], 'pe') or '0', ARGV[3]) > 0 then return 1 end
-            if cmp(redis.call('HGET', KEYS[1], 'lp') or '0', ARGV[2]) > 0 then return 2 end
-            redis.call('DEL', KEYS[1])
-            return 0
-            """;
+    /** Own: identity; shared: pin expiry, now. 1 when pinned. */
+    static final KeyScript PIN = KeyScript.of(CMP + CURRENT, """
+            local function pin(k, id, expiry, now)
+              if current(k) ~= id then return 0 end
+              redis.call('HINCRBY', k, 'pc', 1)
+              if cmp(redis.call('HGET', k, 'pe') or '0', expiry) < 0 then redis.call('HSET', k, 'pe', expiry) end
+              if cmp(redis.call('HGET', k, 'lp') or '0', now) < 0 then redis.call('HSET', k, 'lp', now) end
+              return 1
+            end
+            """, "pin", 1, 2);
+
+    /** Own: identity. 1 when it was the current offer. */
+    static final KeyScript UNPIN = KeyScript.of(CURRENT, """
+            local function unpin(k, id)
+              if current(k) ~= id then return 0 end
+              if tonumber(redis.call('HGET', k, 'pc') or '0') > 0 then redis.call('HINCRBY', k, 'pc', -1) end
+              return 1
+            end
+            """, "unpin", 1, 0);
+
+    /** Own: identity. 1 when it is the current offer. */
+    static final KeyScript CHECK = KeyScript.of(CURRENT, """
+            local function check(k, id)
+              if current(k) == id then return 1 end
+              return 0
+            end
+            """, "check", 1, 0);
+
+    /** Own: identity, used since; shared: now. 0 withdrawn (or gone), 1 pinned, 2 imported since. */
+    static final KeyScript WITHDRAW_IF_UNUSED = KeyScript.of(CMP + CURRENT, """
+            local function withdraw(k, id, usedSince, now)
+              if current(k) ~= id then return 0 end
+              local pins = tonumber(redis.call('HGET', k, 'pc') or '0')
+              if pins > 0 and cmp(redis.call('HGET', k, 'pe') or '0', now) > 0 then return 1 end
+              if cmp(redis.call('HGET', k, 'lp') or '0', usedSince) > 0 then return 2 end
+              redis.call('DEL', k)
+              return 0
+            end
+            """, "withdraw", 2, 1);
 
     /** ARGV: identity. */
     static final String WITHDRAW = CURRENT + """
