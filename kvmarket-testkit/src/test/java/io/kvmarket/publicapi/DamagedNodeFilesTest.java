@@ -3,6 +3,7 @@ package io.kvmarket.publicapi;
 import io.kvmarket.registry.Endpoint;
 import io.kvmarket.LoadResult;
 import io.kvmarket.Match;
+import io.kvmarket.MissReason;
 import io.kvmarket.device.host.HostDevice;
 import io.kvmarket.key.ChunkKey;
 import io.kvmarket.node.NodeId;
@@ -181,5 +182,71 @@ class DamagedNodeFilesTest {
     private static long seq(Path p) {
         String n = p.getFileName().toString();
         return Long.parseLong(n.substring(n.lastIndexOf('-') + 1, n.indexOf('.')));
+    }
+    /**
+     * Another process truncates an exporter's pool file after an importer mapped it: the copy faults (SIGBUS), the
+     * import is a miss with nothing counted, and the importer's device goes on copying (its copy engine survives).
+     */
+    @Test
+    void aPeerPoolFileTruncatedUnderItsMappingIsAMissAndTheDeviceGoesOn() throws Exception {
+        try (NodeLocalRegistry registry = NodeLocalRegistry.open(dir, 1024);
+             KvFixture exporter = new KvFixture(dir, registry, 4);
+             KvFixture importer = new KvFixture(dir, registry, 2)) {
+            int[] prompt = KvFixture.tokens(64, 1);
+            int[] exported = KvFixture.scattered(4, 1);
+            exporter.fill(exported, 4, 11);
+            assertEquals(2, exporter.market.export(prompt, 64, exported).chunksPublished());
+            int[] first = KvFixture.scattered(4, 5);
+            assertEquals(64, importer.market.load(importer.market.match(prompt, 64), first)
+                    .get(10, TimeUnit.SECONDS).tokensImported(), "the first import maps the exporter's pool");
+            Match again = importer.market.match(prompt, 64);
+            assertEquals(64, again.tokens());
+            try (FileChannel ch = FileChannel.open(poolFile(4 * exporter.chunkBytes()), StandardOpenOption.WRITE)) {
+                ch.truncate(0);
+            }
+            LoadResult r = importer.market.load(again, KvFixture.scattered(4, 2)).get(10, TimeUnit.SECONDS);
+            assertEquals(0, r.tokensImported(), "nothing of a truncated source counts as imported: " + r);
+            int[] own = KvFixture.scattered(2, 3);
+            importer.fill(own, 2, 22);
+            assertEquals(1, importer.market.export(KvFixture.tokens(32, 2), 32, own).chunksPublished(),
+                    "the importer's device still copies (its export copies into its pool)");
+        }
+    }
+
+    /** The exporter's pool file: the only memory file of the node of that size. */
+    private Path poolFile(long bytes) throws Exception {
+        try (var files = Files.list(dir.resolve("host-device"))) {
+            List<Path> pools = files.filter(p -> {
+                try {
+                    return Files.size(p) == bytes;
+                } catch (java.io.IOException e) {
+                    return false;
+                }
+            }).toList();
+            assertEquals(1, pools.size(), "the exporter's pool file among " + pools);
+            return pools.get(0);
+        }
+    }
+
+    /**
+     * Another process truncates the registry file under running engines: the mapping faults (SIGBUS), which is a
+     * miss of the registry for a match, a skipped export, and a close that still frees everything.
+     */
+    @Test
+    void aRegistryFileTruncatedUnderRunningEnginesIsARegistryMissNotAnError() throws Exception {
+        try (NodeLocalRegistry registry = NodeLocalRegistry.open(dir, 1024);
+             KvFixture engine = new KvFixture(dir, registry, 4)) {
+            int[] prompt = KvFixture.tokens(64, 1);
+            int[] blocks = KvFixture.scattered(4, 1);
+            engine.fill(blocks, 4, 11);
+            assertEquals(2, engine.market.export(prompt, 64, blocks).chunksPublished());
+            try (FileChannel ch = FileChannel.open(registry.file(), StandardOpenOption.WRITE)) {
+                ch.truncate(HEADER); // the header kept, the slots gone
+            }
+            Match m = engine.market.match(prompt, 64);
+            assertEquals(0, m.tokens());
+            assertEquals(MissReason.REGISTRY_UNAVAILABLE, m.reason());
+            assertEquals(0, engine.market.export(KvFixture.tokens(64, 2), 64, blocks).chunksPublished());
+        } // closing withdraws through the faulting file: it must still free the pool and not throw
     }
 }

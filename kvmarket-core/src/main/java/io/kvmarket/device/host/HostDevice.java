@@ -4,6 +4,7 @@ import io.kvmarket.device.CopyBatch;
 import io.kvmarket.device.Device;
 import io.kvmarket.device.DeviceBuffer;
 import io.kvmarket.device.DeviceException;
+import io.kvmarket.node.MappedFaults;
 import io.kvmarket.node.NodeDirectory;
 import io.kvmarket.node.ProcessIdentity;
 import org.jctools.queues.MpscUnboundedArrayQueue;
@@ -272,6 +273,14 @@ public final class HostDevice implements Device {
                 task.done.complete(null);
             } catch (RuntimeException e) {
                 task.done.completeExceptionally(new DeviceException("host device copy failed: " + e, e));
+            } catch (InternalError e) {
+                if (!MappedFaults.isFault(e)) {
+                    throw e;
+                }
+                // A memory file truncated under its mapping faulted. The JVM may report it only after the copy
+                // returned (the copy's own size check fails that copy): here it must not end the engine.
+                task.done.completeExceptionally(new DeviceException("host device copy faulted on memory another"
+                        + " process truncated: " + e.getMessage(), e));
             }
         }
     }
@@ -323,6 +332,8 @@ public final class HostDevice implements Device {
             for (int i = 0; i < batch.segments(); i++) {
                 dst.memory.put((int) batch.dstOffset(i), src.memory, (int) batch.srcOffset(i), (int) batch.length(i));
             }
+            src.checkNotTruncated();
+            dst.checkNotTruncated();
         }
     }
 }

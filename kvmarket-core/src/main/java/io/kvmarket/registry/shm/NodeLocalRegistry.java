@@ -2,11 +2,13 @@ package io.kvmarket.registry.shm;
 
 import io.kvmarket.key.ChunkKey;
 import io.kvmarket.node.LivenessCache;
+import io.kvmarket.node.MappedFaults;
 import io.kvmarket.node.NodeDirectory;
 import io.kvmarket.node.ProcessIdentity;
 import io.kvmarket.registry.Offer;
 import io.kvmarket.registry.OfferRegistry;
 import io.kvmarket.registry.PublishOutcome;
+import io.kvmarket.registry.RegistryException;
 import io.kvmarket.registry.Withdrawal;
 import io.kvmarket.registry.shm.SlotCodec.SlotView;
 import org.slf4j.Logger;
@@ -37,7 +39,7 @@ import java.util.function.Supplier;
  */
 public final class NodeLocalRegistry implements OfferRegistry {
 
-    public static final String FILE_NAME = "registry-v4.kvreg";
+    public static final String FILE_NAME = "registry-v5.kvreg";
     /** 32,768 slots of 512 bytes: a 16 MiB file, room for 24,576 offers on the node. */
     public static final int DEFAULT_CAPACITY = 1 << 15;
     /** At most this long after a process dies, its offers stop being served. */
@@ -142,6 +144,10 @@ public final class NodeLocalRegistry implements OfferRegistry {
 
     @Override
     public List<Offer> lookupPrefix(ChunkKey[] keys, int maxChunks) {
+        return mapped(() -> lookupPrefixMapped(keys, maxChunks));
+    }
+
+    private List<Offer> lookupPrefixMapped(ChunkKey[] keys, int maxChunks) {
         long now = clockMs.getAsLong();
         int limit = Math.min(keys.length, maxChunks);
         List<Offer> found = new ArrayList<>(limit);
@@ -158,7 +164,7 @@ public final class NodeLocalRegistry implements OfferRegistry {
     @Override
     public Offer lookup(ChunkKey key) {
         SlotView v = views.get();
-        return table.find(key, v) >= 0 && served(v, clockMs.getAsLong()) ? v.toOffer() : null;
+        return mapped(() -> table.find(key, v) >= 0 && served(v, clockMs.getAsLong()) ? v.toOffer() : null);
     }
 
     @Override
@@ -166,17 +172,22 @@ public final class NodeLocalRegistry implements OfferRegistry {
         long now = clockMs.getAsLong();
         long expiry = OfferRegistry.expiry(now, leaseMs);
         SlotView v = views.get();
-        long slot = table.findPublication(offer, v);
-        return slot >= 0 && slots.pin(slot, v.seq, expiry, now);
+        return mapped(() -> {
+            long slot = table.findPublication(offer, v);
+            return slot >= 0 && slots.pin(slot, v.seq, expiry, now);
+        });
     }
 
     @Override
     public void unpin(Offer offer) {
         SlotView v = views.get();
-        long slot = table.findPublication(offer, v);
-        if (slot >= 0) {
-            slots.unpin(slot, v.seq);
-        }
+        mapped(() -> {
+            long slot = table.findPublication(offer, v);
+            if (slot >= 0) {
+                slots.unpin(slot, v.seq);
+            }
+            return null;
+        });
     }
 
     @Override
@@ -186,7 +197,7 @@ public final class NodeLocalRegistry implements OfferRegistry {
 
     @Override
     public boolean isCurrent(Offer offer) {
-        return table.findPublication(offer, views.get()) >= 0;
+        return mapped(() -> table.findPublication(offer, views.get()) >= 0);
     }
 
     @Override
@@ -247,7 +258,7 @@ public final class NodeLocalRegistry implements OfferRegistry {
 
     /** Offers in the table (served or not yet swept); for tests and metrics. */
     public long liveSlots() {
-        return file.live();
+        return mapped(file::live);
     }
 
     /** Tombstones every offer whose owner is dead or whose lease expired. */
@@ -266,13 +277,29 @@ public final class NodeLocalRegistry implements OfferRegistry {
 
     /** A write section: repairs what a killed writer left, then runs {@code body}, then compacts if needed. */
     private <T> T locked(Supplier<T> body) {
-        return file.withLock(() -> {
-            table.repairAfterKilledWriter();
+        return mapped(() -> file.withLock(() -> {
+            table.repairAfterKilledWriter(clockMs.getAsLong(), served);
             table.checkCounters();
             T result = body.get();
             table.compactIfNeeded(clockMs.getAsLong(), served);
             file.setDirtySlot(-1);
             return result;
-        });
+        }));
+    }
+
+    /**
+     * Runs {@code body} over the mapped file: a file some process of the user truncated faults on access, which is
+     * this registry's failure (a miss to the marketplace), not an error of the caller's.
+     */
+    private <T> T mapped(Supplier<T> body) {
+        try {
+            return body.get();
+        } catch (InternalError e) {
+            if (!MappedFaults.isFault(e)) {
+                throw e;
+            }
+            throw new RegistryException("node-local registry " + file.path() + " faulted (truncated by another"
+                    + " process?): " + e.getMessage(), e);
+        }
     }
 }

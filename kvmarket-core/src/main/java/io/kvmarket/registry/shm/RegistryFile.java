@@ -152,6 +152,15 @@ final class RegistryFile implements AutoCloseable {
         map.putLong(LIVE_OFFSET, live).putLong(TOMBSTONES_OFFSET, tombstones);
     }
 
+    boolean rebuilding() {
+        return (long) LONGS.getVolatile(map, REBUILDING_OFFSET) != 0;
+    }
+
+    /** Set before a writer rewrites the whole table and cleared after, so that a rewrite cut short is redone. */
+    void setRebuilding(boolean on) {
+        LONGS.setVolatile(map, REBUILDING_OFFSET, on ? 1L : 0L);
+    }
+
     long dirtySlot() {
         return (long) LONGS.getVolatile(map, DIRTY_SLOT_OFFSET);
     }

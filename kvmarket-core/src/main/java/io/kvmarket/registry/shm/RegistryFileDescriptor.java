@@ -3,19 +3,20 @@ package io.kvmarket.registry.shm;
 import io.kvmarket.registry.Offer;
 
 /**
- * Layout of the node-local registry file, version 4: a fixed header and an open-addressing hash table of
+ * Layout of the node-local registry file, version 5: a fixed header and an open-addressing hash table of
  * fixed-size slots, all little-endian, shared by memory mapping between every process of one user on the node.
  *
  * <pre>
  * Header (128 bytes)
  *   0  +---------------------------------------------------------------+
- *      | magic "KVMREG04" (8)                                          |
+ *      | magic "KVMREG05" (8)                                          |
  *   8  | version (4)                   | slot bytes (4)                |
  *  16  | capacity: slots, a power of two (8)                           |
  *  24  | live slots (8)                 maintained under the file lock |
  *  32  | tombstone slots (8)            maintained under the file lock |
  *  40  | dirty slot: index being written, -1 when none (8)             |
- *  48  | reserved up to 128                                            |
+ *  48  | rebuilding: 1 while a writer rewrites the whole table (8)     |
+ *  56  | reserved up to 128                                            |
  * 128  +---------------------------------------------------------------+
  *      | slot 0 | slot 1 | ... | slot capacity-1                       |
  *
@@ -37,16 +38,19 @@ import io.kvmarket.registry.Offer;
  * </pre>
  *
  * Version 4 replaced v3's single 128-byte device handle by a list of tagged endpoints, one per transport that
- * reaches the chunk, so the slot doubled; a v3 file is refused as incompatible (delete it with every process of
- * the node stopped). Writers (publish, withdraw, renew, sweep) take an fcntl lock on the file, which the kernel
- * drops when its holder dies, and record the slot they change in "dirty slot" first: the next writer turns a slot
- * left half-written by a killed process into a tombstone. Readers take no lock: a slot is read between two equal,
+ * reaches the chunk, so the slot doubled. Version 5 added the rebuilding flag: a writer killed while it rewrote the
+ * table left probe sequences cut by the slots it had emptied, and an offer hidden behind such a cut could be
+ * published again beside itself, so the next writer rewrites the table again first. Each version has a file name
+ * of its own ({@code registry-v5.kvreg}): processes of older versions keep their own registry. Writers (publish,
+ * withdraw, renew, sweep) take an fcntl lock on the file, which the kernel drops when its holder dies, and record
+ * the slot they change in "dirty slot" first: the next writer turns a slot left half-written by a killed process
+ * into a tombstone. Readers take no lock: a slot is read between two equal,
  * even reads of its seq, and a key is always compared inside that consistent read.
  */
 final class RegistryFileDescriptor {
 
-    static final long MAGIC = 0x34304745524d564bL; // "KVMREG04" little-endian
-    static final int VERSION = 4;
+    static final long MAGIC = 0x35304745524d564bL; // "KVMREG05" little-endian
+    static final int VERSION = 5;
 
     static final int HEADER_BYTES = 128;
     /** 2^21 slots of 512 bytes: the file stays under 2 GiB, one mapping. */
@@ -58,6 +62,7 @@ final class RegistryFileDescriptor {
     static final int LIVE_OFFSET = 24;
     static final int TOMBSTONES_OFFSET = 32;
     static final int DIRTY_SLOT_OFFSET = 40;
+    static final int REBUILDING_OFFSET = 48;
 
     static final int SLOT_BYTES = 512;
     static final int SEQ = 0;

@@ -182,9 +182,12 @@ final class SlotTable {
     /**
      * Rewrites the table without tombstones and unserved entries. Each slot is emptied in the same write that reads
      * its pins, so a pin is either carried over or fails its own sequence check; readers meanwhile may miss, never
-     * mismatch.
+     * mismatch. The file says a rewrite is under way until it ends: a writer killed halfway left entries behind
+     * emptied slots where no probe finds them, and the next writer rewrites the table before anything is published
+     * beside them ({@link #repairAfterKilledWriter}).
      */
     private void rebuild(long nowMs, Served served) {
+        file.setRebuilding(true);
         List<Offer> offers = new ArrayList<>();
         List<long[]> pins = new ArrayList<>();
         SlotView v = new SlotView();
@@ -214,26 +217,32 @@ final class SlotTable {
                 }
             }
         }
+        file.setRebuilding(false);
         LOG.debug("registry {} rebuilt with {} live offers", file.path(), offers.size());
     }
 
     /**
      * A writer killed inside its locked section left the slot it was writing named in the header: that slot, if
      * still odd, becomes a tombstone, and the counters are recounted since the kill may have come between a slot's
-     * write and its counter update.
+     * write and its counter update. A writer killed while it rewrote the table is followed by a whole rewrite, which
+     * brings every entry left behind an emptied slot back where probes find it (the offers it held only in its
+     * memory are gone; their owners publish them again).
      */
-    void repairAfterKilledWriter() {
+    void repairAfterKilledWriter(long nowMs, Served served) {
         long dirty = file.dirtySlot();
-        if (dirty < 0 || dirty >= capacity) {
-            return;
+        if (dirty >= 0 && dirty < capacity) {
+            if ((slots.seq(dirty) & 1) != 0) {
+                LOG.warn("registry slot {} was left half-written by a killed process; repairing", dirty);
+                slots.putState(dirty, STATE_TOMBSTONE);
+                slots.endWrite(dirty);
+            }
+            recount();
+            file.setDirtySlot(-1);
         }
-        if ((slots.seq(dirty) & 1) != 0) {
-            LOG.warn("registry slot {} was left half-written by a killed process; repairing", dirty);
-            slots.putState(dirty, STATE_TOMBSTONE);
-            slots.endWrite(dirty);
+        if (file.rebuilding()) {
+            LOG.warn("registry {} was left half-rewritten by a killed process; rewriting it", file.path());
+            rebuild(nowMs, served);
         }
-        recount();
-        file.setDirtySlot(-1);
     }
 
     /** Counters out of any possible range were damaged by some process of the user: recount rather than act on them. */
