@@ -548,8 +548,8 @@ public final class RedisRegistry implements OfferRegistry {
 
     @Override
     public boolean isCurrent(Offer offer) {
-        byte[] stored = call(() -> commands().hget(OfferCodec.hashKey(prefix, offer.key()), "o"));
-        return Arrays.equals(stored, OfferCodec.identity(offer));
+        return (long) script(RedisScripts.CHECK.one(), ScriptOutputType.INTEGER, OfferCodec.hashKey(prefix, offer.key()),
+                OfferCodec.identity(offer)) == 1;
     }
 
     /** One round trip for every pin of a match ({@link #eachKey}); false where a pin failed. */

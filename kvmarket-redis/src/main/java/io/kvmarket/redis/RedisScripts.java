@@ -28,6 +28,24 @@ final class RedisScripts {
             end
             """;
 
+    /**
+     * A chunk's pin fields as the scripts wrote them, or no pin: {@code pins(k)} the pin count, {@code time(k, f)} a
+     * time field. Fields some other writer damaged read as none, so a damaged field neither fails every step on its
+     * chunk (the chunk then could be neither pinned nor withdrawn for as long as its owner renews it) nor holds it.
+     */
+    private static final String PIN_FIELDS = """
+            local function pins(k)
+              local n = tonumber(redis.call('HGET', k, 'pc') or '0')
+              if not n or n < 0 or n ~= math.floor(n) or n > 1e15 then return 0 end
+              return n
+            end
+            local function time(k, f)
+              local v = redis.call('HGET', k, f)
+              if v and (v == '0' or #v <= 20 and string.match(v, '^%-?[1-9]%d*$')) then return v end
+              return '0'
+            end
+            """;
+
     /** The current identity of KEYS[1]: '' when there is none, '!' when the key holds something foreign. */
     private static final String CURRENT = """
             local function current(k)
@@ -137,21 +155,22 @@ final class RedisScripts {
     }
 
     /** Own: identity; shared: pin expiry, now. 1 when pinned. */
-    static final KeyScript PIN = KeyScript.of(CMP + CURRENT, """
+    static final KeyScript PIN = KeyScript.of(CMP + CURRENT + PIN_FIELDS, """
             local function pin(k, id, expiry, now)
               if current(k) ~= id then return 0 end
-              redis.call('HINCRBY', k, 'pc', 1)
-              if cmp(redis.call('HGET', k, 'pe') or '0', expiry) < 0 then redis.call('HSET', k, 'pe', expiry) end
-              if cmp(redis.call('HGET', k, 'lp') or '0', now) < 0 then redis.call('HSET', k, 'lp', now) end
+              redis.call('HSET', k, 'pc', string.format('%d', pins(k) + 1))
+              if cmp(time(k, 'pe'), expiry) < 0 then redis.call('HSET', k, 'pe', expiry) end
+              if cmp(time(k, 'lp'), now) < 0 then redis.call('HSET', k, 'lp', now) end
               return 1
             end
             """, "pin", 1, 2);
 
     /** Own: identity. 1 when it was the current offer. */
-    static final KeyScript UNPIN = KeyScript.of(CURRENT, """
+    static final KeyScript UNPIN = KeyScript.of(CURRENT + PIN_FIELDS, """
             local function unpin(k, id)
               if current(k) ~= id then return 0 end
-              if tonumber(redis.call('HGET', k, 'pc') or '0') > 0 then redis.call('HINCRBY', k, 'pc', -1) end
+              local n = pins(k)
+              if n > 0 then redis.call('HSET', k, 'pc', string.format('%d', n - 1)) end
               return 1
             end
             """, "unpin", 1, 0);
@@ -165,12 +184,11 @@ final class RedisScripts {
             """, "check", 1, 0);
 
     /** Own: identity, used since; shared: now. 0 withdrawn (or gone), 1 pinned, 2 imported since. */
-    static final KeyScript WITHDRAW_IF_UNUSED = KeyScript.of(CMP + CURRENT, """
+    static final KeyScript WITHDRAW_IF_UNUSED = KeyScript.of(CMP + CURRENT + PIN_FIELDS, """
             local function withdraw(k, id, usedSince, now)
               if current(k) ~= id then return 0 end
-              local pins = tonumber(redis.call('HGET', k, 'pc') or '0')
-              if pins > 0 and cmp(redis.call('HGET', k, 'pe') or '0', now) > 0 then return 1 end
-              if cmp(redis.call('HGET', k, 'lp') or '0', usedSince) > 0 then return 2 end
+              if pins(k) > 0 and cmp(time(k, 'pe'), now) > 0 then return 1 end
+              if cmp(time(k, 'lp'), usedSince) > 0 then return 2 end
               redis.call('DEL', k)
               return 0
             end
