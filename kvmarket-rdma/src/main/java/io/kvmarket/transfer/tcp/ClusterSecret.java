@@ -60,6 +60,10 @@ public final class ClusterSecret {
             while (n > 0 && (bytes[n - 1] == '\n' || bytes[n - 1] == '\r')) {
                 n--;
             }
+            if (n < MIN_BYTES) {
+                throw new IllegalArgumentException("cluster secret file " + file + " holds " + n + " bytes (without a"
+                        + " final newline); a cluster secret needs at least " + MIN_BYTES);
+            }
             return new ClusterSecret(Arrays.copyOf(bytes, n));
         } catch (IOException | UnsupportedOperationException e) { // no POSIX modes: its privacy cannot be checked
             throw new IllegalArgumentException("cannot read cluster secret file " + file + ": " + e, e);

@@ -24,6 +24,7 @@ import java.security.SecureRandom;
 import java.util.ArrayList;
 import java.util.Arrays;
 import java.util.Collections;
+import java.util.HashMap;
 import java.util.Iterator;
 import java.util.LinkedHashSet;
 import java.util.List;
@@ -43,10 +44,12 @@ import java.util.concurrent.atomic.AtomicLong;
  * of the pools this process advertised, each only while the pool holds it as requested. Memory per connection is one
  * request (at most {@link #MAX_CHUNKS} entries); pool bytes go from the pool's memory to the socket without a copy.
  *
- * <p>Neither idle members nor strangers can lock members out. At most half the connections may be still proving
- * membership; past that the oldest such is dropped (a member proves it in one round trip, a stranger never does).
- * At the limit, a new connection takes the place of the member connection idle longest (its client reconnects when
- * it next pulls); only when every connection is mid-transfer is a new one refused.
+ * <p>Neither idle members nor strangers on other hosts can lock members out. Under the limit every connection is
+ * admitted. At the limit, a new connection takes the place of the member connection idle longest (its client
+ * reconnects when it next pulls) while fewer than half are still proving membership; past that, or with no member
+ * idle, the oldest connection still proving from the host with the most such connections is dropped (a member
+ * proves it in one round trip, a stranger never does), so a host flooding the server drops its own connections,
+ * not the handshakes of others. Only when every connection is mid-transfer is a new one refused.
  */
 final class TcpServer implements AutoCloseable {
 
@@ -194,16 +197,43 @@ final class TcpServer implements AutoCloseable {
 
     /** Makes room for {@code c} as the class comment says, or refuses it; records it as proving membership. */
     private synchronized boolean admit(Connection c) {
-        int maxProving = Math.max(1, config.maxConnections() / 2);
-        if (proving.size() >= maxProving) {
-            evict(proving);
-        }
-        if (open.size() >= config.maxConnections() && !evict(waiting) && !evict(proving)) {
-            return false;
+        if (open.size() >= config.maxConnections()) {
+            boolean provingHalf = proving.size() >= Math.max(1, config.maxConnections() / 2);
+            if ((provingHalf || !evict(waiting)) && !evictProver(c)) {
+                return false;
+            }
         }
         proving.add(c);
         open.add(c);
         return true;
+    }
+
+    /**
+     * Drops the oldest connection still proving membership from the host with the most such connections, the
+     * newcomer {@code c} counted: a host flooding the server loses its own connections, not another host's
+     * handshake in flight. False when none is proving.
+     */
+    private boolean evictProver(Connection c) {
+        Map<InetAddress, Integer> perHost = new HashMap<>();
+        perHost.merge(host(c), 1, Integer::sum);
+        proving.forEach(p -> perHost.merge(host(p), 1, Integer::sum));
+        Connection victim = null;
+        for (Connection p : proving) {
+            if (victim == null || perHost.get(host(p)) > perHost.get(host(victim))) {
+                victim = p;
+            }
+        }
+        if (victim == null) {
+            return false;
+        }
+        proving.remove(victim);
+        LOG.debug("dropped the connection of {}, still proving membership, to make room", victim.peer);
+        drop(victim);
+        return true;
+    }
+
+    private static InetAddress host(Connection c) {
+        return c.peer instanceof InetSocketAddress a ? a.getAddress() : null;
     }
 
     /** Drops the first of {@code ones} (the oldest), if any. */

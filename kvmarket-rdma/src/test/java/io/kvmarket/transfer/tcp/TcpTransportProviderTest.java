@@ -54,10 +54,13 @@ class TcpTransportProviderTest {
     }
 
     @Test
-    void aShortSecretIsRefused() throws Exception {
-        System.setProperty(TcpTransportProvider.SECRET_FILE, secretFile("short\n", "rw-------").toString());
-        String why = new TcpTransportProvider().unavailabilityCause().orElseThrow().getMessage();
-        assertTrue(why.contains("at least " + ClusterSecret.MIN_BYTES), why);
+    void aShortOrEmptySecretFileIsRefusedNamingTheFile() throws Exception {
+        for (String content : new String[] {"short\n", "", "\n", "fifteen-bytes!!\r\n"}) {
+            Path f = secretFile(content, "rw-------");
+            System.setProperty(TcpTransportProvider.SECRET_FILE, f.toString());
+            String why = new TcpTransportProvider().unavailabilityCause().orElseThrow().getMessage();
+            assertTrue(why.contains("at least " + ClusterSecret.MIN_BYTES) && why.contains(f.toString()), why);
+        }
     }
 
     @Test

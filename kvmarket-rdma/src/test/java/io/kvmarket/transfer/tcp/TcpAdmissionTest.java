@@ -1,0 +1,131 @@
+package io.kvmarket.transfer.tcp;
+
+import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.Timeout;
+
+import java.io.IOException;
+import java.net.InetAddress;
+import java.net.InetSocketAddress;
+import java.net.Socket;
+import java.nio.ByteBuffer;
+import java.nio.channels.SocketChannel;
+import java.nio.charset.StandardCharsets;
+import java.security.SecureRandom;
+import java.util.ArrayList;
+import java.util.List;
+import java.util.concurrent.atomic.AtomicBoolean;
+
+import static org.junit.jupiter.api.Assertions.assertEquals;
+
+/**
+ * Who gets a connection: under the limit every peer, whatever is still proving membership; at the limit, a host
+ * flooding the server with connections that never prove anything loses its own, not a member's handshake in
+ * flight on a slow link. Members answer the server's hello by hand here, after a delay standing for their round trip.
+ */
+@Timeout(120)
+class TcpAdmissionTest extends ExporterAndImporter {
+
+    private static final byte[] CLIENT = "client".getBytes(StandardCharsets.US_ASCII);
+
+    /** A member's connection from {@code from}, its hello read; answered later by {@link #prove}. */
+    private SocketChannel connect(InetSocketAddress server, InetAddress from) throws IOException {
+        SocketChannel ch = SocketChannel.open();
+        closeMe.add(ch);
+        ch.bind(new InetSocketAddress(from, 0));
+        ch.connect(server);
+        return ch;
+    }
+
+    /** Reads the hello, waits {@code roundTripMillis}, answers it: "member" when the server proves itself back. */
+    private static String prove(SocketChannel ch, long roundTripMillis) throws Exception {
+        ByteBuffer hello = ByteBuffer.allocate(6 + Wire.NONCE_BYTES);
+        while (hello.hasRemaining() && ch.read(hello) >= 0) {
+            // reading the server's hello
+        }
+        if (hello.hasRemaining()) {
+            return "closed before its hello";
+        }
+        byte[] serverNonce = new byte[Wire.NONCE_BYTES];
+        hello.position(6).get(serverNonce);
+        Thread.sleep(roundTripMillis);
+        byte[] clientNonce = new byte[Wire.NONCE_BYTES];
+        new SecureRandom().nextBytes(clientNonce);
+        ByteBuffer answer = ByteBuffer.allocate(6 + Wire.NONCE_BYTES + Wire.MAC_BYTES);
+        answer.putInt(Wire.MAGIC).putShort(Wire.VERSION).put(clientNonce)
+                .put(TcpTransportContractTest.SECRET.mac(CLIENT, serverNonce, clientNonce)).flip();
+        try {
+            while (answer.hasRemaining()) {
+                ch.write(answer);
+            }
+            ByteBuffer proof = ByteBuffer.allocate(Wire.MAC_BYTES);
+            int r = 0;
+            while (proof.hasRemaining() && (r = ch.read(proof)) >= 0) {
+                // the server's proof
+            }
+            return r < 0 ? "dropped by the server" : "member";
+        } catch (IOException e) {
+            return "dropped by the server: " + e;
+        }
+    }
+
+    /** Five members handshaking at once with 300 ms round trips, 8 connections allowed: none is dropped. */
+    @Test
+    void underTheLimitNoHandshakeInFlightIsDropped() throws Exception {
+        TcpTransport server = open(exporterDevice, 1, TcpTransportContractTest.serving().withLimits(8, 4)
+                .withTimeouts(5_000, 2_000, 60_000));
+        server.advertise(pool).orElseThrow();
+        InetSocketAddress at = server.serving().orElseThrow();
+        List<SocketChannel> members = new ArrayList<>();
+        for (int i = 0; i < 5; i++) {
+            members.add(connect(at, LO));
+        }
+        List<String> outcomes = new ArrayList<>();
+        for (SocketChannel ch : members) {
+            outcomes.add(prove(ch, 300 / members.size()));
+        }
+        assertEquals(List.of("member", "member", "member", "member", "member"), outcomes);
+    }
+
+    /**
+     * Default limits; another host opens a silent connection every 5 ms. A member on a link with a 300 ms round
+     * trip gets in every time: the flood's connections make room, not the member's.
+     */
+    @Test
+    void aHostFloodingTheServerDropsItsOwnConnectionsNotAMembersHandshake() throws Exception {
+        TcpTransport server = open(exporterDevice, 1, TcpTransportContractTest.serving());
+        server.advertise(pool).orElseThrow();
+        InetSocketAddress at = server.serving().orElseThrow();
+        InetAddress flooder = InetAddress.getByName("127.0.0.2");
+        InetAddress member = InetAddress.getByName("127.0.0.1");
+        AtomicBoolean stop = new AtomicBoolean();
+        List<Socket> held = new ArrayList<>();
+        Thread flood = new Thread(() -> {
+            while (!stop.get()) {
+                try {
+                    Socket s = new Socket();
+                    s.bind(new InetSocketAddress(flooder, 0));
+                    s.connect(at, 1_000);
+                    held.add(s);
+                    Thread.sleep(5);
+                } catch (IOException | InterruptedException e) {
+                    // refused or dropped: the flood goes on
+                }
+            }
+        }, "flood");
+        flood.start();
+        try {
+            Thread.sleep(1_000); // past the limit: the flood's connections outnumber it
+            List<String> outcomes = new ArrayList<>();
+            for (int i = 0; i < 3; i++) {
+                outcomes.add(prove(connect(at, member), 300));
+            }
+            assertEquals(List.of("member", "member", "member"), outcomes);
+        } finally {
+            stop.set(true);
+            flood.join(10_000);
+            for (Socket s : held) {
+                s.close();
+            }
+        }
+    }
+}
