@@ -18,14 +18,27 @@ if [ ! -f .device/jre17.tgz ]; then
   rm -rf "$tmp"
 fi
 
-rm -rf .device/lib .device/test-classes .device/junit
+rm -rf .device/lib .device/test-classes .device/junit .device/cudart
 mkdir -p .device/lib .device/test-classes .device/junit
 mvn -q -B -DskipTests package
 mvn -q -B -DskipTests test-compile
 mvn -q -B dependency:copy-dependencies -DincludeScope=runtime -DoutputDirectory="$repo/.device/lib"
-find . -path ./.device -prune -o -path '*/target/*.jar' -print | grep -v -E 'sources|javadoc|original-' \
-  | xargs -r -I{} cp {} .device/lib/
+# The modules' own jars only (versioned names): the shaded demo and benchmark jars repeat what lib/ holds.
+find . \( -path ./.device -o -path ./examples/jlama \) -prune -o -path '*/target/kvmarket-*-[0-9]*.jar' -print \
+  | grep -v -E 'sources|javadoc' | xargs -r -I{} cp {} .device/lib/
 for m in kvmarket-native kvmarket-nvlink; do cp -r "$m/target/test-classes" ".device/test-classes/$m"; done
 mvn -q -B dependency:copy -Dartifact=org.junit.platform:junit-platform-console-standalone:1.11.4 \
   -DoutputDirectory="$repo/.device/junit" -Dmdep.stripVersion=true
+# The CUDA runtime the native copy was linked against, in case the GPU machine's is elsewhere: run.sh puts it on
+# the library path after the machine's own.
+if [ -e /usr/local/cuda/lib64/libcudart.so.13 ]; then
+  mkdir -p .device/cudart
+  cp -L /usr/local/cuda/lib64/libcudart.so.13 .device/cudart/
+fi
 du -sh .device
+# The device tool carries at most 64 MiB with the working tree.
+bytes=$(du -sb .device | cut -f1)
+if [ "$bytes" -gt $((60 * 1024 * 1024)) ]; then
+  echo "stage.sh: .device is $bytes bytes, over the 60 MiB left for it in the device tool's 64 MiB" >&2
+  exit 1
+fi

@@ -240,8 +240,10 @@ struct Context {
     }
 };
 
-std::mutex g_contexts_mu;
-std::map<std::pair<int, uint64_t>, std::shared_ptr<Context>> g_contexts;
+/* Never destroyed: at exit a destructor would free CUDA memory after the runtime itself may have unloaded. */
+std::mutex &g_contexts_mu = *new std::mutex;
+std::map<std::pair<int, uint64_t>, std::shared_ptr<Context>> &g_contexts =
+    *new std::map<std::pair<int, uint64_t>, std::shared_ptr<Context>>;
 
 int context_for(uint64_t stream, std::shared_ptr<Context> *out) {
     int device = 0;

@@ -72,8 +72,13 @@ public final class CudaRuntime {
                 cause = null;
             }
         } catch (Throwable t) { // UnsatisfiedLinkError, NoClassDefFoundError from a missing runtime library
+            Throwable root = t;
+            while (root.getCause() != null && root.getCause() != root) {
+                root = root.getCause(); // the library that failed and why, where JavaCPP wraps it
+            }
             cause = new IllegalStateException("cannot load the CUDA runtime through JavaCPP (it needs"
-                    + " libcudart.so.13 on the library path and the NVIDIA driver's libcuda.so.1): " + t, t);
+                    + " libcudart.so.13 on the library path and the NVIDIA driver's libcuda.so.1): " + t
+                    + (root != t ? "; cause: " + root : ""), t);
         }
         if (cause != null) {
             LOG.info("CUDA device unavailable: {}", cause.toString());

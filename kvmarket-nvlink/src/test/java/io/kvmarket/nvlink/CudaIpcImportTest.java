@@ -47,6 +47,35 @@ class CudaIpcImportTest {
         }
     }
 
+    /**
+     * The exporter is another process: its pool evicts and reuses chunk memory that this process has mapped through
+     * CUDA IPC while it imports; every chunk it counts as imported holds the bytes of its own prompt.
+     */
+    @Test
+    @Timeout(180)
+    void evictionInAnotherProcessWhileImportingThroughCudaIpcNeverDeliversWrongBytes() throws Exception {
+        int prompts = 6;
+        try (ChildJvm child = ChildJvm.start(CudaChurningExporterProcess.class, dir.toString(),
+                Integer.toString(prompts));
+             NodeLocalRegistry registry = NodeLocalRegistry.open(dir, 1024); KvFixture importer = GpuKv.engine(registry, 2)) {
+            child.awaitLine("READY", Duration.ofSeconds(60));
+            int hits = 0;
+            for (int round = 0; round < 300; round++) {
+                int s = (round * 5) % prompts;
+                int[] dst = KvFixture.scattered(4, round);
+                LoadResult r = importer.market.load(importer.market.match(KvFixture.tokens(64, s), 64), dst).join();
+                assertEquals(-1, importer.firstWrongBlock(dst, r.tokensImported() / 16, s),
+                        "wrong bytes for prompt " + s + " after " + r);
+                hits += r.tokensImported() > 0 ? 1 : 0;
+            }
+            assertTrue(hits > 0, "some imports hit");
+            child.stop(Duration.ofSeconds(30));
+            String evictions = child.awaitLine("EVICTIONS", Duration.ofSeconds(30));
+            assertTrue(Long.parseLong(evictions.substring("EVICTIONS ".length())) > 0, evictions);
+        }
+    }
+
+    /** The same within one process (the exporter's own mapping, no IPC), with the exporter on another thread. */
     @Test
     @Timeout(120)
     void evictionWhileImportingNeverDeliversWrongBytes() throws Exception {

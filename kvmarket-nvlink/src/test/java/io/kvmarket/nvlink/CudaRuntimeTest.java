@@ -14,6 +14,7 @@ import static org.junit.jupiter.api.Assertions.assertInstanceOf;
 import static org.junit.jupiter.api.Assertions.assertNotNull;
 import static org.junit.jupiter.api.Assertions.assertSame;
 import static org.junit.jupiter.api.Assertions.assertThrows;
+import static org.junit.jupiter.api.Assertions.assertTrue;
 import static org.junit.jupiter.api.Assumptions.assumeFalse;
 import static org.junit.jupiter.api.Assumptions.assumeTrue;
 
@@ -24,6 +25,12 @@ class CudaRuntimeTest {
         assumeFalse(CudaRuntime.isAvailable(), "a GPU is usable here");
         Throwable cause = CudaRuntime.unavailabilityCause();
         assertNotNull(cause);
+        Throwable root = cause;
+        while (root.getCause() != null) {
+            root = root.getCause();
+        }
+        // The innermost reason (which library is missing) is in the message a log line shows, not only in the chain.
+        assertTrue(root == cause || cause.getMessage().contains(String.valueOf(root.getMessage())), cause.getMessage());
         UnsatisfiedLinkError e = assertThrows(UnsatisfiedLinkError.class, CudaRuntime::ensureAvailability);
         assertSame(cause, e.getCause());
         assertEquals(0, CudaRuntime.deviceCountIfAvailable());
