@@ -29,20 +29,25 @@ final class RedisScripts {
             """;
 
     /**
-     * A chunk's pin fields as the scripts wrote them, or no pin: {@code pins(k)} the pin count, {@code time(k, f)} a
-     * time field. Fields some other writer damaged read as none, so a damaged field neither fails every step on its
-     * chunk (the chunk then could be neither pinned nor withdrawn for as long as its owner renews it) nor holds it.
+     * A chunk's pin fields as the scripts wrote them, or no pin: {@code count(v)} of the pin count, {@code time(v)}
+     * of a time field. Fields some other writer damaged read as none, so a damaged field neither fails every step on
+     * its chunk (the chunk then could be neither pinned nor withdrawn for as long as its owner renews it) nor holds it.
+     * {@code read(k, ...)} is one HMGET of the fields named, or nil when the key holds something foreign.
      */
     private static final String PIN_FIELDS = """
-            local function pins(k)
-              local n = tonumber(redis.call('HGET', k, 'pc') or '0')
+            local function count(v)
+              local n = tonumber(v or '0')
               if not n or n < 0 or n ~= math.floor(n) or n > 1e15 then return 0 end
               return n
             end
-            local function time(k, f)
-              local v = redis.call('HGET', k, f)
+            local function time(v)
               if v and (v == '0' or #v <= 20 and string.match(v, '^%-?[1-9]%d*$')) then return v end
               return '0'
+            end
+            local function read(k, ...)
+              local v = redis.pcall('HMGET', k, ...)
+              if v.err then return nil end
+              return v
             end
             """;
 
@@ -155,40 +160,45 @@ final class RedisScripts {
     }
 
     /** Own: identity; shared: pin expiry, now. 1 when pinned. */
-    static final KeyScript PIN = KeyScript.of(CMP + CURRENT + PIN_FIELDS, """
+    static final KeyScript PIN = KeyScript.of(CMP + PIN_FIELDS, """
             local function pin(k, id, expiry, now)
-              if current(k) ~= id then return 0 end
-              redis.call('HSET', k, 'pc', string.format('%d', pins(k) + 1))
-              if cmp(time(k, 'pe'), expiry) < 0 then redis.call('HSET', k, 'pe', expiry) end
-              if cmp(time(k, 'lp'), now) < 0 then redis.call('HSET', k, 'lp', now) end
+              local v = read(k, 'o', 'pc', 'pe', 'lp')
+              if not v or v[1] ~= id then return 0 end
+              local set = {'pc', string.format('%d', count(v[2]) + 1)}
+              if cmp(time(v[3]), expiry) < 0 then set[#set + 1] = 'pe' set[#set + 1] = expiry end
+              if cmp(time(v[4]), now) < 0 then set[#set + 1] = 'lp' set[#set + 1] = now end
+              redis.call('HSET', k, unpack(set))
               return 1
             end
             """, "pin", 1, 2);
 
     /** Own: identity. 1 when it was the current offer. */
-    static final KeyScript UNPIN = KeyScript.of(CURRENT + PIN_FIELDS, """
+    static final KeyScript UNPIN = KeyScript.of(PIN_FIELDS, """
             local function unpin(k, id)
-              if current(k) ~= id then return 0 end
-              local n = pins(k)
+              local v = read(k, 'o', 'pc')
+              if not v or v[1] ~= id then return 0 end
+              local n = count(v[2])
               if n > 0 then redis.call('HSET', k, 'pc', string.format('%d', n - 1)) end
               return 1
             end
             """, "unpin", 1, 0);
 
     /** Own: identity. 1 when it is the current offer. */
-    static final KeyScript CHECK = KeyScript.of(CURRENT, """
+    static final KeyScript CHECK = KeyScript.of(PIN_FIELDS, """
             local function check(k, id)
-              if current(k) == id then return 1 end
+              local v = read(k, 'o')
+              if v and v[1] == id then return 1 end
               return 0
             end
             """, "check", 1, 0);
 
     /** Own: identity, used since; shared: now. 0 withdrawn (or gone), 1 pinned, 2 imported since. */
-    static final KeyScript WITHDRAW_IF_UNUSED = KeyScript.of(CMP + CURRENT + PIN_FIELDS, """
+    static final KeyScript WITHDRAW_IF_UNUSED = KeyScript.of(CMP + PIN_FIELDS, """
             local function withdraw(k, id, usedSince, now)
-              if current(k) ~= id then return 0 end
-              if pins(k) > 0 and cmp(time(k, 'pe'), now) > 0 then return 1 end
-              if cmp(time(k, 'lp'), usedSince) > 0 then return 2 end
+              local v = read(k, 'o', 'pc', 'pe', 'lp')
+              if not v or v[1] ~= id then return 0 end
+              if count(v[2]) > 0 and cmp(time(v[3]), now) > 0 then return 1 end
+              if cmp(time(v[4]), usedSince) > 0 then return 2 end
               redis.call('DEL', k)
               return 0
             end
