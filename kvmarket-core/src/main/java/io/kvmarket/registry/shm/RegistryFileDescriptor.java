@@ -44,8 +44,8 @@ import io.kvmarket.registry.Offer;
  * of its own ({@code registry-v5.kvreg}): processes of older versions keep their own registry. Writers (publish,
  * withdraw, renew, sweep) take an fcntl lock on the file, which the kernel drops when its holder dies, and record
  * the slot they change in "dirty slot" first: the next writer turns a slot left half-written by a killed process
- * into a tombstone. Readers take no lock: a slot is read between two equal,
- * even reads of its seq, and a key is always compared inside that consistent read.
+ * into a tombstone. Readers take no lock: a slot is read between two equal, even reads of its seq, and a key is
+ * always compared inside that consistent read.
  */
 final class RegistryFileDescriptor {
 
