@@ -26,6 +26,7 @@ import java.util.Arrays;
 import java.util.Collections;
 import java.util.HashMap;
 import java.util.Iterator;
+import java.util.LinkedHashMap;
 import java.util.LinkedHashSet;
 import java.util.List;
 import java.util.Map;
@@ -44,15 +45,18 @@ import java.util.concurrent.atomic.AtomicLong;
  * of the pools this process advertised, each only while the pool holds it as requested. Memory per connection is one
  * request (at most {@link #MAX_CHUNKS} entries); pool bytes go from the pool's memory to the socket without a copy.
  *
- * <p>Neither idle members nor strangers on other hosts can lock members out. Under the limit every connection is
- * admitted. At the limit, a new connection takes the place of the member connection idle longest (its client
- * reconnects when it next pulls) while fewer than half are still proving membership; past that, or with no member
- * idle, the oldest connection still proving from the host with the most such connections is dropped (a member
- * proves it in one round trip, a stranger never does), so a host flooding the server drops its own connections,
- * not the handshakes of others. Only when every connection is mid-transfer is a new one refused.
+ * <p>Neither idle members nor strangers can lock members out. Under the limit every connection is admitted. At the
+ * limit, a new connection takes the place of the member connection idle longest (its client reconnects when it next
+ * pulls) while fewer than half are still proving membership; past that, or with no member idle, a connection still
+ * proving membership makes room ({@link #evictProver}): first one from an address no member ever proved from, of the
+ * address with the most such connections, oldest first. So a flood drops its own connections, not the handshakes of
+ * members from addresses seen before; a stranger flooding from many addresses can still cut a slow handshake from
+ * an address never seen before. Only when every connection is mid-transfer is a new one refused.
  */
 final class TcpServer implements AutoCloseable {
 
+    /** Addresses remembered as members': a cluster's nodes, many times over. */
+    private static final int MEMBER_ADDRESSES = 4096;
     /** Chunks one request may name: a 256K-token prompt in chunks of 16; a client splits longer pulls. */
     static final int MAX_CHUNKS = 16_384;
 
@@ -75,6 +79,13 @@ final class TcpServer implements AutoCloseable {
     /** Guarded by this: connections in the handshake, oldest first; members waiting for a request, idle longest first. */
     private final Set<Connection> proving = new LinkedHashSet<>();
     private final Set<Connection> waiting = new LinkedHashSet<>();
+    /** Guarded by this: addresses members proved membership from, the least recently proven forgotten first. */
+    private final Set<InetAddress> members = Collections.newSetFromMap(new LinkedHashMap<>(16, 0.75f, true) {
+        @Override
+        protected boolean removeEldestEntry(Map.Entry<InetAddress, Boolean> eldest) {
+            return size() > MEMBER_ADDRESSES;
+        }
+    });
     private final ThreadPoolExecutor workers;
     private final Thread acceptor;
     private final AtomicLong lastWarnNanos = new AtomicLong(System.nanoTime() - WARN_EVERY_NANOS);
@@ -209,9 +220,10 @@ final class TcpServer implements AutoCloseable {
     }
 
     /**
-     * Drops the oldest connection still proving membership from the host with the most such connections, the
-     * newcomer {@code c} counted: a host flooding the server loses its own connections, not another host's
-     * handshake in flight. False when none is proving.
+     * Makes room for {@code c} by dropping a connection still proving membership: one from an address no member
+     * proved membership from before it any from such an address (members reconnect from the addresses they proved
+     * from, and a stranger cannot open TCP connections from an address it does not hold), then one from the address
+     * with the most of them ({@code c} counted), then the oldest. False when none is proving.
      */
     private boolean evictProver(Connection c) {
         Map<InetAddress, Integer> perHost = new HashMap<>();
@@ -219,7 +231,7 @@ final class TcpServer implements AutoCloseable {
         proving.forEach(p -> perHost.merge(host(p), 1, Integer::sum));
         Connection victim = null;
         for (Connection p : proving) {
-            if (victim == null || perHost.get(host(p)) > perHost.get(host(victim))) {
+            if (victim == null || before(p, victim, perHost)) {
                 victim = p;
             }
         }
@@ -230,6 +242,13 @@ final class TcpServer implements AutoCloseable {
         LOG.debug("dropped the connection of {}, still proving membership, to make room", victim.peer);
         drop(victim);
         return true;
+    }
+
+    /** Whether {@code p} goes before {@code q}, which is older: a stranger's address first, then the busier one. */
+    private boolean before(Connection p, Connection q, Map<InetAddress, Integer> perHost) {
+        boolean pKnown = members.contains(host(p));
+        boolean qKnown = members.contains(host(q));
+        return pKnown != qKnown ? qKnown : perHost.get(host(p)) > perHost.get(host(q));
     }
 
     private static InetAddress host(Connection c) {
@@ -251,6 +270,7 @@ final class TcpServer implements AutoCloseable {
 
     private synchronized void proven(Connection c) {
         proving.remove(c);
+        members.add(host(c));
     }
 
     private synchronized void waitingForRequest(Connection c, boolean waits) {

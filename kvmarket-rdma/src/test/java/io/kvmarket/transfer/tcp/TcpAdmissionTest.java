@@ -92,21 +92,50 @@ class TcpAdmissionTest extends ExporterAndImporter {
      */
     @Test
     void aHostFloodingTheServerDropsItsOwnConnectionsNotAMembersHandshake() throws Exception {
+        InetSocketAddress at = serving();
+        List<String> outcomes = underFlood(at, 1, 5, () -> prove(connect(at, LO), 300));
+        assertEquals(List.of("member", "member", "member"), outcomes);
+    }
+
+    /**
+     * A stranger flooding from 200 addresses (one host's many, as an IPv6 /64 gives) looks like 200 hosts of one
+     * connection each: a member that proved membership from its address before gets in every time, and no
+     * handshake of its is dropped for the flood's.
+     */
+    @Test
+    void aFloodFromManyAddressesDropsNoHandshakeOfAKnownMember() throws Exception {
+        InetSocketAddress at = serving();
+        assertEquals("member", prove(connect(at, LO), 0), "the member, before the flood");
+        List<String> outcomes = underFlood(at, 200, 2, () -> prove(connect(at, LO), 300));
+        assertEquals(List.of("member", "member", "member"), outcomes);
+    }
+
+    private InetSocketAddress serving() throws Exception {
         TcpTransport server = open(exporterDevice, 1, TcpTransportContractTest.serving());
         server.advertise(pool).orElseThrow();
-        InetSocketAddress at = server.serving().orElseThrow();
-        InetAddress flooder = InetAddress.getByName("127.0.0.2");
-        InetAddress member = InetAddress.getByName("127.0.0.1");
+        return server.serving().orElseThrow();
+    }
+
+    private interface Attempt {
+        String run() throws Exception;
+    }
+
+    /**
+     * Silent connections from 127.0.0.2 onwards ({@code addresses} of them in turn), one every {@code everyMillis},
+     * for a second and then during three {@code attempt}s; their outcomes.
+     */
+    private static List<String> underFlood(InetSocketAddress at, int addresses, long everyMillis, Attempt attempt)
+            throws Exception {
         AtomicBoolean stop = new AtomicBoolean();
         List<Socket> held = new ArrayList<>();
         Thread flood = new Thread(() -> {
-            while (!stop.get()) {
+            for (int n = 0; !stop.get(); n++) {
                 try {
                     Socket s = new Socket();
-                    s.bind(new InetSocketAddress(flooder, 0));
-                    s.connect(at, 1_000);
                     held.add(s);
-                    Thread.sleep(5);
+                    s.bind(new InetSocketAddress(InetAddress.getByName("127.0.0." + (2 + n % addresses)), 0));
+                    s.connect(at, 1_000);
+                    Thread.sleep(everyMillis);
                 } catch (IOException | InterruptedException e) {
                     // refused or dropped: the flood goes on
                 }
@@ -117,9 +146,9 @@ class TcpAdmissionTest extends ExporterAndImporter {
             Thread.sleep(1_000); // past the limit: the flood's connections outnumber it
             List<String> outcomes = new ArrayList<>();
             for (int i = 0; i < 3; i++) {
-                outcomes.add(prove(connect(at, member), 300));
+                outcomes.add(attempt.run());
             }
-            assertEquals(List.of("member", "member", "member"), outcomes);
+            return outcomes;
         } finally {
             stop.set(true);
             flood.join(10_000);
