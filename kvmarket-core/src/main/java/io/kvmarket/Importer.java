@@ -264,9 +264,10 @@ final class Importer {
                 detail = outcome.detail;
             }
         }
-        // Generation check after the copy: a chunk withdrawn or replaced meanwhile may have been overwritten.
-        boolean[] current = areCurrent(offers.subList(0, delivered));
-        for (int i = 0; i < current.length; i++) {
+        // Generation check after the copy (a chunk withdrawn or replaced meanwhile may have been overwritten), and
+        // every pin released, in one call.
+        boolean[] current = releaseCurrent(offers);
+        for (int i = 0; i < delivered; i++) {
             if (!current[i]) {
                 delivered = i;
                 reason = MissReason.SOURCE_CHANGED;
@@ -274,7 +275,6 @@ final class Importer {
                 break;
             }
         }
-        unpinAll(offers);
         int tokens = delivered * format.chunkTokens();
         metrics.tokensImported.add(tokens);
         metrics.bytesImported.add(delivered * format.chunkBytes());
@@ -297,10 +297,11 @@ final class Importer {
         return String.join("+", names);
     }
 
-    private boolean[] areCurrent(List<Offer> offers) {
+    private boolean[] releaseCurrent(List<Offer> offers) {
         try {
-            return registry.areCurrent(offers);
-        } catch (RuntimeException e) { // cannot prove the bytes unchanged: a miss
+            return registry.releaseCurrent(offers);
+        } catch (RuntimeException e) { // cannot prove the bytes unchanged: a miss; the pins lapse with their lease
+            LOG.debug("checking and unpinning {} offers failed: {}", offers.size(), e.getMessage());
             return new boolean[offers.size()];
         }
     }

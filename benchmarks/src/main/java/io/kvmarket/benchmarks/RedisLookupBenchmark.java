@@ -87,14 +87,12 @@ public class RedisLookupBenchmark {
         return registry.lookupPrefix(keys, chunks);
     }
 
-    /** What an import asks of the registry: the lookup, pins, the check after the copy, and the unpins. */
+    /** What an import asks of the registry: the lookup, the pins, and the check after the copy with the unpins. */
     @Benchmark
     public boolean[] importRound() {
         List<Offer> found = registry.lookupPrefix(keys, chunks);
         registry.pinAll(found, 10_000);
-        boolean[] current = registry.areCurrent(found);
-        registry.unpinAll(found);
-        return current;
+        return registry.releaseCurrent(found);
     }
 
     @Benchmark

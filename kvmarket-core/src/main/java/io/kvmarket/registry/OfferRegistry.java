@@ -103,6 +103,20 @@ public interface OfferRegistry extends AutoCloseable {
     }
 
     /**
+     * The check after a load's copy and the release of its pins in one: {@link #isCurrent} of each offer, then
+     * {@link #unpin} of each; a registry across the network does both in one round trip, each offer's check and
+     * release at once.
+     *
+     * @throws RegistryException when the registry failed: nothing is proven current, and pins that were not released
+     *                           lapse with their lease
+     */
+    default boolean[] releaseCurrent(List<Offer> offers) {
+        boolean[] current = areCurrent(offers);
+        unpinAll(offers);
+        return current;
+    }
+
+    /**
      * Withdraws this publication unless it is pinned, or an importer pinned it after {@code usedSinceMs} (on
      * {@link #clockMillis}). An exporter's pool passes the time it last used the chunk itself: imports by other
      * processes never reach its own recency order, and a chunk they keep importing should not be evicted as if

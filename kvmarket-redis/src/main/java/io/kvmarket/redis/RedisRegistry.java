@@ -597,6 +597,18 @@ public final class RedisRegistry implements OfferRegistry {
         return current;
     }
 
+    /** One round trip ({@link #eachKey}): the unpin step answers whether the offer was current as it unpinned it. */
+    @Override
+    public boolean[] releaseCurrent(List<Offer> offers) {
+        Object[] unpins = eachKey(RedisScripts.UNPIN, offers, new byte[0][],
+                i -> new byte[][] {OfferCodec.identity(offers.get(i))});
+        boolean[] current = new boolean[offers.size()];
+        for (int i = 0; i < current.length; i++) {
+            current[i] = unpins[i] instanceof Long u && u == 1;
+        }
+        return current;
+    }
+
     @Override
     public Withdrawal withdrawIfUnused(Offer offer, long usedSinceMs) {
         long r = script(RedisScripts.WITHDRAW_IF_UNUSED.one(), ScriptOutputType.INTEGER,

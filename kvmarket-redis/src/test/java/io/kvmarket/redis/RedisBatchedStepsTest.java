@@ -181,6 +181,13 @@ class RedisBatchedStepsTest extends RedisServerTest {
             List<Offer> unpinned = asked.subList(0, asked.size() / 2);
             unpinned.forEach(single::unpin);
             batched.unpinAll(unpinned);
+            List<Offer> released = asked.subList(asked.size() / 2, asked.size());
+            boolean[] stillCurrent = new boolean[released.size()];
+            for (int i = 0; i < stillCurrent.length; i++) {
+                stillCurrent[i] = single.isCurrent(released.get(i));
+                single.unpin(released.get(i));
+            }
+            assertArrayEquals(stillCurrent, batched.releaseCurrent(released), "check and release, seed " + seed);
             long[] since = new long[asked.size()];
             Withdrawal[] withdrawals = new Withdrawal[asked.size()];
             for (int i = 0; i < since.length; i++) {

@@ -370,6 +370,29 @@ public abstract class RegistryContractTest {
         assertArrayEquals(new boolean[0], registry.pinAll(List.of(), 5_000));
     }
 
+    /** The check after a copy and the release of its pins in one call answer as areCurrent, then unpinAll. */
+    @Test
+    void releaseCurrentChecksEachOfferAndReleasesItsPin() {
+        Offer a = offer(0, 1);
+        Offer replaced = offer(1, 1);
+        Offer c = offer(2, 1);
+        for (Offer o : List.of(a, replaced, c)) {
+            registry.publish(o);
+        }
+        assertArrayEquals(new boolean[] {true, true, true}, registry.pinAll(List.of(a, replaced, c), 5_000));
+        assertTrue(registry.pin(c, 5_000), "a second pin of c, held by another import");
+        registry.withdraw(replaced);
+        Offer next = offer(1, 2);
+        registry.publish(next);
+        assertArrayEquals(new boolean[] {true, false, true, false},
+                registry.releaseCurrent(List.of(a, replaced, c, offer(3, 1))));
+        assertEquals(Withdrawal.WITHDRAWN, registry.withdrawIfUnused(a, Long.MAX_VALUE), "a's pin released");
+        assertEquals(Withdrawal.PINNED, registry.withdrawIfUnused(c, Long.MAX_VALUE), "c keeps the other pin");
+        assertTrue(registry.isCurrent(next), "the newer publication of the replaced key is untouched");
+        assertEquals(Withdrawal.WITHDRAWN, registry.withdrawIfUnused(next, Long.MAX_VALUE), "and holds no pin");
+        assertArrayEquals(new boolean[0], registry.releaseCurrent(List.of()));
+    }
+
     @Test
     void renewOfAGonePublicationFails() {
         Offer o = offer(0, 1);
