@@ -556,18 +556,12 @@ public final class RedisRegistry implements OfferRegistry {
     @Override
     public boolean[] pinAll(List<Offer> offers, long leaseMs) {
         long now = clockMillis();
-        byte[][] shared = {ascii(OfferRegistry.expiry(now, leaseMs)), ascii(now)};
-        boolean[] pinned = new boolean[offers.size()];
-        Object[] pins;
-        try {
-            pins = eachKey(RedisScripts.PIN, offers, shared, i -> new byte[][] {OfferCodec.identity(offers.get(i))});
+        try { // a failed pin is a miss; one that landed lapses
+            return answeredOne(RedisScripts.PIN, offers, new byte[][] {ascii(OfferRegistry.expiry(now, leaseMs)),
+                    ascii(now)});
         } catch (RegistryException e) {
-            return pinned;
+            return new boolean[offers.size()];
         }
-        for (int i = 0; i < pinned.length; i++) {
-            pinned[i] = pins[i] instanceof Long p && p == 1; // a failed pin is a miss; one that landed lapses
-        }
-        return pinned;
     }
 
     /** One round trip for every unpin of a load ({@link #eachKey}). */
@@ -588,25 +582,23 @@ public final class RedisRegistry implements OfferRegistry {
     /** One round trip for the check after a load's copy ({@link #eachKey}); false where it cannot be proven current. */
     @Override
     public boolean[] areCurrent(List<Offer> offers) {
-        Object[] checks = eachKey(RedisScripts.CHECK, offers, new byte[0][],
-                i -> new byte[][] {OfferCodec.identity(offers.get(i))});
-        boolean[] current = new boolean[offers.size()];
-        for (int i = 0; i < current.length; i++) {
-            current[i] = checks[i] instanceof Long c && c == 1;
-        }
-        return current;
+        return answeredOne(RedisScripts.CHECK, offers, new byte[0][]);
     }
 
     /** One round trip ({@link #eachKey}): the unpin step answers whether the offer was current as it unpinned it. */
     @Override
     public boolean[] releaseCurrent(List<Offer> offers) {
-        Object[] unpins = eachKey(RedisScripts.UNPIN, offers, new byte[0][],
-                i -> new byte[][] {OfferCodec.identity(offers.get(i))});
-        boolean[] current = new boolean[offers.size()];
-        for (int i = 0; i < current.length; i++) {
-            current[i] = unpins[i] instanceof Long u && u == 1;
+        return answeredOne(RedisScripts.UNPIN, offers, new byte[0][]);
+    }
+
+    /** {@code step} of each offer, its identity its own argument: true where it answered 1. */
+    private boolean[] answeredOne(RedisScripts.KeyScript step, List<Offer> offers, byte[][] shared) {
+        Object[] answers = eachKey(step, offers, shared, i -> new byte[][] {OfferCodec.identity(offers.get(i))});
+        boolean[] one = new boolean[offers.size()];
+        for (int i = 0; i < one.length; i++) {
+            one[i] = answers[i] instanceof Long a && a == 1;
         }
-        return current;
+        return one;
     }
 
     @Override

@@ -238,15 +238,10 @@ public final class GpuImportBenchmark {
      */
     private static double copyOnlyMs(CudaDevice device, int[] table) {
         PagedKvCache cache = GpuKvGeometry.cache(device, GpuKvGeometry.CACHE_BLOCKS);
-        ChunkFormat format = new ChunkFormat(GpuKvGeometry.LAYOUT, GpuKvGeometry.CHUNK_TOKENS);
         DeviceBuffer pool = null;
         try {
             pool = device.allocate(GpuKvGeometry.KV_BYTES);
-            CopyBatch.Builder b = CopyBatch.builder();
-            for (int chunk = 0; chunk < GpuKvGeometry.TOKENS / GpuKvGeometry.CHUNK_TOKENS; chunk++) {
-                format.addChunk(b, cache, table, chunk, chunk * format.chunkBytes(), true);
-            }
-            CopyBatch batch = b.build();
+            CopyBatch batch = poolBatch(cache, table, true);
             DeviceBuffer from = pool;
             return medianMs(() -> device.copy(from, cache.buffer(), batch).join());
         } finally {
@@ -263,15 +258,10 @@ public final class GpuImportBenchmark {
      */
     private static double pinnedMs(CudaDevice device, int[] table, boolean toDevice) {
         PagedKvCache cache = GpuKvGeometry.cache(device, GpuKvGeometry.CACHE_BLOCKS);
-        ChunkFormat format = new ChunkFormat(GpuKvGeometry.LAYOUT, GpuKvGeometry.CHUNK_TOKENS);
         DeviceBuffer host = null;
         try {
             host = device.allocateStaging(GpuKvGeometry.KV_BYTES);
-            CopyBatch.Builder b = CopyBatch.builder();
-            for (int chunk = 0; chunk < GpuKvGeometry.TOKENS / GpuKvGeometry.CHUNK_TOKENS; chunk++) {
-                format.addChunk(b, cache, table, chunk, chunk * format.chunkBytes(), toDevice);
-            }
-            CopyBatch batch = b.build();
+            CopyBatch batch = poolBatch(cache, table, toDevice);
             DeviceBuffer pinned = host;
             return medianMs(() -> (toDevice ? device.copy(pinned, cache.buffer(), batch)
                     : device.copy(cache.buffer(), pinned, batch)).join());
@@ -281,6 +271,16 @@ public final class GpuImportBenchmark {
             }
             device.free(cache.buffer());
         }
+    }
+
+    /** The prompt's chunks between a buffer laid out as a pool and the blocks of {@code table}, either way. */
+    private static CopyBatch poolBatch(PagedKvCache cache, int[] table, boolean toCache) {
+        ChunkFormat format = new ChunkFormat(GpuKvGeometry.LAYOUT, GpuKvGeometry.CHUNK_TOKENS);
+        CopyBatch.Builder b = CopyBatch.builder();
+        for (int chunk = 0; chunk < GpuKvGeometry.TOKENS / GpuKvGeometry.CHUNK_TOKENS; chunk++) {
+            format.addChunk(b, cache, table, chunk, chunk * format.chunkBytes(), toCache);
+        }
+        return b.build();
     }
 
     /** Median over fresh marketplaces, each opening the exporter's IPC handle for its first import. */
