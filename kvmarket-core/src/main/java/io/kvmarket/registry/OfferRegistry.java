@@ -105,14 +105,28 @@ public interface OfferRegistry extends AutoCloseable {
     /**
      * The check after a load's copy and the release of its pins in one: {@link #isCurrent} of each offer, then
      * {@link #unpin} of each; a registry across the network does both in one round trip, each offer's check and
-     * release at once.
+     * release at once. The pins are released whether or not the check could be made; those the registry could not
+     * release lapse with their lease.
      *
-     * @throws RegistryException when the registry failed: nothing is proven current, and pins that were not released
-     *                           lapse with their lease
+     * @throws RegistryException when the check failed: nothing is proven current
      */
     default boolean[] releaseCurrent(List<Offer> offers) {
-        boolean[] current = areCurrent(offers);
-        unpinAll(offers);
+        boolean[] current;
+        try {
+            current = areCurrent(offers);
+        } catch (RuntimeException checkFailed) {
+            try {
+                unpinAll(offers);
+            } catch (RuntimeException unpinFailed) {
+                checkFailed.addSuppressed(unpinFailed);
+            }
+            throw checkFailed;
+        }
+        try {
+            unpinAll(offers);
+        } catch (RegistryException e) {
+            // the pins lapse with their lease; the check's answer stands
+        }
         return current;
     }
 

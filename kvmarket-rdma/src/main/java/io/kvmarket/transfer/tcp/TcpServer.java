@@ -48,10 +48,11 @@ import java.util.concurrent.atomic.AtomicLong;
  * <p>Neither idle members nor strangers can lock members out. Under the limit every connection is admitted. At the
  * limit, a new connection takes the place of the member connection idle longest (its client reconnects when it next
  * pulls) while fewer than half are still proving membership; past that, or with no member idle, a connection still
- * proving membership makes room ({@link #evictProver}): first one from an address no member ever proved from, of the
- * address with the most such connections, oldest first. So a flood drops its own connections, not the handshakes of
- * members from addresses seen before; a stranger flooding from many addresses can still cut a slow handshake from
- * an address never seen before. Only when every connection is mid-transfer is a new one refused.
+ * proving membership makes room ({@link #evictProver}): one of the address with the most such connections, then one
+ * from an address no member ever proved from, oldest first. So a flood from one address drops its own connections,
+ * and a flood from many drops its own before the handshakes of members from addresses seen before; a stranger
+ * flooding from many addresses can still cut a slow handshake from an address never seen before. Only when every
+ * connection is mid-transfer is a new one refused.
  */
 final class TcpServer implements AutoCloseable {
 
@@ -220,10 +221,11 @@ final class TcpServer implements AutoCloseable {
     }
 
     /**
-     * Makes room for {@code c} by dropping a connection still proving membership: one from an address no member
-     * proved membership from before it any from such an address (members reconnect from the addresses they proved
-     * from, and a stranger cannot open TCP connections from an address it does not hold), then one from the address
-     * with the most of them ({@code c} counted), then the oldest. False when none is proving.
+     * Makes room for {@code c} by dropping a connection still proving membership: one from the address with the most
+     * of them ({@code c} counted), so a flood from one address drops its own; among addresses as busy, one no member
+     * ever proved from before one members proved from (members reconnect from the addresses they proved from, and a
+     * stranger cannot open TCP connections from an address it does not hold); then the oldest. False when none is
+     * proving.
      */
     private boolean evictProver(Connection c) {
         Map<InetAddress, Integer> perHost = new HashMap<>();
@@ -244,11 +246,10 @@ final class TcpServer implements AutoCloseable {
         return true;
     }
 
-    /** Whether {@code p} goes before {@code q}, which is older: a stranger's address first, then the busier one. */
+    /** Whether {@code p} goes before {@code q}, which is older: the busier address, then one no member proved from. */
     private boolean before(Connection p, Connection q, Map<InetAddress, Integer> perHost) {
-        boolean pKnown = members.contains(host(p));
-        boolean qKnown = members.contains(host(q));
-        return pKnown != qKnown ? qKnown : perHost.get(host(p)) > perHost.get(host(q));
+        int busier = Integer.compare(perHost.get(host(p)), perHost.get(host(q)));
+        return busier != 0 ? busier > 0 : members.contains(host(q)) && !members.contains(host(p));
     }
 
     private static InetAddress host(Connection c) {

@@ -110,6 +110,19 @@ class TcpAdmissionTest extends ExporterAndImporter {
         assertEquals(List.of("member", "member", "member"), outcomes);
     }
 
+    /**
+     * A stranger on a member's own host (an address members proved from) floods from it: its connections still go
+     * first, since that address is the busiest, and a member from another host never seen before gets in.
+     */
+    @Test
+    void aFloodFromAMembersAddressDropsItsOwnNotANewMembersHandshake() throws Exception {
+        InetSocketAddress at = serving();
+        assertEquals("member", prove(connect(at, InetAddress.getByName("127.0.0.2")), 0), "the flood's host's member");
+        InetAddress newMember = InetAddress.getByName("127.0.0.250");
+        List<String> outcomes = underFlood(at, 1, 5, () -> prove(connect(at, newMember), 300));
+        assertEquals(List.of("member", "member", "member"), outcomes);
+    }
+
     private InetSocketAddress serving() throws Exception {
         TcpTransport server = open(exporterDevice, 1, TcpTransportContractTest.serving());
         server.advertise(pool).orElseThrow();
