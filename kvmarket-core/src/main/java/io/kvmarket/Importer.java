@@ -300,7 +300,7 @@ final class Importer {
     private boolean[] releaseCurrent(List<Offer> offers) {
         try {
             return registry.releaseCurrent(offers);
-        } catch (RuntimeException e) { // cannot prove the bytes unchanged: a miss; the pins lapse with their lease
+        } catch (RuntimeException e) { // cannot prove the bytes unchanged: a miss; pins not released lapse with the lease
             LOG.debug("checking and unpinning {} offers failed: {}", offers.size(), e.getMessage());
             return new boolean[offers.size()];
         }
