@@ -1,6 +1,5 @@
 package io.kvmarket.redis;
 
-import io.kvmarket.key.ChunkKey;
 import io.kvmarket.node.ProcessIdentity;
 import io.kvmarket.registry.Offer;
 import io.kvmarket.registry.PublishOutcome;
