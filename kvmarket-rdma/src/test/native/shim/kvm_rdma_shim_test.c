@@ -211,6 +211,11 @@ static uint64_t channel_up(struct side *sd, int fd, int nqp, int sq, int rq, int
     int mtu = me.mtu < remote->mtu ? me.mtu : remote->mtu;
     OK(kvm_rdma_channel_connect(ch, remote->qpn, remote->gid, remote->lid, remote->psn, me.psn, mtu, 16, timeout,
                                 retry, 7));
+    /* Neither side posts before both are connected: the fake answers a request for a QP not yet ready to receive
+     * with an immediate RETRY_EXC_ERR (a real responder drops it and the requester retries). */
+    char up = 'c';
+    send_all(fd, &up, 1);
+    recv_all(fd, &up, 1);
     return ch;
 }
 
@@ -1015,6 +1020,9 @@ static void *thread_reader(void *arg)
                 j->fail = 2;
         if (wp->n != NQP)
             j->fail = 3;
+        if (j->fail)
+            note("thread %d, READ %d: %d completions (%d expected), the first %s", j->idx, iter, wp->n, NQP,
+                 wp->n > 0 ? kvm_rdma_code_name(wp->status[0], 1) : "-");
         for (int i = 0; i < N && !j->fail; i++)
             if (memcmp(j->m->buf + lbase + loff[i], j->expect + roff[i], (size_t)len[i]) != 0)
                 j->fail = 4;
