@@ -35,6 +35,7 @@ import java.util.concurrent.TimeUnit;
 
 import static io.kvmarket.testkit.KvPattern.range;
 import static io.kvmarket.testkit.KvPattern.tokens;
+import static org.junit.jupiter.api.Assertions.assertArrayEquals;
 import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertNotNull;
 import static org.junit.jupiter.api.Assertions.assertNull;
@@ -225,6 +226,50 @@ class DamagedNodeFilesTest {
             }).toList();
             assertEquals(1, pools.size(), "the exporter's pool file among " + pools);
             return pools.get(0);
+        }
+    }
+
+    /**
+     * The registry's calls compiled by the JIT, then the file truncated under them: the JVM reports a fault in compiled
+     * code only at its next safepoint poll, which may lie past the registry's handler (the InternalError then
+     * surfaced in the caller: found in a full build). Every call must fail as the registry's failure, and nothing
+     * else may surface later.
+     */
+    @Test
+    void callsCompiledByTheJitFailAsTheRegistrysOnATruncatedFile() throws Exception {
+        try (NodeLocalRegistry registry = NodeLocalRegistry.open(dir, 1024)) {
+            List<Offer> offers = new ArrayList<>();
+            ChunkKey[] keys = new ChunkKey[16];
+            for (int i = 0; i < keys.length; i++) {
+                offers.add(offer(i + 1, 1));
+                keys[i] = offers.get(i).key();
+                assertEquals(PublishOutcome.PUBLISHED, registry.publish(offers.get(i)));
+            }
+            for (int round = 0; round < 30_000; round++) { // enough for C2 to compile the calls below
+                assertEquals(16, registry.lookupPrefix(keys, 16).size());
+                registry.pinAll(offers, 10_000);
+                registry.releaseCurrent(offers);
+            }
+            try (FileChannel ch = FileChannel.open(registry.file(), StandardOpenOption.WRITE)) {
+                ch.truncate(HEADER);
+            }
+            int failed = 0;
+            try {
+                for (int round = 0; round < 2_000; round++) {
+                    for (Runnable call : List.<Runnable>of(() -> registry.lookupPrefix(keys, 16),
+                            () -> registry.releaseCurrent(offers))) {
+                        try {
+                            call.run();
+                        } catch (io.kvmarket.registry.RegistryException expected) {
+                            failed++;
+                        }
+                    }
+                    assertArrayEquals(new boolean[offers.size()], registry.pinAll(offers, 10_000));
+                }
+            } catch (InternalError e) {
+                throw new AssertionError("a fault escaped the registry after " + failed + " calls", e);
+            }
+            assertEquals(4_000, failed, "every call fails as the registry's failure");
         }
     }
 

@@ -289,10 +289,12 @@ public final class NodeLocalRegistry implements OfferRegistry {
 
     /**
      * Runs {@code body} over the mapped file: a file some process of the user truncated faults on access, which is
-     * this registry's failure (a miss to the marketplace), not an error of the caller's.
+     * this registry's failure (a miss to the marketplace), not an error of the caller's. The size is checked first,
+     * since a fault in compiled code may be reported past this handler.
      */
     private <T> T mapped(Supplier<T> body) {
         try {
+            file.checkNotTruncated();
             return body.get();
         } catch (InternalError e) {
             if (!MappedFaults.isFault(e)) {

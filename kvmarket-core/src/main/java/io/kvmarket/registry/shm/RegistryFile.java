@@ -6,6 +6,7 @@ import org.slf4j.Logger;
 import org.slf4j.LoggerFactory;
 
 import java.io.IOException;
+import java.io.RandomAccessFile;
 import java.lang.invoke.MethodHandles;
 import java.lang.invoke.VarHandle;
 import java.nio.ByteOrder;
@@ -36,14 +37,20 @@ final class RegistryFile implements AutoCloseable {
 
     private final Path path;
     private final MappedByteBuffer map;
+    /**
+     * The file's size, read without the interruptible {@link FileChannel#size}: a thread interrupted there would close
+     * the channel under every other thread.
+     */
+    private final RandomAccessFile sizer;
     private final long capacity;
     private final ReentrantLock jvmLock;
     /** Reopened when a thread interrupted inside {@link FileChannel#lock} closed it; guarded by jvmLock. */
     private FileChannel channel;
 
-    private RegistryFile(Path path, FileChannel channel, MappedByteBuffer map, long capacity) {
+    private RegistryFile(Path path, FileChannel channel, RandomAccessFile sizer, MappedByteBuffer map, long capacity) {
         this.path = path;
         this.channel = channel;
+        this.sizer = sizer;
         this.map = map;
         this.capacity = capacity;
         // One lock per file, however it is named: fcntl locks belong to the process, not to a channel.
@@ -64,7 +71,9 @@ final class RegistryFile implements AutoCloseable {
             NodeDirectory.checkOwnFile(path);
             Path real = path.toRealPath();
             FileChannel channel = FileChannel.open(real, StandardOpenOption.READ, StandardOpenOption.WRITE);
+            RandomAccessFile sizer = null;
             try {
+                sizer = new RandomAccessFile(real.toFile(), "r");
                 long size = channel.size();
                 if (size < HEADER_BYTES) {
                     throw new RegistryException("registry file " + real + " is truncated (" + size + " bytes)");
@@ -82,9 +91,12 @@ final class RegistryFile implements AutoCloseable {
                 }
                 MappedByteBuffer map = channel.map(FileChannel.MapMode.READ_WRITE, 0, size);
                 map.order(ByteOrder.LITTLE_ENDIAN);
-                return new RegistryFile(real, channel, map, cap);
+                return new RegistryFile(real, channel, sizer, map, cap);
             } catch (RuntimeException | IOException e) {
                 channel.close();
+                if (sizer != null) {
+                    sizer.close();
+                }
                 throw e;
             }
         } catch (IOException e) {
@@ -127,6 +139,24 @@ final class RegistryFile implements AutoCloseable {
 
     long capacity() {
         return capacity;
+    }
+
+    /**
+     * Fails when another process truncated the file under its mapping, before an access there faults: the JVM reports
+     * a fault in compiled code only at its next safepoint poll, which may lie past any handler around the access. A
+     * truncation between this check and the access still faults; the caller's handler catches that where it can.
+     */
+    void checkNotTruncated() {
+        long size;
+        try {
+            size = sizer.length();
+        } catch (IOException closed) {
+            return; // this opening was closed: its mapping stays, and nothing here can tell more
+        }
+        if (size < map.capacity()) {
+            throw new RegistryException("registry file " + path + " was truncated to " + size + " bytes (by another"
+                    + " process of this user?)");
+        }
     }
 
     long live() {
@@ -196,7 +226,7 @@ final class RegistryFile implements AutoCloseable {
     @Override
     public void close() {
         jvmLock.lock();
-        try {
+        try (sizer) {
             channel.close();
         } catch (IOException e) {
             LOG.warn("closing registry file {}: {}", path, e.toString());
