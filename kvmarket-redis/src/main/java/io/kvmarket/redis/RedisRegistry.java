@@ -54,9 +54,10 @@ import java.util.stream.IntStream;
 
 /**
  * The cluster registry: every node's offers in one Redis server or one Redis Cluster ({@value #CLUSTER_SCHEME} URI),
- * through Lettuce. One hash per chunk ({@link OfferCodec}); a lookup of N chunks is one read-only script, one round
- * trip (on a Redis Cluster, one script per node over the keys it serves, sent to all nodes at once); every write is
- * a Lua step on one chunk's hash ({@link RedisScripts}); the pins, checks and withdrawals of many chunks are one
+ * through Lettuce. One record per chunk, a string ({@link OfferCodec}); a lookup of N chunks is one {@code MGET}, one
+ * round trip and no Lua (on a Redis Cluster, one read-only script per node over the keys it serves, sent to all
+ * nodes at once); every write is a Lua step on one chunk's record ({@link RedisScripts}); the pins, checks and
+ * withdrawals of many chunks are one
  * script per window of keys on one Redis, one per key on a Redis Cluster, pipelined; batched publishes are
  * pipelined. An owner process is alive while its key, refreshed every {@value #HEARTBEAT_MS} ms with a
  * {@value #OWNER_TTL_MS} ms expiry in Redis server time, exists: a dead owner's offers stop being served within that,
@@ -80,6 +81,8 @@ public final class RedisRegistry implements OfferRegistry {
     static final int PIPELINE_WINDOW = 512;
     /** Keys per script of a batched step on one Redis. */
     static final int SCRIPT_WINDOW = 128;
+    /** Keys per {@code MGET} of a lookup on one Redis. */
+    static final int MGET_KEYS = 256;
     private static final byte[] NONE = new byte[0];
     private static final byte[] FOREIGN = {'!'};
     /** A URI naming a node of a Redis Cluster, from which the client learns the others. */
@@ -215,7 +218,7 @@ public final class RedisRegistry implements OfferRegistry {
         String key = OfferCodec.hashKey(prefix, offer.key());
         beatingBefore(offer);
         for (int attempt = 0; attempt < 2; attempt++) {
-            byte[] expected = replaceable(offer, script(RedisScripts.READ, ScriptOutputType.MULTI, key));
+            byte[] expected = replaceable(offer, current(key));
             if (expected == null) {
                 return PublishOutcome.ALREADY_OFFERED;
             }
@@ -237,23 +240,37 @@ public final class RedisRegistry implements OfferRegistry {
         }
     }
 
+    /** What the key holds: its record, null when nothing, {@link #FOREIGN} when a value of another type. */
+    private byte[] current(String key) {
+        try {
+            return script(RedisScripts.READ, ScriptOutputType.VALUE, key);
+        } catch (RegistryException e) {
+            if (wrongType(e)) {
+                return FOREIGN;
+            }
+            throw e;
+        }
+    }
+
     /**
-     * What a publication of {@code offer} may replace, given what READ found under its key: nothing, something
-     * foreign, or an expired offer or one of a dead owner (its identity); null when a served offer holds the key.
+     * What a publication of {@code offer} may replace, given what {@link #current} found under its key: nothing,
+     * something foreign, or an expired offer or one of a dead owner (its identity), as {@link RedisScripts#PUBLISH}
+     * compares it; null when a served offer holds the key.
      */
-    private byte[] replaceable(Offer offer, List<byte[]> cur) {
-        if (cur.isEmpty()) {
+    private byte[] replaceable(Offer offer, byte[] current) {
+        if (current == null) {
             return NONE;
         }
-        if (cur.size() == 1) {
+        OfferCodec.Header h = current == FOREIGN ? null : OfferCodec.header(current);
+        if (h == null) {
             LOG.warn("replacing something foreign under {}", OfferCodec.hashKey(prefix, offer.key()));
             return FOREIGN;
         }
-        Offer existing = decode(offer.key(), cur.get(0), cur.get(1));
+        Offer existing = decode(offer.key(), current);
         // A dead verdict is read afresh before it replaces anything: a cached one may be stale.
         boolean served = existing != null && existing.leaseExpiryMs() > clockMillis()
                 && (ownerAlive(existing, false) || ownerAlive(existing, true));
-        return served ? null : cur.get(0);
+        return served ? null : h.identity(current);
     }
 
     /** PUBLISH's arguments: replaced only if the key still holds {@code expected}. */
@@ -280,18 +297,17 @@ public final class RedisRegistry implements OfferRegistry {
         }
         Object[] reads;
         try {
-            reads = pipeline(offers.size(), RedisScripts.READ, ScriptOutputType.MULTI,
+            reads = pipeline(offers.size(), RedisScripts.READ, ScriptOutputType.VALUE,
                     i -> new String[] {OfferCodec.hashKey(prefix, offers.get(i).key())}, i -> new byte[0][]);
         } catch (RegistryException e) {
             return outcomes; // nothing sent, or only reads: unknown to the caller, as a failed publish would be
         }
         byte[][] expected = new byte[offers.size()][];
         for (int i = 0; i < outcomes.length; i++) {
-            if (reads[i] instanceof RegistryException) {
+            if (reads[i] instanceof RegistryException e && !wrongType(e)) {
                 continue; // nothing written for it: unknown to the caller, who keeps its memory until withdrawn
             }
-            @SuppressWarnings("unchecked")
-            List<byte[]> cur = (List<byte[]>) reads[i];
+            byte[] cur = reads[i] instanceof RegistryException ? FOREIGN : (byte[]) reads[i];
             try {
                 expected[i] = replaceable(offers.get(i), cur);
             } catch (RegistryException e) {
@@ -328,8 +344,9 @@ public final class RedisRegistry implements OfferRegistry {
     }
 
     /**
-     * One read-only script over the prompt's chunk keys on one Redis; on a Redis Cluster, where they lie in many
-     * slots, one script per node ({@link #lookupEach}), cut at the first key not served.
+     * One {@code MGET} of the prompt's chunk keys on one Redis (Redis reads a key that holds nothing for well under a
+     * microsecond, so it reads them all rather than run Lua to stop at the first); on a Redis Cluster, where they lie
+     * in many slots, one script per node ({@link #lookupEach}). Cut at the first key not served.
      */
     @Override
     public List<Offer> lookupPrefix(ChunkKey[] keys, int maxChunks) {
@@ -337,30 +354,9 @@ public final class RedisRegistry implements OfferRegistry {
         if (limit == 0) {
             return List.of();
         }
-        if (cluster) {
-            Offer[] each = lookupEach(Arrays.asList(keys).subList(0, limit));
-            List<Offer> found = new ArrayList<>(limit);
-            for (Offer o : each) {
-                if (o == null) {
-                    break;
-                }
-                found.add(o);
-            }
-            return found;
-        }
-        String[] hashKeys = new String[limit];
-        for (int i = 0; i < limit; i++) {
-            hashKeys[i] = OfferCodec.hashKey(prefix, keys[i]);
-        }
-        List<byte[]> fields = script(RedisScripts.LOOKUP, ScriptOutputType.MULTI, hashKeys);
-        long now = clockMillis();
-        List<Offer> found = new ArrayList<>(fields.size() / 2);
-        for (int i = 0; i < limit && 2 * i < fields.size(); i++) {
-            if (2 * i + 1 == fields.size()) {
-                LOG.warn("skipping something foreign under {}", hashKeys[i]);
-                break;
-            }
-            Offer o = served(decode(keys[i], fields.get(2 * i), fields.get(2 * i + 1)), now);
+        Offer[] each = lookupEach(Arrays.asList(keys).subList(0, limit));
+        List<Offer> found = new ArrayList<>(limit);
+        for (Offer o : each) {
             if (o == null) {
                 break;
             }
@@ -370,19 +366,38 @@ public final class RedisRegistry implements OfferRegistry {
     }
 
     /**
-     * One round trip: on one Redis, pipelined plain {@code HMGET}s; on a Redis Cluster, one read-only script per
-     * node over the keys it serves, all nodes at once ({@link #readOnNodes}). A key whose read failed fails the
-     * call, as a lookup would; a value of another type is foreign and skipped.
+     * One round trip: on one Redis, {@code MGET}s of {@value #MGET_KEYS} keys, pipelined; on a Redis Cluster, one
+     * read-only script per node over the keys it serves, all nodes at once ({@link #readOnNodes}). A key whose read
+     * failed fails the call, as a lookup would; a value that is not a record is foreign and skipped.
      */
     @Override
     public Offer[] lookupEach(List<ChunkKey> keys) {
-        if (cluster && !keys.isEmpty()) {
-            Offer[] found = readOnNodes(keys);
-            if (found != null) {
-                return found;
-            }
+        if (keys.isEmpty()) {
+            return new Offer[0];
         }
-        return readEach(keys);
+        if (!cluster) {
+            String[] hashKeys = keys.stream().map(k -> OfferCodec.hashKey(prefix, k)).toArray(String[]::new);
+            int windows = (hashKeys.length + MGET_KEYS - 1) / MGET_KEYS;
+            Object[] reads = windowed(windows, w -> async.mget(Arrays.copyOfRange(hashKeys, w * MGET_KEYS,
+                    Math.min(hashKeys.length, (w + 1) * MGET_KEYS))));
+            Serving serving = new Serving();
+            Offer[] found = new Offer[keys.size()];
+            for (int w = 0; w < windows; w++) {
+                if (reads[w] instanceof RegistryException e) {
+                    throw e;
+                }
+                @SuppressWarnings("unchecked")
+                List<KeyValue<String, byte[]>> values = (List<KeyValue<String, byte[]>>) reads[w];
+                for (int k = 0; k < values.size(); k++) {
+                    int i = w * MGET_KEYS + k;
+                    byte[] value = values.get(k).getValueOrElse(null);
+                    found[i] = value == null ? null : serving.served(decode(keys.get(i), value));
+                }
+            }
+            return found;
+        }
+        Offer[] found = readOnNodes(keys);
+        return found != null ? found : readEach(keys);
     }
 
     /**
@@ -406,30 +421,39 @@ public final class RedisRegistry implements OfferRegistry {
             }
             byNode.computeIfAbsent(node.getNodeId(), n -> new ArrayList<>()).add(i);
         }
+        // Each node's keys in calls of at most READ_ON_NODE_KEYS: (node, positions) per call.
+        List<Map.Entry<String, List<Integer>>> calls = new ArrayList<>();
+        byNode.forEach((node, positions) -> {
+            for (int from = 0; from < positions.size(); from += RedisScripts.READ_ON_NODE_KEYS) {
+                calls.add(Map.entry(node, positions.subList(from,
+                        Math.min(positions.size(), from + RedisScripts.READ_ON_NODE_KEYS))));
+            }
+        });
         String body = RedisScripts.READ_ON_NODE;
         String sha = sha(body);
         Offer[] found = new Offer[keys.size()];
         try {
-            Map<String, RedisFuture<List<byte[]>>> sent = new LinkedHashMap<>();
-            for (Map.Entry<String, List<Integer>> e : byNode.entrySet()) {
-                sent.put(e.getKey(), nodeCall(c, e.getKey(), node -> node.evalsha(sha, ScriptOutputType.MULTI,
-                        new String[0], keyArguments(hashKeys, e.getValue()))));
+            List<RedisFuture<List<byte[]>>> sent = new ArrayList<>(calls.size());
+            for (Map.Entry<String, List<Integer>> call : calls) {
+                sent.add(nodeCall(c, call.getKey(), node -> node.evalsha(sha, ScriptOutputType.MULTI,
+                        new String[0], keyArguments(hashKeys, call.getValue()))));
             }
-            long now = clockMillis();
-            for (Map.Entry<String, List<Integer>> e : byNode.entrySet()) {
-                Object answer = settled(sent.get(e.getKey()));
+            Serving serving = new Serving();
+            for (int j = 0; j < calls.size(); j++) {
+                Map.Entry<String, List<Integer>> call = calls.get(j);
+                Object answer = settled(sent.get(j));
                 if (answer instanceof RegistryException failed && restarted(failed)) {
                     // The node never ran it (restarted, or new): sent whole, once.
-                    answer = settled(nodeCall(c, e.getKey(), node -> node.<List<byte[]>>eval(body,
-                            ScriptOutputType.MULTI, new String[0], keyArguments(hashKeys, e.getValue()))));
+                    answer = settled(nodeCall(c, call.getKey(), node -> node.<List<byte[]>>eval(body,
+                            ScriptOutputType.MULTI, new String[0], keyArguments(hashKeys, call.getValue()))));
                 }
-                if (!readInto(found, answer, e.getValue(), keys, hashKeys, now)) {
+                if (!readInto(found, answer, call.getValue(), keys, serving)) {
                     if (answer instanceof RegistryException failed && cannotRunNodeScripts(failed)) {
                         nodeScripts = false;
                         LOG.info("Redis Cluster node {} runs no script over several slots ({}): lookups read key by"
-                                + " key from now on", e.getKey(), failed.getMessage());
+                                + " key from now on", call.getKey(), failed.getMessage());
                     } else {
-                        LOG.debug("cluster lookup on node {} failed, reading key by key: {}", e.getKey(),
+                        LOG.debug("cluster lookup on node {} failed, reading key by key: {}", call.getKey(),
                                 answer instanceof Throwable t ? t.getMessage() : answer);
                     }
                     return null;
@@ -453,22 +477,16 @@ public final class RedisRegistry implements OfferRegistry {
 
     /** Decodes one node's answer into {@code found} at {@code positions}; false when it is not such an answer. */
     private boolean readInto(Offer[] found, Object answer, List<Integer> positions, List<ChunkKey> keys,
-                             String[] hashKeys, long now) {
-        if (!(answer instanceof List<?> values) || values.size() != 2 * positions.size()
-                || !values.stream().allMatch(v -> v instanceof byte[])) {
+                             Serving serving) {
+        if (!(answer instanceof List<?> values) || values.size() != positions.size()
+                || !values.stream().allMatch(v -> v == null || v instanceof byte[])) {
             return false;
         }
         for (int k = 0; k < positions.size(); k++) {
             int i = positions.get(k);
-            byte[] identity = (byte[]) values.get(2 * k);
-            if (identity.length == 0) {
-                continue;
+            if (values.get(k) instanceof byte[] value) {
+                found[i] = serving.served(decode(keys.get(i), value));
             }
-            if (identity.length == 1 && identity[0] == '!') {
-                LOG.warn("skipping something foreign under {}", hashKeys[i]);
-                continue;
-            }
-            found[i] = served(decode(keys.get(i), identity, (byte[]) values.get(2 * k + 1)), now);
         }
         return true;
     }
@@ -493,10 +511,10 @@ public final class RedisRegistry implements OfferRegistry {
         return args;
     }
 
-    /** Pipelined plain {@code HMGET}s, a window at a time: one round trip, no script per key. */
+    /** Pipelined plain {@code GET}s, a window at a time: one round trip, no script per key. */
     private Offer[] readEach(List<ChunkKey> keys) {
-        Object[] reads = windowed(keys.size(), i -> async.hmget(OfferCodec.hashKey(prefix, keys.get(i)), "o", "l"));
-        long now = clockMillis();
+        Object[] reads = windowed(keys.size(), i -> async.get(OfferCodec.hashKey(prefix, keys.get(i))));
+        Serving serving = new Serving();
         Offer[] found = new Offer[keys.size()];
         for (int i = 0; i < found.length; i++) {
             if (reads[i] instanceof RegistryException e) {
@@ -506,19 +524,34 @@ public final class RedisRegistry implements OfferRegistry {
                 LOG.warn("skipping something foreign under {}", OfferCodec.hashKey(prefix, keys.get(i)));
                 continue;
             }
-            @SuppressWarnings("unchecked")
-            List<KeyValue<String, byte[]>> fields = (List<KeyValue<String, byte[]>>) reads[i];
-            byte[] identity = fields.get(0).getValueOrElse(null);
-            if (identity != null) {
-                found[i] = served(decode(keys.get(i), identity, fields.get(1).getValueOrElse(new byte[0])), now);
+            if (reads[i] instanceof byte[] value) {
+                found[i] = serving.served(decode(keys.get(i), value));
             }
         }
         return found;
     }
 
-    /** {@code o} when it is still served (lease running at {@code now}, owner alive), else null. */
-    private Offer served(Offer o, long now) {
-        return o != null && o.leaseExpiryMs() > now && ownerAlive(o, false) ? o : null;
+    /**
+     * Judges the offers of one read by one time, asking about each run of offers of one owner once: a prompt's
+     * chunks mostly share their owner.
+     */
+    private final class Serving {
+
+        private final long now = clockMillis();
+        private Offer judged;
+        private boolean alive;
+
+        /** {@code o} when it is still served (lease running, owner alive), else null. */
+        Offer served(Offer o) {
+            if (o == null || o.leaseExpiryMs() <= now) {
+                return null;
+            }
+            if (judged == null || judged.nodeId() != o.nodeId() || !judged.owner().equals(o.owner())) {
+                alive = ownerAlive(o, false);
+                judged = o;
+            }
+            return alive ? o : null;
+        }
     }
 
     private static boolean wrongType(RegistryException e) {
@@ -694,9 +727,9 @@ public final class RedisRegistry implements OfferRegistry {
 
     // ---- plumbing
 
-    private Offer decode(ChunkKey key, byte[] identity, byte[] lease) {
+    private Offer decode(ChunkKey key, byte[] record) {
         try {
-            return OfferCodec.decode(key, identity, lease);
+            return OfferCodec.decodeRecord(key, record);
         } catch (IllegalArgumentException foreign) {
             LOG.warn("skipping a value under {} that is not an offer: {}", OfferCodec.hashKey(prefix, key),
                     foreign.getMessage());

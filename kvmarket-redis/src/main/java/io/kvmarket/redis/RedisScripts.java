@@ -4,11 +4,13 @@ import java.util.ArrayList;
 import java.util.List;
 
 /**
- * The registry's scripts. Each write is a step on one chunk's hash (one Cluster slot), run atomically by a script
- * of one key or, on one Redis server, of many keys ({@link KeyScript}): it acts only on the exact publication it names (field {@code o}, compared byte for byte), and a withdrawal reads the pins
- * in the same step that deletes. A key under the prefix that is not a hash is foreign: reads stop at it, a
- * publication replaces it. Times are the registry's clock, passed in as decimal strings and compared exactly (Lua
- * numbers are doubles, which cannot tell {@code Long.MAX_VALUE} from its neighbours).
+ * The registry's scripts. Each write is a step on one chunk's record ({@link OfferCodec}: one key, one Cluster slot),
+ * run atomically by a script of one key or, on one Redis server, of many keys ({@link KeyScript}): it acts only on
+ * the exact publication it names (the identity, compared byte for byte), and a withdrawal reads the pins in the same
+ * step that deletes. A key under the prefix that is not a record is foreign: steps leave it, a publication replaces
+ * it. Times are the registry's clock, passed in as decimal strings and compared exactly (Lua numbers are doubles,
+ * which cannot tell {@code Long.MAX_VALUE} from its neighbours). Lookups run no Lua on one Redis server (an
+ * {@code MGET}); on a Redis Cluster, one {@link #READ_ON_NODE} per node.
  */
 final class RedisScripts {
 
@@ -29,101 +31,92 @@ final class RedisScripts {
             """;
 
     /**
-     * A chunk's pin fields as the scripts wrote them, or no pin: {@code count(v)} of the pin count, {@code time(v)}
-     * of a time field. Fields some other writer damaged read as none, so a damaged field neither fails every step on
-     * its chunk (the chunk then could be neither pinned nor withdrawn for as long as its owner renews it) nor holds it.
-     * {@code read(k, ...)} is one HMGET of the fields named, or nil when the key holds something foreign.
+     * {@code read(k)}: the record under k as identity, lease, pins (a number), pin expiry and last pinned; false when
+     * k holds nothing, nil when it holds something foreign: another type, or a string whose header is not four
+     * decimal longs (an optional '-' and 1 to 19 digits, within the range of a long; pins without a sign, of at most
+     * {@value OfferCodec#PIN_DIGITS} digits), which {@code OfferCodec.header} judges alike. One pattern match reads
+     * a header; only fields long enough to leave the range are looked at again. Numbers are written back as
+     * Long.toString writes them, the form {@code cmp} compares. {@code text(...)} writes a record back.
      */
-    private static final String PIN_FIELDS = """
-            local function count(v)
-              local n = tonumber(v or '0')
-              if not n or n < 0 or n ~= math.floor(n) or n > 1e15 then return 0 end
-              return n
+    private static final String RECORD = """
+            local function inRange(x)
+              local neg = x:sub(1, 1) == '-'
+              local d = neg and x:sub(2) or x
+              return #d < 19 or (#d == 19 and d <= (neg and '9223372036854775808' or '9223372036854775807'))
             end
-            local function time(v)
-              if v and (v == '0' or #v <= 20 and string.match(v, '^%-?[1-9]%d*$')) then return v end
-              return '0'
+            local function read(k)
+              local v = redis.pcall('GET', k)
+              if not v then return false end
+              if type(v) ~= 'string' then return nil end
+              local l, pc, pe, lp, s = string.match(v, '^(%%-?%%d+),(%%d+),(%%-?%%d+),(%%-?%%d+)();')
+              if not s or #pc > %d then return nil end
+              if (#l > 18 or #pe > 18 or #lp > 18) and not (inRange(l) and inRange(pe) and inRange(lp)) then
+                return nil
+              end
+              return string.sub(v, s + 1), l, tonumber(pc), pe, lp
             end
-            local function read(k, ...)
-              local v = redis.pcall('HMGET', k, ...)
-              if v.err then return nil end
-              return v
+            local function text(id, l, pc, pe, lp)
+              return l .. ',' .. string.format('%%d', pc) .. ',' .. pe .. ',' .. lp .. ';' .. id
             end
-            """;
+            """.formatted(OfferCodec.PIN_DIGITS);
 
-    /** The current identity of KEYS[1]: '' when there is none, '!' when the key holds something foreign. */
-    private static final String CURRENT = """
+    /** The current identity of a key: '' when there is none, '!' when the key holds something foreign. */
+    private static final String CURRENT = RECORD + """
             local function current(k)
-              local t = redis.call('TYPE', k).ok
-              if t == 'none' then return '' end
-              if t ~= 'hash' then return '!' end
-              return redis.call('HGET', k, 'o') or ''
+              local id = read(k)
+              if id == false then return '' end
+              if not id then return '!' end
+              return id
             end
-            """;
-
-    /**
-     * KEYS: the chunks of a prompt, in order. Returns identity and lease of each, up to the first chunk with none,
-     * then '!' if that chunk's key holds something foreign: a whole longest-prefix lookup in one command. Reads
-     * keys of many slots, so one Redis server only.
-     */
-    static final String LOOKUP = """
-            local out = {}
-            for i = 1, #KEYS do
-              local v = redis.pcall('HMGET', KEYS[i], 'o', 'l')
-              if v.err then out[#out + 1] = '!' break end
-              if not v[1] then break end
-              out[#out + 1] = v[1]
-              out[#out + 1] = v[2] or ''
-            end
-            return out
             """;
 
     /**
      * ARGV: chunks one node of a Redis Cluster serves, of any slots. Redis 7 lets a script so flagged read keys of
-     * several slots of its node, but checks declared KEYS for one slot, so the keys come as arguments. Returns
-     * identity and lease per key, in order: '' and '' when none, '!' and '' when foreign (another type); any other
-     * error, such as a key of a slot that moved to another node, fails the whole call.
+     * several slots of its node, one key per command (an {@code MGET} across slots is refused even there), and
+     * checks declared KEYS for one slot, so the keys come as arguments. Returns each key's value in order, none where
+     * the key holds nothing or another type; any other error, such as a key of a slot that moved to another node,
+     * fails the whole call.
      */
     static final String READ_ON_NODE = """
             #!lua flags=no-writes,allow-cross-slot-keys
             local out = {}
             for i = 1, #ARGV do
-              local v = redis.pcall('HMGET', ARGV[i], 'o', 'l')
-              if v.err then
+              local v = redis.pcall('GET', ARGV[i])
+              if type(v) == 'table' then
                 if string.sub(v.err, 1, 9) ~= 'WRONGTYPE' then
                   return redis.error_reply(v.err) -- not this node's key (its slot moved): the call fails
                 end
-                out[#out + 1] = '!'
-                out[#out + 1] = ''
-              else
-                out[#out + 1] = v[1] or ''
-                out[#out + 1] = v[2] or ''
+                v = false
               end
+              out[i] = v
             end
             return out
             """;
 
-    /** KEYS[1]: one chunk. Returns {identity, lease} of its offer, {} when none, {'!'} when foreign. */
+    /** Keys per {@link #READ_ON_NODE} call: a bound on how long one call holds its node from other clients. */
+    static final int READ_ON_NODE_KEYS = 1000;
+
+    /**
+     * KEYS[1]: one chunk. Its value, as {@code GET} answers it (a value of another type fails the call). A script
+     * rather than a {@code GET} so that a Redis holding writes back ({@code CLIENT PAUSE WRITE}) holds a
+     * publication's read as it holds its write: a publish that times out then has written nothing.
+     */
     static final String READ = """
-            local t = redis.call('TYPE', KEYS[1]).ok
-            if t == 'none' then return {} end
-            if t ~= 'hash' then return {'!'} end
-            local v = redis.call('HMGET', KEYS[1], 'o', 'l')
-            if not v[1] then return {} end
-            return {v[1], v[2] or ''}
+            return redis.call('GET', KEYS[1])
             """;
 
-    /** ARGV: expected current identity ('' none, '!' foreign), new identity, lease, GC ttl ms. 1 when published. */
+    /**
+     * ARGV: expected current identity ('' none, '!' foreign), new identity, lease, GC ttl ms. 1 when published,
+     * replacing whatever the key held.
+     */
     static final String PUBLISH = CURRENT + """
             if current(KEYS[1]) ~= ARGV[1] then return 0 end
-            redis.call('DEL', KEYS[1])
-            redis.call('HSET', KEYS[1], 'o', ARGV[2], 'l', ARGV[3], 'pc', 0, 'pe', 0, 'lp', 0)
-            redis.call('PEXPIRE', KEYS[1], ARGV[4])
+            redis.call('SET', KEYS[1], ARGV[3] .. ',0,0,0;' .. ARGV[2], 'PX', ARGV[4])
             return 1
             """;
 
     /**
-     * A step on one chunk's hash, written once as the Lua function {@code name(k, own..., shared...)} answering an
+     * A step on one chunk's record, written once as the Lua function {@code name(k, own..., shared...)} answering an
      * integer. {@link #one} runs it on KEYS[1], ARGV being the function's arguments in order. {@link #many} runs it on
      * every key of KEYS (one Redis server: any slots), ARGV holding the arguments all keys share first, then each
      * key's own; it answers one integer per key, -1 where that key's step failed, so that one damaged key leaves the
@@ -160,45 +153,44 @@ final class RedisScripts {
     }
 
     /** Own: identity; shared: pin expiry, now. 1 when pinned. */
-    static final KeyScript PIN = KeyScript.of(CMP + PIN_FIELDS, """
+    static final KeyScript PIN = KeyScript.of(CMP + RECORD, """
             local function pin(k, id, expiry, now)
-              local v = read(k, 'o', 'pc', 'pe', 'lp')
-              if not v or v[1] ~= id then return 0 end
-              local set = {'pc', string.format('%d', count(v[2]) + 1)}
-              if cmp(time(v[3]), expiry) < 0 then set[#set + 1] = 'pe' set[#set + 1] = expiry end
-              if cmp(time(v[4]), now) < 0 then set[#set + 1] = 'lp' set[#set + 1] = now end
-              redis.call('HSET', k, unpack(set))
+              local cur, l, pc, pe, lp = read(k)
+              if cur ~= id or pc >= %d then return 0 end
+              if cmp(pe, expiry) < 0 then pe = expiry end
+              if cmp(lp, now) < 0 then lp = now end
+              redis.call('SET', k, text(id, l, pc + 1, pe, lp), 'KEEPTTL')
               return 1
             end
-            """, "pin", 1, 2);
+            """.formatted(OfferCodec.MAX_PINS), "pin", 1, 2);
 
     /** Own: identity. 1 when it was the current offer. */
-    static final KeyScript UNPIN = KeyScript.of(PIN_FIELDS, """
+    static final KeyScript UNPIN = KeyScript.of(RECORD, """
             local function unpin(k, id)
-              local v = read(k, 'o', 'pc')
-              if not v or v[1] ~= id then return 0 end
-              local n = count(v[2])
-              if n > 0 then redis.call('HSET', k, 'pc', string.format('%d', n - 1)) end
+              local cur, l, pc, pe, lp = read(k)
+              if cur ~= id then return 0 end
+              if pc > 0 then
+                redis.call('SET', k, text(id, l, pc - 1, pe, lp), 'KEEPTTL')
+              end
               return 1
             end
             """, "unpin", 1, 0);
 
     /** Own: identity. 1 when it is the current offer. */
-    static final KeyScript CHECK = KeyScript.of(PIN_FIELDS, """
+    static final KeyScript CHECK = KeyScript.of(RECORD, """
             local function check(k, id)
-              local v = read(k, 'o')
-              if v and v[1] == id then return 1 end
+              if read(k) == id then return 1 end
               return 0
             end
             """, "check", 1, 0);
 
     /** Own: identity, used since; shared: now. 0 withdrawn (or gone), 1 pinned, 2 imported since. */
-    static final KeyScript WITHDRAW_IF_UNUSED = KeyScript.of(CMP + PIN_FIELDS, """
+    static final KeyScript WITHDRAW_IF_UNUSED = KeyScript.of(CMP + RECORD, """
             local function withdraw(k, id, usedSince, now)
-              local v = read(k, 'o', 'pc', 'pe', 'lp')
-              if not v or v[1] ~= id then return 0 end
-              if count(v[2]) > 0 and cmp(time(v[3]), now) > 0 then return 1 end
-              if cmp(time(v[4]), usedSince) > 0 then return 2 end
+              local cur, l, pc, pe, lp = read(k)
+              if cur ~= id then return 0 end
+              if pc > 0 and cmp(pe, now) > 0 then return 1 end
+              if cmp(lp, usedSince) > 0 then return 2 end
               redis.call('DEL', k)
               return 0
             end
@@ -212,10 +204,10 @@ final class RedisScripts {
             """;
 
     /** ARGV: identity, lease, GC ttl ms. 1 when renewed. */
-    static final String RENEW = CURRENT + """
-            if current(KEYS[1]) ~= ARGV[1] then return 0 end
-            redis.call('HSET', KEYS[1], 'l', ARGV[2])
-            redis.call('PEXPIRE', KEYS[1], ARGV[3])
+    static final String RENEW = RECORD + """
+            local id, l, pc, pe, lp = read(KEYS[1])
+            if id ~= ARGV[1] then return 0 end
+            redis.call('SET', KEYS[1], text(id, ARGV[2], pc, pe, lp), 'PX', ARGV[3])
             return 1
             """;
 }

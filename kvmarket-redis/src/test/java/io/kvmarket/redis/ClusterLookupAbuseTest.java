@@ -86,6 +86,14 @@ class ClusterLookupAbuseTest {
         return s.getBytes(StandardCharsets.UTF_8);
     }
 
+    /** A record of {@code header} (without its ';') and {@code identity}, as another writer may have left it. */
+    static byte[] record(String header, byte[] identity) {
+        byte[] h = b(header + ";");
+        byte[] r = Arrays.copyOf(h, h.length + identity.length);
+        System.arraycopy(identity, 0, r, h.length, identity.length);
+        return r;
+    }
+
     /** Turns the per-node reads on or off, to compare them with reading key by key. */
     static void setNodeScripts(RedisRegistry r, boolean on) {
         r.nodeScripts = on;
@@ -105,17 +113,17 @@ class ClusterLookupAbuseTest {
                 return null;
             case 1: { // live offer of a live (other) owner
                 Offer o = RegistryContractTest.offer(key, alive, gen, NOW + 50_000 + rnd.nextInt(1000));
-                raw.hset(hk, Map.of("o", OfferCodec.identity(o), "l", OfferCodec.lease(o.leaseExpiryMs())));
+                raw.set(hk, OfferCodec.record(o));
                 return o;
             }
             case 2: { // expired lease
                 Offer o = RegistryContractTest.offer(key, alive, gen, NOW - rnd.nextInt(1000));
-                raw.hset(hk, Map.of("o", OfferCodec.identity(o), "l", OfferCodec.lease(o.leaseExpiryMs())));
+                raw.set(hk, OfferCodec.record(o));
                 return null;
             }
             case 3: { // dead owner
                 Offer o = RegistryContractTest.offer(key, dead, gen, NOW + 50_000);
-                raw.hset(hk, Map.of("o", OfferCodec.identity(o), "l", OfferCodec.lease(o.leaseExpiryMs())));
+                raw.set(hk, OfferCodec.record(o));
                 return null;
             }
             case 4:
@@ -128,26 +136,26 @@ class ClusterLookupAbuseTest {
                 raw.hset(hk, Map.of("x", b("garbage"), "y", b("more")));
                 return null;
             case 7:
-                raw.hset(hk, Map.of("o", b("garbage identity"), "l", b("123")));
+                raw.set(hk, record("123,0,0,0", b("garbage identity")));
                 return null;
-            case 8: { // identity without lease
+            case 8: { // identity without header
                 Offer o = RegistryContractTest.offer(key, alive, gen, NOW + 50_000);
-                raw.hset(hk, "o", OfferCodec.identity(o));
+                raw.set(hk, OfferCodec.identity(o));
                 return null;
             }
             case 9: { // another key's live offer copied under this key
                 Offer o = RegistryContractTest.offer(other, alive, gen, NOW + 50_000);
-                raw.hset(hk, Map.of("o", OfferCodec.identity(o), "l", OfferCodec.lease(o.leaseExpiryMs())));
+                raw.set(hk, OfferCodec.record(o));
                 return null;
             }
             case 10:
-                raw.hset(hk, Map.of("o", b("!"), "l", b("")));
+                raw.set(hk, record(NOW + 50_000 + ",0,0,0", b("!")));
                 return null;
             case 11: {
                 byte[] huge = new byte[1 << 20];
                 rnd.nextBytes(huge);
                 huge[0] = 1; // looks like version 1
-                raw.hset(hk, Map.of("o", huge, "l", b("99999999999")));
+                raw.set(hk, record("99999999999,0,0,0", huge));
                 return null;
             }
             case 12:
@@ -158,26 +166,40 @@ class ClusterLookupAbuseTest {
                 return null;
             case 14: { // live offer, lease not a number
                 Offer o = RegistryContractTest.offer(key, alive, gen, NOW + 50_000);
-                raw.hset(hk, Map.of("o", OfferCodec.identity(o), "l", b("soon")));
+                raw.set(hk, record("soon,0,0,0", OfferCodec.identity(o)));
                 return null;
             }
             case 15: { // a valid header but damaged endpoints length
                 Offer o = RegistryContractTest.offer(key, alive, gen, NOW + 50_000);
                 byte[] id = OfferCodec.identity(o);
                 byte[] longer = Arrays.copyOf(id, id.length + 3);
-                raw.hset(hk, Map.of("o", longer, "l", OfferCodec.lease(o.leaseExpiryMs())));
+                raw.set(hk, record(o.leaseExpiryMs() + ",0,0,0", longer));
                 return null;
             }
             case 16: { // an empty identity
-                raw.hset(hk, Map.of("o", new byte[0], "l", b("99999999999")));
+                raw.set(hk, record("99999999999,0,0,0", new byte[0]));
                 return null;
             }
             case 17: // a stream
                 raw.xadd(hk, Map.of("f", b("v")));
                 return null;
+            case 18: { // live offer, pinned
+                Offer o = RegistryContractTest.offer(key, alive, gen, NOW + 50_000 + rnd.nextInt(1000));
+                raw.set(hk, record(o.leaseExpiryMs() + ",3," + (NOW + 9_000) + "," + NOW, OfferCodec.identity(o)));
+                return o;
+            }
+            case 19: { // live offer, a damaged header: pins negative, 20 digits, one past Long.MAX_VALUE, a field
+                // missing, a header without its end
+                Offer o = RegistryContractTest.offer(key, alive, gen, NOW + 50_000);
+                String[] damaged = {o.leaseExpiryMs() + ",-1,0,0", "%020d,0,0,0".formatted(o.leaseExpiryMs()),
+                        o.leaseExpiryMs() + ",0,9223372036854775808,0", o.leaseExpiryMs() + ",0,0",
+                        o.leaseExpiryMs() + ",0,0,0" + ",0".repeat(40)};
+                raw.set(hk, record(damaged[rnd.nextInt(damaged.length)], OfferCodec.identity(o)));
+                return null;
+            }
             default: { // live offer, again (weight)
                 Offer o = RegistryContractTest.offer(key, alive, gen, NOW + 50_000 + rnd.nextInt(1000));
-                raw.hset(hk, Map.of("o", OfferCodec.identity(o), "l", OfferCodec.lease(o.leaseExpiryMs())));
+                raw.set(hk, OfferCodec.record(o));
                 return o;
             }
         }
@@ -203,7 +225,7 @@ class ClusterLookupAbuseTest {
                 keys[i] = rkey(rnd);
             }
             for (int i = 0; i < n; i++) {
-                int s = rnd.nextInt(24);
+                int s = rnd.nextInt(26);
                 if (s == 11 && rnd.nextInt(8) != 0) {
                     s = 1; // fewer huge values: the machine is small
                 }
@@ -273,11 +295,9 @@ class ClusterLookupAbuseTest {
         for (int i = 0; i < keys.length; i++) {
             a[i] = RegistryContractTest.offer(keys[i], alive, 1 + i, NOW + 10_000);
             bb[i] = RegistryContractTest.offer(keys[i], alive, 5000 + i, NOW + 10_000);
-            raw.hset(OfferCodec.hashKey(pa, keys[i]), Map.of("o", OfferCodec.identity(a[i]), "l",
-                    OfferCodec.lease(a[i].leaseExpiryMs())));
+            raw.set(OfferCodec.hashKey(pa, keys[i]), OfferCodec.record(a[i]));
             if (i % 3 != 0) {
-                raw.hset(OfferCodec.hashKey(pb, keys[i]), Map.of("o", OfferCodec.identity(bb[i]), "l",
-                        OfferCodec.lease(bb[i].leaseExpiryMs())));
+                raw.set(OfferCodec.hashKey(pb, keys[i]), OfferCodec.record(bb[i]));
             } else {
                 bb[i] = null;
             }

@@ -19,7 +19,6 @@ import java.nio.file.Path;
 import java.time.Duration;
 import java.util.Arrays;
 import java.util.List;
-import java.util.Map;
 
 import static org.junit.jupiter.api.Assertions.assertArrayEquals;
 import static org.junit.jupiter.api.Assertions.assertEquals;
@@ -82,8 +81,7 @@ class ClusterTopologyTest {
             Offer[] out = new Offer[keys.length];
             for (int i = 0; i < keys.length; i++) {
                 out[i] = RegistryContractTest.offer(keys[i], alive, i + 1, NOW + 60_000);
-                conn.sync().hset(OfferCodec.hashKey(prefix, keys[i]), Map.of("o", OfferCodec.identity(out[i]), "l",
-                        OfferCodec.lease(out[i].leaseExpiryMs())));
+                conn.sync().set(OfferCodec.hashKey(prefix, keys[i]), OfferCodec.record(out[i]));
             }
             return out;
         } finally {

@@ -171,8 +171,8 @@ class RedisBatchTest extends RedisServerTest {
              StatefulRedisConnection<String, String> c = raw.connect()) {
             c.sync().set(OfferCodec.hashKey(prefix, key(0)), "junk");
             c.sync().hset(OfferCodec.hashKey(prefix, key(1)), "x", "y");
-            c.sync().hset(OfferCodec.hashKey(prefix, key(2)), "o", "garbage");
-            c.sync().hset(OfferCodec.hashKey(prefix, key(3)), "o", "!");
+            c.sync().set(OfferCodec.hashKey(prefix, key(2)), Long.MAX_VALUE + ",0,0,0;garbage");
+            c.sync().set(OfferCodec.hashKey(prefix, key(3)), Long.MAX_VALUE + ",0,0,0;!");
             c.sync().lpush(OfferCodec.hashKey(prefix, key(4)), "a");
             r.publish(RegistryContractTest.offer(key(5), RegistryContractTest.deadProcess(), 5,
                     System.currentTimeMillis() + 60_000));

@@ -25,6 +25,7 @@ import java.util.regex.Pattern;
 
 import static org.junit.jupiter.api.Assertions.assertArrayEquals;
 import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertTrue;
 import static org.junit.jupiter.api.Assumptions.assumeTrue;
 
 /**
@@ -83,7 +84,7 @@ class RedisClusterRegistryTest extends RegistryContractTest {
         Offer[] found = registry.lookupEach(keys);
         long[] after = readsOnNodes();
         assertEquals(cluster.nodes().size(), after[0] - before[0], "one script per node");
-        // Redis counts the scripts' own commands too: one HMGET per key, the scripts', and none more.
+        // Redis counts the scripts' own commands too: one GET per key, the scripts', and none more.
         assertEquals(keys.size(), after[1] - before[1], "each key read once");
         assertArrayEquals(expected, found);
         assertEquals(List.of(expected[0], expected[1], expected[2]), registry.lookupPrefix(keys.toArray(ChunkKey[]::new),
@@ -94,14 +95,42 @@ class RedisClusterRegistryTest extends RegistryContractTest {
         assertArrayEquals(expected, registry.lookupEach(keys), "after the scripts were flushed");
     }
 
-    /** EVALSHA and EVAL calls, and HMGET calls (scripts' included), summed over the nodes (INFO commandstats). */
+    /**
+     * A node serving more of a lookup's keys than one script reads gets several scripts, all sent at once; the
+     * answer is the same, key for key.
+     */
+    @Test
+    void aNodeServingManyKeysIsReadInSeveralCallsAnsweringExactly() {
+        int n = 3 * RedisScripts.READ_ON_NODE_KEYS + 500;
+        List<ChunkKey> keys = new ArrayList<>();
+        List<Offer> offers = new ArrayList<>();
+        for (int i = 0; i < n; i++) {
+            keys.add(key(i));
+            if (i % 7 != 5) {
+                offers.add(offer(i, 1));
+            }
+        }
+        registry.publishAll(offers);
+        Offer[] expected = new Offer[n];
+        offers.forEach(o -> expected[keys.indexOf(o.key())] = o);
+        registry.lookupEach(keys); // the nodes learn the script
+        long[] before = readsOnNodes();
+        assertArrayEquals(expected, registry.lookupEach(keys));
+        long[] after = readsOnNodes();
+        assertEquals(n, after[1] - before[1], "each key read once");
+        long calls = after[0] - before[0];
+        assertTrue(calls > cluster.nodes().size() && calls <= cluster.nodes().size() + n
+                / RedisScripts.READ_ON_NODE_KEYS, "calls of at most " + RedisScripts.READ_ON_NODE_KEYS + " keys: " + calls);
+    }
+
+    /** EVALSHA and EVAL calls, and GET calls (scripts' included), summed over the nodes (INFO commandstats). */
     private static long[] readsOnNodes() {
         long[] sums = new long[2];
-        Pattern calls = Pattern.compile("cmdstat_(evalsha|eval|hmget):calls=(\\d+)");
+        Pattern calls = Pattern.compile("cmdstat_(evalsha|eval|get):calls=(\\d+)");
         for (RedisServer node : cluster.nodes()) {
             Matcher m = calls.matcher(onNode(node, conn -> conn.sync().info("commandstats")));
             while (m.find()) {
-                sums[m.group(1).equals("hmget") ? 1 : 0] += Long.parseLong(m.group(2));
+                sums[m.group(1).equals("get") ? 1 : 0] += Long.parseLong(m.group(2));
             }
         }
         return sums;

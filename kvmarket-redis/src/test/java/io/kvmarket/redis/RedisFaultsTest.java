@@ -100,12 +100,12 @@ class RedisFaultsTest extends RedisServerTest {
              StatefulRedisConnection<String, String> c = raw.connect()) {
             Offer o = offer(4, 1);
             String key = OfferCodec.hashKey(prefix, o.key());
-            c.sync().hset(key, java.util.Map.of("o", "not an offer", "l", "99999999999999"));
+            c.sync().set(key, "99999999999999,0,0,0;not an offer");
             assertNull(r.lookup(o.key()), "foreign bytes are no offer");
             assertEquals(PublishOutcome.PUBLISHED, r.publish(o), "and do not block the key");
-            c.sync().hset(key, "l", "soon");
+            c.sync().setrange(key, 0, "soon");
             assertNull(r.lookup(o.key()), "a damaged lease is no offer either");
-            c.sync().set(OfferCodec.hashKey(prefix, offer(5, 1).key()), "a string, not a hash");
+            c.sync().hset(OfferCodec.hashKey(prefix, offer(5, 1).key()), "o", "a hash, not a record");
             assertNull(r.lookup(offer(5, 1).key()), "a key of the wrong type is skipped");
             assertEquals(PublishOutcome.PUBLISHED, r.publish(offer(5, 1)), "and replaced by a publication");
         }

@@ -94,8 +94,8 @@ class RedisRegistryAbuseTest extends RedisServerTest {
 
     /**
      * A publish that fails with RegistryException (the Exporter then returns the slot to the pool, whose memory is
-     * reused) must not later become a served offer. CLIENT PAUSE WRITE lets the HMGET through but holds the PUBLISH
-     * script past the command timeout; Redis runs it anyway when the pause ends.
+     * reused) must not later become a served offer. CLIENT PAUSE WRITE holds every script that may write, the
+     * publication's read included, past the command timeout, and Redis runs what it held when the pause ends.
      */
     @Test
     void aPublishThatFailedWithATimeoutIsNeverServedLater() {
@@ -147,13 +147,13 @@ class RedisRegistryAbuseTest extends RedisServerTest {
         assertDoesNotThrow(() -> a.unpin(o));
     }
 
-    /** Foreign values are "skipped with a log line, never trusted": a string where a hash belongs included. */
+    /** Foreign values are "skipped with a log line, never trusted": a hash where a record belongs included. */
     @Test
     void aWrongTypedValueUnderThePrefixIsSkippedNotAnError() {
         RedisRegistry a = registry();
         Offer o0 = offer(0, 1);
         assertEquals(PublishOutcome.PUBLISHED, a.publish(o0));
-        raw.set(OfferCodec.hashKey(prefix, key(1)), "hostile");
+        raw.hset(OfferCodec.hashKey(prefix, key(1)), "o", "hostile");
         raw.rpush(OfferCodec.hashKey(prefix, key(2)), "hostile");
         List<Offer> found = assertDoesNotThrow(() -> a.lookupPrefix(new ChunkKey[] {key(0), key(1)}, 2),
                 "a foreign value must end the prefix, not fail the lookup");
@@ -170,9 +170,9 @@ class RedisRegistryAbuseTest extends RedisServerTest {
         assertEquals(PublishOutcome.PUBLISHED, out);
     }
 
-    /** Hostile hash values that are not offers: property loop, seeded. */
+    /** Hostile records that are not offers: property loop, seeded. */
     @Test
-    void garbageHashesAreNeverServedAndAreReplacedByAPublish() {
+    void garbageRecordsAreNeverServedAndAreReplacedByAPublish() {
         RedisRegistry a = registry();
         Random rnd = new Random(42);
         Offer other = offer(999, 5);
@@ -191,7 +191,17 @@ class RedisRegistryAbuseTest extends RedisServerTest {
             String lease = i % 5 == 4 ? leases[rnd.nextInt(leases.length)] : Long.toString(Long.MAX_VALUE);
             try (StatefulRedisConnection<String, byte[]> c = rawClient.connect(
                     io.lettuce.core.codec.RedisCodec.of(StringCodec.UTF8, io.lettuce.core.codec.ByteArrayCodec.INSTANCE))) {
-                c.sync().hset(hk, java.util.Map.of("o", id, "l", lease.getBytes(), "junk", new byte[100_000]));
+                byte[] header = (lease + ",0,0,0;").getBytes();
+                byte[] junk = new byte[100_000];
+                rnd.nextBytes(junk);
+                byte[] record = java.util.Arrays.copyOf(header, header.length + id.length + junk.length);
+                System.arraycopy(id, 0, record, header.length, id.length);
+                if (i % 5 != 4) { // junk after a valid identity: its endpoints length no longer fits
+                    System.arraycopy(junk, 0, record, header.length + id.length, junk.length);
+                } else {
+                    record = java.util.Arrays.copyOf(record, header.length + id.length);
+                }
+                c.sync().set(hk, record);
             }
             Offer seen;
             try {
