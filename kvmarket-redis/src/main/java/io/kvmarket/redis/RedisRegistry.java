@@ -354,7 +354,7 @@ public final class RedisRegistry implements OfferRegistry {
         if (limit == 0) {
             return List.of();
         }
-        Offer[] each = lookupEach(Arrays.asList(keys).subList(0, limit));
+        Offer[] each = read(Arrays.asList(keys).subList(0, limit), true);
         List<Offer> found = new ArrayList<>(limit);
         for (Offer o : each) {
             if (o == null) {
@@ -372,6 +372,11 @@ public final class RedisRegistry implements OfferRegistry {
      */
     @Override
     public Offer[] lookupEach(List<ChunkKey> keys) {
+        return read(keys, false);
+    }
+
+    /** {@link #lookupEach}; with {@code prefixOnly}, offers past the first key not served are not judged. */
+    private Offer[] read(List<ChunkKey> keys, boolean prefixOnly) {
         if (keys.isEmpty()) {
             return new Offer[0];
         }
@@ -392,6 +397,9 @@ public final class RedisRegistry implements OfferRegistry {
                     int i = w * MGET_KEYS + k;
                     byte[] value = values.get(k).getValueOrElse(null);
                     found[i] = value == null ? null : serving.served(decode(keys.get(i), value));
+                    if (prefixOnly && found[i] == null) {
+                        return found; // a lookup's prefix ends here: what follows would cost liveness reads
+                    }
                 }
             }
             return found;

@@ -76,9 +76,14 @@ class RedisBatchedStepsTest extends RedisServerTest {
     }
 
     private static long evalshaCalls(RedisCommands<String, byte[]> raw) {
+        return calls(raw, "evalsha");
+    }
+
+    /** Calls of {@code command} Redis counted since its statistics were reset. */
+    private static long calls(RedisCommands<String, byte[]> raw, String command) {
         for (String line : raw.info("commandstats").split("\r\n")) {
-            if (line.startsWith("cmdstat_evalsha:")) {
-                return Long.parseLong(line.replaceAll("^cmdstat_evalsha:calls=(\\d+),.*", "$1"));
+            if (line.startsWith("cmdstat_" + command + ":")) {
+                return Long.parseLong(line.replaceAll("^cmdstat_" + command + ":calls=(\\d+),.*", "$1"));
             }
         }
         return 0;
@@ -124,6 +129,29 @@ class RedisBatchedStepsTest extends RedisServerTest {
         assertTrue(Arrays.stream(out).allMatch(w -> w == Withdrawal.WITHDRAWN), Arrays.toString(out));
         assertTrue(Arrays.stream(r.lookupEach(offers.stream().map(Offer::key).toList())).allMatch(o -> o == null),
                 "every chunk withdrawn");
+    }
+
+    /**
+     * A lookup of a prompt's prefix judges no offer past its first key not served: that offer's owner would cost a
+     * liveness read (a round trip) for an answer the lookup drops. lookupEach judges every key.
+     */
+    @Test
+    void aPrefixLookupJudgesNothingPastItsEnd() {
+        RedisRegistry r = registry(Duration.ofSeconds(2), () -> NOW);
+        RedisCommands<String, byte[]> raw = raw();
+        Offer a = offer(4000, 1);
+        Offer b = offer(4001, 1);
+        Offer other = new Offer(RegistryContractTest.key(4003), 7, new ProcessIdentity(4_000_003, 9),
+                List.of(RegistryContractTest.ipc(1, 3)), 0, 4096, 42, 1, NOW + 3_600_000);
+        for (Offer o : List.of(a, b, other)) {
+            assertEquals(PublishOutcome.PUBLISHED, r.publish(o));
+        }
+        List<io.kvmarket.key.ChunkKey> keys = List.of(a.key(), b.key(), RegistryContractTest.key(4002), other.key());
+        raw.configResetstat();
+        assertEquals(List.of(a, b), r.lookupPrefix(keys.toArray(io.kvmarket.key.ChunkKey[]::new), 4));
+        assertEquals(0, calls(raw, "exists"), "the owner of an offer past the prefix was asked about");
+        assertArrayEquals(new Offer[] {a, b, null, null}, r.lookupEach(keys), "a dead owner's offer is not served");
+        assertEquals(1, calls(raw, "exists"));
     }
 
     /**
