@@ -274,6 +274,95 @@ class DamagedNodeFilesTest {
     }
 
     /**
+     * The file shrunk and grown back, over and over, under four threads calling the registry: every call answers or
+     * fails as the registry's failure, and nothing else surfaces in the calling threads. Once a truncation is found
+     * this opening touches the mapping no more (a reviewer's race surfaced InternalErrors past a check made only
+     * before each access).
+     */
+    @Test
+    void truncationsRacingCallsOnlyEverFailAsTheRegistrys() throws Exception {
+        try (NodeLocalRegistry registry = NodeLocalRegistry.open(dir, 1024)) {
+            List<Offer> offers = new ArrayList<>();
+            ChunkKey[] keys = new ChunkKey[32];
+            for (int i = 0; i < keys.length; i++) {
+                offers.add(offer(i + 1, 1));
+                keys[i] = offers.get(i).key();
+                assertEquals(PublishOutcome.PUBLISHED, registry.publish(offers.get(i)));
+            }
+            for (int round = 0; round < 20_000; round++) {
+                registry.lookupPrefix(keys, 32);
+                registry.releaseCurrent(offers);
+            }
+            long full = Files.size(registry.file());
+            java.util.concurrent.ConcurrentLinkedQueue<Throwable> other = new java.util.concurrent.ConcurrentLinkedQueue<>();
+            java.util.concurrent.atomic.AtomicBoolean stop = new java.util.concurrent.atomic.AtomicBoolean();
+            List<Thread> callers = new ArrayList<>();
+            for (int t = 0; t < 4; t++) {
+                int which = t;
+                Thread caller = new Thread(() -> {
+                    while (!stop.get()) {
+                        try {
+                            switch (which) {
+                                case 0 -> registry.lookupPrefix(keys, 32);
+                                case 1 -> registry.pinAll(offers, 10_000);
+                                case 2 -> registry.releaseCurrent(offers);
+                                default -> registry.isCurrent(offers.get(3));
+                            }
+                        } catch (io.kvmarket.registry.RegistryException expected) {
+                            // the registry's failure: a miss to the marketplace
+                        }
+                    }
+                });
+                caller.setUncaughtExceptionHandler((th, e) -> other.add(e));
+                callers.add(caller);
+                caller.start();
+            }
+            long end = System.nanoTime() + TimeUnit.SECONDS.toNanos(3);
+            try (FileChannel ch = FileChannel.open(registry.file(), StandardOpenOption.WRITE)) {
+                while (System.nanoTime() < end) {
+                    ch.truncate(4096);
+                    ch.write(ByteBuffer.allocate(1), full - 1); // grown back, as long as before
+                }
+            }
+            stop.set(true);
+            for (Thread caller : callers) {
+                caller.join();
+            }
+            assertTrue(other.isEmpty(), () -> "surfaced in the callers: " + other);
+            assertThrows(io.kvmarket.registry.RegistryException.class, () -> registry.lookupPrefix(keys, 32),
+                    "an opening whose file was cut under it serves no more");
+        }
+    }
+
+    /** A closed registry fails every call, writes included, and opens nothing again (a reviewer's descriptor leak). */
+    @Test
+    void aClosedRegistryFailsEveryCallAndLeaksNoDescriptor() throws Exception {
+        Offer o = offer(1, 1);
+        for (int round = 0; round < 2; round++) { // the first loads what the calls need
+            long before = openDescriptors();
+            for (int i = 0; i < 50; i++) {
+                NodeLocalRegistry registry = NodeLocalRegistry.open(dir, 1024);
+                registry.close();
+                assertThrows(io.kvmarket.registry.RegistryException.class, () -> registry.publish(o));
+                assertThrows(io.kvmarket.registry.RegistryException.class, () -> registry.withdraw(o));
+                assertThrows(io.kvmarket.registry.RegistryException.class, () -> registry.lookup(o.key()));
+                assertArrayEquals(new boolean[1], registry.pinAll(List.of(o), 1000));
+            }
+            long after = openDescriptors();
+            if (round == 1) { // each leaked channel would be one of 100
+                assertTrue(after - before < 10, "descriptors left open by calls on closed registries: " + before
+                        + " before, " + after + " after");
+            }
+        }
+    }
+
+    private static long openDescriptors() throws Exception {
+        try (var fds = Files.list(Path.of("/proc/self/fd"))) {
+            return fds.count();
+        }
+    }
+
+    /**
      * Another process truncates the registry file under running engines: the mapping faults (SIGBUS), which is a
      * miss of the registry for a match, a skipped export, and a close that still frees everything.
      */

@@ -269,7 +269,7 @@ public final class NodeLocalRegistry implements OfferRegistry {
         });
     }
 
-    /** Closes this instance's file channel; other openings of the file, in this JVM or others, go on. */
+    /** Closes this instance: its later calls fail (a RegistryException); other openings of the file go on. */
     @Override
     public void close() {
         file.close();
@@ -289,19 +289,20 @@ public final class NodeLocalRegistry implements OfferRegistry {
 
     /**
      * Runs {@code body} over the mapped file: a file some process of the user truncated faults on access, which is
-     * this registry's failure (a miss to the marketplace), not an error of the caller's. The size is checked first,
-     * since a fault in compiled code may be reported past this handler.
+     * this registry's failure (a miss to the marketplace), not an error of the caller's. The file is checked first
+     * ({@link RegistryFile#checkUsable}), since a fault in compiled code may be reported past this handler.
      */
     private <T> T mapped(Supplier<T> body) {
         try {
-            file.checkNotTruncated();
+            file.checkUsable();
             return body.get();
         } catch (InternalError e) {
             if (!MappedFaults.isFault(e)) {
                 throw e;
             }
-            throw new RegistryException("node-local registry " + file.path() + " faulted (truncated by another"
-                    + " process?): " + e.getMessage(), e);
+            RegistryException failure = file.damaged("faulted: " + e.getMessage());
+            failure.initCause(e);
+            throw failure;
         }
     }
 }

@@ -46,6 +46,9 @@ final class RegistryFile implements AutoCloseable {
     private final ReentrantLock jvmLock;
     /** Reopened when a thread interrupted inside {@link FileChannel#lock} closed it; guarded by jvmLock. */
     private FileChannel channel;
+    private volatile boolean closed;
+    /** Why this opening refuses every call from now on (its file was truncated under it); null while it serves. */
+    private volatile String damage;
 
     private RegistryFile(Path path, FileChannel channel, RandomAccessFile sizer, MappedByteBuffer map, long capacity) {
         this.path = path;
@@ -142,21 +145,35 @@ final class RegistryFile implements AutoCloseable {
     }
 
     /**
-     * Fails when another process truncated the file under its mapping, before an access there faults: the JVM reports
-     * a fault in compiled code only at its next safepoint poll, which may lie past any handler around the access. A
-     * truncation between this check and the access still faults; the caller's handler catches that where it can.
+     * Fails when this opening was closed, or when another process truncated the file under its mapping, before an
+     * access there faults: the JVM reports a fault in compiled code only at its next safepoint poll, which may lie
+     * past any handler around the access. A truncation found, here or by a fault, is remembered: this opening
+     * touches the mapping no more, so only calls already past this check when the file shrank can still fault.
      */
-    void checkNotTruncated() {
+    void checkUsable() {
+        if (closed) {
+            throw new RegistryException("node-local registry " + path + " is closed");
+        }
+        String why = damage;
+        if (why != null) {
+            throw new RegistryException(why);
+        }
         long size;
         try {
             size = sizer.length();
-        } catch (IOException closed) {
-            return; // this opening was closed: its mapping stays, and nothing here can tell more
+        } catch (IOException e) {
+            throw new RegistryException("cannot read the size of registry file " + path + ": " + e, e);
         }
         if (size < map.capacity()) {
-            throw new RegistryException("registry file " + path + " was truncated to " + size + " bytes (by another"
-                    + " process of this user?)");
+            throw damaged("was truncated to " + size + " bytes");
         }
+    }
+
+    /** Remembers that the file was cut under this opening; the failure to throw. */
+    RegistryException damaged(String what) {
+        damage = "registry file " + path + " " + what + " under this process (by another process of this user?); "
+                + "this opening serves no more: stop every process of the node and delete the file";
+        return new RegistryException(damage);
     }
 
     long live() {
@@ -206,6 +223,9 @@ final class RegistryFile implements AutoCloseable {
         boolean interrupted = Thread.interrupted();
         jvmLock.lock();
         try {
+            if (closed) {
+                throw new RegistryException("node-local registry " + path + " is closed");
+            }
             if (!channel.isOpen()) {
                 channel = FileChannel.open(path, StandardOpenOption.READ, StandardOpenOption.WRITE);
             }
@@ -227,6 +247,7 @@ final class RegistryFile implements AutoCloseable {
     public void close() {
         jvmLock.lock();
         try (sizer) {
+            closed = true;
             channel.close();
         } catch (IOException e) {
             LOG.warn("closing registry file {}: {}", path, e.toString());
