@@ -746,9 +746,9 @@ public final class RedisRegistry implements OfferRegistry {
     }
 
     private long gcTtl(long leaseExpiryMs) {
-        long left = Math.max(0, Math.min(leaseExpiryMs - Math.min(leaseExpiryMs, clockMillis()),
-                TimeUnit.DAYS.toMillis(1)));
-        return left + GC_GRACE_MS;
+        long now = clockMillis();
+        long left = leaseExpiryMs <= now ? 0 : leaseExpiryMs - now < 0 ? Long.MAX_VALUE : leaseExpiryMs - now;
+        return Math.min(left, TimeUnit.DAYS.toMillis(1)) + GC_GRACE_MS;
     }
 
     private static byte[] ascii(long v) {

@@ -35,14 +35,20 @@ final class RedisScripts {
      * k holds nothing, nil when it holds something foreign: another type, or a string whose header is not four
      * decimal longs (an optional '-' and 1 to 19 digits, within the range of a long; pins without a sign, of at most
      * {@value OfferCodec#PIN_DIGITS} digits), which {@code OfferCodec.header} judges alike. One pattern match reads
-     * a header; only fields long enough to leave the range are looked at again. Numbers are written back as
-     * Long.toString writes them, the form {@code cmp} compares. {@code text(...)} writes a record back.
+     * a header; only fields long enough to leave the range are looked at again, and only a header with leading zeros
+     * is rewritten as Long.toString writes numbers, the form {@code cmp} compares. {@code text(...)} writes a record
+     * back.
      */
     private static final String RECORD = """
             local function inRange(x)
               local neg = x:sub(1, 1) == '-'
               local d = neg and x:sub(2) or x
               return #d < 19 or (#d == 19 and d <= (neg and '9223372036854775808' or '9223372036854775807'))
+            end
+            local function canon(x)
+              local sign, d = string.match(x, '^(%%-?)0*(%%d+)$')
+              if d == '0' then return '0' end
+              return sign .. d
             end
             local function read(k)
               local v = redis.pcall('GET', k)
@@ -52,6 +58,10 @@ final class RedisScripts {
               if not s or #pc > %d then return nil end
               if (#l > 18 or #pe > 18 or #lp > 18) and not (inRange(l) and inRange(pe) and inRange(lp)) then
                 return nil
+              end
+              local h = string.sub(v, 1, s)
+              if string.find(h, '^%%-?0%%d') or string.find(h, ',%%-?0%%d') then
+                l, pe, lp = canon(l), canon(pe), canon(lp) -- another writer's zeros: cmp reads Long.toString's form
               end
               return string.sub(v, s + 1), l, tonumber(pc), pe, lp
             end

@@ -131,6 +131,20 @@ class RedisBatchedStepsTest extends RedisServerTest {
                 "every chunk withdrawn");
     }
 
+    /** A clock that reads negative (one built on nanoTime, say) still gives a long lease its key's full life. */
+    @Test
+    void aNegativeClockKeepsALongLeasesKeyAlive() {
+        RedisRegistry r = registry(Duration.ofSeconds(2), () -> -1_000L);
+        RedisCommands<String, byte[]> raw = raw();
+        Offer o = new Offer(RegistryContractTest.key(5000), 7, ProcessIdentity.current(),
+                List.of(RegistryContractTest.ipc(1, 1)), 0, 4096, 42, 1, Long.MAX_VALUE);
+        assertEquals(PublishOutcome.PUBLISHED, r.publish(o));
+        String key = OfferCodec.hashKey(prefix, o.key());
+        assertTrue(raw.pttl(key) > 86_400_000L, "the key expires in " + raw.pttl(key) + " ms");
+        assertTrue(r.renew(o, Long.MAX_VALUE));
+        assertTrue(raw.pttl(key) > 86_400_000L, "after a renewal the key expires in " + raw.pttl(key) + " ms");
+    }
+
     /**
      * A lookup of a prompt's prefix judges no offer past its first key not served: that offer's owner would cost a
      * liveness read (a round trip) for an answer the lookup drops. lookupEach judges every key.
@@ -205,7 +219,9 @@ class RedisBatchedStepsTest extends RedisServerTest {
     /**
      * Randomized: headers well formed and not (leading zeros, signs, one past the range of a long, too many digits,
      * pins out of range, fields missing or extra), each under a record of a current offer: the scripts count it
-     * current exactly when {@link OfferCodec#header} reads it, and then read the numbers {@link Long#parseLong} reads.
+     * current exactly when {@link OfferCodec#header} reads it, then read the numbers {@link Long#parseLong} reads,
+     * and a withdrawal decides on them as a model of its rule does (leading zeros included: the scripts compare
+     * numbers as text).
      */
     @Test
     void theScriptsAndTheCodecJudgeEveryHeaderAlike() {
@@ -224,8 +240,13 @@ class RedisBatchedStepsTest extends RedisServerTest {
             List<String> fields = new ArrayList<>();
             int count = rnd.nextInt(20) == 0 ? 3 + 2 * rnd.nextInt(2) : 4;
             for (int f = 0; f < count; f++) {
-                fields.add(switch (rnd.nextInt(8)) {
+                fields.add(switch (rnd.nextInt(9)) {
                     case 0 -> odd[rnd.nextInt(odd.length)];
+                    case 7 -> { // zeros before a number, as another writer might pad it
+                        long v = rnd.nextBoolean() ? rnd.nextInt(100) : NOW + rnd.nextInt(21) - 10;
+                        String digits = String.format("%0" + (2 + rnd.nextInt(17)) + "d", v);
+                        yield rnd.nextInt(4) == 0 ? "-" + digits : digits;
+                    }
                     case 1 -> Long.toString(Long.MIN_VALUE + rnd.nextInt(3));
                     case 2 -> Long.toString(Long.MAX_VALUE - rnd.nextInt(3));
                     case 3 -> Long.toString(OfferCodec.MAX_PINS + rnd.nextInt(3) - 1);
@@ -258,6 +279,25 @@ class RedisBatchedStepsTest extends RedisServerTest {
             }
         }
         assertTrue(read > 100 && read < offers.size() - 100, "both kinds drawn: " + read + " read");
+
+        long[] since = new long[offers.size()];
+        Withdrawal[] expected = new Withdrawal[offers.size()];
+        for (int i = 0; i < since.length; i++) {
+            OfferCodec.Header h = OfferCodec.header(raw.get(OfferCodec.hashKey(prefix, offers.get(i).key())));
+            since[i] = switch (rnd.nextInt(4)) {
+                case 0 -> NOW + rnd.nextInt(21) - 10;
+                case 1 -> h == null ? 0 : h.lastPinnedMs() + rnd.nextInt(3) - 1;
+                case 2 -> rnd.nextInt(100) - 50;
+                default -> rnd.nextLong();
+            };
+            expected[i] = h == null ? Withdrawal.WITHDRAWN // not ours: gone, as far as the owner can tell
+                    : h.pins() > 0 && h.pinExpiryMs() > NOW ? Withdrawal.PINNED
+                    : h.lastPinnedMs() > since[i] ? Withdrawal.IMPORTED_SINCE : Withdrawal.WITHDRAWN;
+        }
+        Withdrawal[] decided = r.withdrawIfUnused(offers, since);
+        for (int i = 0; i < since.length; i++) {
+            assertEquals(expected[i], decided[i], "header " + headers.get(i) + ", used since " + since[i]);
+        }
     }
 
     /**
