@@ -10,6 +10,7 @@ import io.kvmarket.node.NodeId;
 import io.kvmarket.node.ProcessIdentity;
 import io.kvmarket.registry.Offer;
 import io.kvmarket.registry.PublishOutcome;
+import io.kvmarket.registry.RegistryException;
 import io.kvmarket.registry.shm.NodeLocalRegistry;
 import io.kvmarket.testkit.KvFixture;
 import org.junit.jupiter.api.Test;
@@ -31,7 +32,9 @@ import java.util.HashSet;
 import java.util.List;
 import java.util.Set;
 import java.util.concurrent.CompletableFuture;
+import java.util.concurrent.ConcurrentLinkedQueue;
 import java.util.concurrent.TimeUnit;
+import java.util.concurrent.atomic.AtomicBoolean;
 
 import static io.kvmarket.testkit.KvPattern.range;
 import static io.kvmarket.testkit.KvPattern.tokens;
@@ -238,18 +241,8 @@ class DamagedNodeFilesTest {
     @Test
     void callsCompiledByTheJitFailAsTheRegistrysOnATruncatedFile() throws Exception {
         try (NodeLocalRegistry registry = NodeLocalRegistry.open(dir, 1024)) {
-            List<Offer> offers = new ArrayList<>();
-            ChunkKey[] keys = new ChunkKey[16];
-            for (int i = 0; i < keys.length; i++) {
-                offers.add(offer(i + 1, 1));
-                keys[i] = offers.get(i).key();
-                assertEquals(PublishOutcome.PUBLISHED, registry.publish(offers.get(i)));
-            }
-            for (int round = 0; round < 30_000; round++) { // enough for C2 to compile the calls below
-                assertEquals(16, registry.lookupPrefix(keys, 16).size());
-                registry.pinAll(offers, 10_000);
-                registry.releaseCurrent(offers);
-            }
+            List<Offer> offers = publishedAndCompiled(registry, 16);
+            ChunkKey[] keys = offers.stream().map(Offer::key).toArray(ChunkKey[]::new);
             try (FileChannel ch = FileChannel.open(registry.file(), StandardOpenOption.WRITE)) {
                 ch.truncate(HEADER);
             }
@@ -260,7 +253,7 @@ class DamagedNodeFilesTest {
                             () -> registry.releaseCurrent(offers))) {
                         try {
                             call.run();
-                        } catch (io.kvmarket.registry.RegistryException expected) {
+                        } catch (RegistryException expected) {
                             failed++;
                         }
                     }
@@ -282,20 +275,11 @@ class DamagedNodeFilesTest {
     @Test
     void truncationsRacingCallsOnlyEverFailAsTheRegistrys() throws Exception {
         try (NodeLocalRegistry registry = NodeLocalRegistry.open(dir, 1024)) {
-            List<Offer> offers = new ArrayList<>();
-            ChunkKey[] keys = new ChunkKey[32];
-            for (int i = 0; i < keys.length; i++) {
-                offers.add(offer(i + 1, 1));
-                keys[i] = offers.get(i).key();
-                assertEquals(PublishOutcome.PUBLISHED, registry.publish(offers.get(i)));
-            }
-            for (int round = 0; round < 20_000; round++) {
-                registry.lookupPrefix(keys, 32);
-                registry.releaseCurrent(offers);
-            }
+            List<Offer> offers = publishedAndCompiled(registry, 32);
+            ChunkKey[] keys = offers.stream().map(Offer::key).toArray(ChunkKey[]::new);
             long full = Files.size(registry.file());
-            java.util.concurrent.ConcurrentLinkedQueue<Throwable> other = new java.util.concurrent.ConcurrentLinkedQueue<>();
-            java.util.concurrent.atomic.AtomicBoolean stop = new java.util.concurrent.atomic.AtomicBoolean();
+            ConcurrentLinkedQueue<Throwable> other = new ConcurrentLinkedQueue<>();
+            AtomicBoolean stop = new AtomicBoolean();
             List<Thread> callers = new ArrayList<>();
             for (int t = 0; t < 4; t++) {
                 int which = t;
@@ -308,7 +292,7 @@ class DamagedNodeFilesTest {
                                 case 2 -> registry.releaseCurrent(offers);
                                 default -> registry.isCurrent(offers.get(3));
                             }
-                        } catch (io.kvmarket.registry.RegistryException expected) {
+                        } catch (RegistryException expected) {
                             // the registry's failure: a miss to the marketplace
                         }
                     }
@@ -329,7 +313,7 @@ class DamagedNodeFilesTest {
                 caller.join();
             }
             assertTrue(other.isEmpty(), () -> "surfaced in the callers: " + other);
-            assertThrows(io.kvmarket.registry.RegistryException.class, () -> registry.lookupPrefix(keys, 32),
+            assertThrows(RegistryException.class, () -> registry.lookupPrefix(keys, 32),
                     "an opening whose file was cut under it serves no more");
         }
     }
@@ -343,9 +327,9 @@ class DamagedNodeFilesTest {
             for (int i = 0; i < 50; i++) {
                 NodeLocalRegistry registry = NodeLocalRegistry.open(dir, 1024);
                 registry.close();
-                assertThrows(io.kvmarket.registry.RegistryException.class, () -> registry.publish(o));
-                assertThrows(io.kvmarket.registry.RegistryException.class, () -> registry.withdraw(o));
-                assertThrows(io.kvmarket.registry.RegistryException.class, () -> registry.lookup(o.key()));
+                assertThrows(RegistryException.class, () -> registry.publish(o));
+                assertThrows(RegistryException.class, () -> registry.withdraw(o));
+                assertThrows(RegistryException.class, () -> registry.lookup(o.key()));
                 assertArrayEquals(new boolean[1], registry.pinAll(List.of(o), 1000));
             }
             long after = openDescriptors();
@@ -354,6 +338,22 @@ class DamagedNodeFilesTest {
                         + " before, " + after + " after");
             }
         }
+    }
+
+    /** {@code n} offers published in {@code registry}, then its calls run until the JIT has compiled them. */
+    private static List<Offer> publishedAndCompiled(NodeLocalRegistry registry, int n) {
+        List<Offer> offers = new ArrayList<>();
+        for (int i = 0; i < n; i++) {
+            offers.add(offer(i + 1, 1));
+            assertEquals(PublishOutcome.PUBLISHED, registry.publish(offers.get(i)));
+        }
+        ChunkKey[] keys = offers.stream().map(Offer::key).toArray(ChunkKey[]::new);
+        for (int round = 0; round < 30_000; round++) { // enough for C2 to compile them
+            assertEquals(n, registry.lookupPrefix(keys, n).size());
+            registry.pinAll(offers, 10_000);
+            registry.releaseCurrent(offers);
+        }
+        return offers;
     }
 
     private static long openDescriptors() throws Exception {
