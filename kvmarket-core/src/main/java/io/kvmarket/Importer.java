@@ -4,6 +4,7 @@ import io.kvmarket.device.CopyBatch;
 import io.kvmarket.key.ChunkKey;
 import io.kvmarket.kv.ChunkFormat;
 import io.kvmarket.kv.PagedKvCache;
+import io.kvmarket.node.MappedFaults;
 import io.kvmarket.pool.ExportPool;
 import io.kvmarket.registry.Endpoint;
 import io.kvmarket.registry.Offer;
@@ -51,6 +52,17 @@ final class Importer {
     }
 
     Match match(Object issuer, ChunkKey[] keys) {
+        try {
+            return lookUpAndPin(issuer, keys);
+        } catch (InternalError e) {
+            MappedFaults.rethrowUnlessFault(e);
+            // A registry file cut under its mapping: the JVM may report the fault only after the registry's call
+            // returned, here. Pins taken before it lapse with their lease.
+            return miss(issuer, List.of(), MissReason.REGISTRY_UNAVAILABLE, e.toString());
+        }
+    }
+
+    private Match lookUpAndPin(Object issuer, ChunkKey[] keys) {
         metrics.matches.increment();
         if (keys.length == 0) {
             return new Match(issuer, List.of(), format.chunkTokens(), MissReason.PROMPT_TOO_SHORT);
@@ -267,6 +279,11 @@ final class Importer {
         // Generation check after the copy (a chunk withdrawn or replaced meanwhile may have been overwritten), and
         // every pin released, in one call.
         boolean[] current = releaseCurrent(offers);
+        if (current == null && delivered > 0) {
+            delivered = 0;
+            reason = MissReason.REGISTRY_UNAVAILABLE;
+            detail = "the check after the copy failed";
+        }
         for (int i = 0; i < delivered; i++) {
             if (!current[i]) {
                 delivered = i;
@@ -297,12 +314,14 @@ final class Importer {
         return String.join("+", names);
     }
 
+    /** Which offers were current as their pins were released; null when the registry failed to tell. */
     private boolean[] releaseCurrent(List<Offer> offers) {
         try {
             return registry.releaseCurrent(offers);
-        } catch (RuntimeException e) { // cannot prove the bytes unchanged: a miss; pins not released lapse with the lease
+        } catch (RuntimeException | InternalError e) { // cannot prove the bytes unchanged: a miss; pins lapse
+            MappedFaults.rethrowUnlessFault(e);
             LOG.debug("checking and unpinning {} offers failed: {}", offers.size(), e.getMessage());
-            return new boolean[offers.size()];
+            return null;
         }
     }
 
@@ -312,7 +331,8 @@ final class Importer {
         }
         try {
             registry.unpinAll(offers);
-        } catch (RuntimeException e) {
+        } catch (RuntimeException | InternalError e) {
+            MappedFaults.rethrowUnlessFault(e);
             LOG.debug("unpinning {} offers failed; the pins lapse with their lease: {}", offers.size(), e.getMessage());
         }
     }

@@ -14,4 +14,14 @@ public final class MappedFaults {
     public static boolean isFault(Throwable e) {
         return e instanceof InternalError && String.valueOf(e.getMessage()).contains("unsafe memory access");
     }
+
+    /**
+     * For handlers of a call over mapped memory: {@code e} unless it is a RuntimeException or such a fault, which the
+     * JVM may report after the call returned, in its caller.
+     */
+    public static void rethrowUnlessFault(Throwable e) {
+        if (e instanceof Error && !isFault(e)) {
+            throw (Error) e;
+        }
+    }
 }

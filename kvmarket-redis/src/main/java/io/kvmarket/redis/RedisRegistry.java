@@ -384,7 +384,7 @@ public final class RedisRegistry implements OfferRegistry {
             String[] hashKeys = keys.stream().map(k -> OfferCodec.hashKey(prefix, k)).toArray(String[]::new);
             int windows = (hashKeys.length + MGET_KEYS - 1) / MGET_KEYS;
             Object[] reads = windowed(windows, w -> async.mget(Arrays.copyOfRange(hashKeys, w * MGET_KEYS,
-                    Math.min(hashKeys.length, (w + 1) * MGET_KEYS))));
+                    Math.min(hashKeys.length, (w + 1) * MGET_KEYS))), true);
             Serving serving = new Serving();
             Offer[] found = new Offer[keys.size()];
             for (int w = 0; w < windows; w++) {
@@ -447,13 +447,18 @@ public final class RedisRegistry implements OfferRegistry {
                         new String[0], keyArguments(hashKeys, call.getValue()))));
             }
             Serving serving = new Serving();
+            long deadline = deadline();
             for (int j = 0; j < calls.size(); j++) {
                 Map.Entry<String, List<Integer>> call = calls.get(j);
-                Object answer = settled(sent.get(j));
+                Object answer = settled(sent.get(j), deadline);
                 if (answer instanceof RegistryException failed && restarted(failed)) {
                     // The node never ran it (restarted, or new): sent whole, once.
                     answer = settled(nodeCall(c, call.getKey(), node -> node.<List<byte[]>>eval(body,
-                            ScriptOutputType.MULTI, new String[0], keyArguments(hashKeys, call.getValue()))));
+                            ScriptOutputType.MULTI, new String[0], keyArguments(hashKeys, call.getValue()))),
+                            deadline());
+                }
+                if (answer instanceof RegistryException failed && !answered(failed)) {
+                    throw failed; // a node that did not answer (down, slow) would not answer key by key either
                 }
                 if (!readInto(found, answer, call.getValue(), keys, serving)) {
                     if (answer instanceof RegistryException failed && cannotRunNodeScripts(failed)) {
@@ -468,6 +473,9 @@ public final class RedisRegistry implements OfferRegistry {
                 }
             }
         } catch (RegistryException e) {
+            if (!answered(e)) {
+                throw e;
+            }
             LOG.debug("cluster lookup by node failed, reading key by key: {}", e.getMessage());
             return null;
         }
@@ -521,7 +529,7 @@ public final class RedisRegistry implements OfferRegistry {
 
     /** Pipelined plain {@code GET}s, a window at a time: one round trip, no script per key. */
     private Offer[] readEach(List<ChunkKey> keys) {
-        Object[] reads = windowed(keys.size(), i -> async.get(OfferCodec.hashKey(prefix, keys.get(i))));
+        Object[] reads = windowed(keys.size(), i -> async.get(OfferCodec.hashKey(prefix, keys.get(i))), true);
         Serving serving = new Serving();
         Offer[] found = new Offer[keys.size()];
         for (int i = 0; i < found.length; i++) {
@@ -832,11 +840,11 @@ public final class RedisRegistry implements OfferRegistry {
     private Object[] pipeline(int n, String body, ScriptOutputType type, IntFunction<String[]> keys,
                               IntFunction<byte[][]> args) {
         String sha = sha(body);
-        Object[] out = windowed(n, i -> async.evalsha(sha, type, keys.apply(i), args.apply(i)));
+        Object[] out = windowed(n, i -> async.evalsha(sha, type, keys.apply(i), args.apply(i)), false);
         int[] unknown = IntStream.range(0, n)
                 .filter(i -> out[i] instanceof RegistryException e && restarted(e)).toArray();
         Object[] again = windowed(unknown.length,
-                k -> async.eval(body, type, keys.apply(unknown[k]), args.apply(unknown[k])));
+                k -> async.eval(body, type, keys.apply(unknown[k]), args.apply(unknown[k])), false);
         for (int k = 0; k < unknown.length; k++) {
             out[unknown[k]] = again[k];
         }
@@ -845,11 +853,12 @@ public final class RedisRegistry implements OfferRegistry {
 
     /**
      * One command per item, sent a window of {@value #PIPELINE_WINDOW} at a time, each window awaited within the
-     * command timeout of its own: item i's value, or the {@link RegistryException} it failed with.
+     * command timeout of its own: item i's value, or the {@link RegistryException} it failed with. With
+     * {@code reads}, an item Redis did not answer (down, slow) ends the batch: the later items fail with it, unsent.
      *
      * @throws RegistryException when a window cannot even be sent
      */
-    private Object[] windowed(int n, IntFunction<RedisFuture<?>> send) {
+    private Object[] windowed(int n, IntFunction<RedisFuture<?>> send, boolean reads) {
         Object[] out = new Object[n];
         for (int from = 0; from < n; from += PIPELINE_WINDOW) {
             int first = from;
@@ -861,20 +870,43 @@ public final class RedisRegistry implements OfferRegistry {
                 }
                 return fs;
             });
+            long deadline = deadline();
             for (int i = from; i < to; i++) {
-                out[i] = settled(sent.get(i - from));
+                out[i] = settled(sent.get(i - from), deadline);
+            }
+            for (int i = from; reads && i < to; i++) {
+                if (out[i] instanceof RegistryException e && !answered(e)) {
+                    Arrays.fill(out, to, n, e); // a lookup fails whole: the later windows would only wait too
+                    return out;
+                }
             }
         }
         return out;
     }
 
-    /** The future's value within the command timeout, or the RegistryException it failed with. */
-    private Object settled(RedisFuture<?> f) {
+    /** When a call sent now is given up: one command timeout from now. */
+    private long deadline() {
+        return System.nanoTime() + TimeUnit.MILLISECONDS.toNanos(timeoutMs);
+    }
+
+    /**
+     * The future's value by {@code deadline} (of {@link #deadline}), or the RegistryException it failed with: futures
+     * sent together share one deadline, so a node that answers none of them costs one timeout, not one each.
+     */
+    private Object settled(RedisFuture<?> f, long deadline) {
         try {
-            return call(() -> f.get(timeoutMs, TimeUnit.MILLISECONDS));
+            return call(() -> f.get(Math.max(0, deadline - System.nanoTime()), TimeUnit.NANOSECONDS));
         } catch (RegistryException e) {
             return e;
         }
+    }
+
+    /**
+     * Whether Redis itself answered with the error: a moved slot or a refused script, which another way of reading
+     * may get past; not a node down, unreachable or slow.
+     */
+    private static boolean answered(RegistryException e) {
+        return causedBy(e, c -> c instanceof RedisCommandExecutionException);
     }
 
     /** The script's SHA-1, computed here: EVALSHA needs no SCRIPT LOAD, which a cluster would send to every node. */

@@ -340,6 +340,71 @@ class DamagedNodeFilesTest {
         }
     }
 
+    /**
+     * The JVM reports a fault over a truncated mapping at its next safepoint poll, which can fall in the importer's
+     * own code after the registry's call returned (a reviewer saw it surface from match() 43 times in 60 rounds of a
+     * file cut under two matching threads). Here the registry's calls throw that error themselves, as such a late
+     * report looks to the importer: a match is a miss, a load that cannot check its offers imports nothing, a release
+     * goes on.
+     */
+    @Test
+    void aFaultReportedInTheImportersCodeIsARegistryMiss() throws Exception {
+        InternalError fault = new InternalError("a fault occurred in a recent unsafe memory access operation in"
+                + " compiled Java code");
+        class Faulting implements io.kvmarket.registry.OfferRegistry {
+            final io.kvmarket.registry.InProcessRegistry d = new io.kvmarket.registry.InProcessRegistry();
+            volatile boolean lookups;
+            volatile boolean releases;
+
+            @Override public PublishOutcome publish(Offer o) { return d.publish(o); }
+            @Override public List<Offer> lookupPrefix(ChunkKey[] k, int m) {
+                if (lookups) {
+                    throw fault;
+                }
+                return d.lookupPrefix(k, m);
+            }
+            @Override public Offer lookup(ChunkKey k) { return d.lookup(k); }
+            @Override public boolean pin(Offer o, long l) { return d.pin(o, l); }
+            @Override public void unpin(Offer o) {
+                if (releases) {
+                    throw fault;
+                }
+                d.unpin(o);
+            }
+            @Override public boolean isCurrent(Offer o) {
+                if (releases) {
+                    throw fault;
+                }
+                return d.isCurrent(o);
+            }
+            @Override public io.kvmarket.registry.Withdrawal withdrawIfUnused(Offer o, long u) {
+                return d.withdrawIfUnused(o, u);
+            }
+            @Override public void withdraw(Offer o) { d.withdraw(o); }
+            @Override public long clockMillis() { return d.clockMillis(); }
+            @Override public boolean renew(Offer o, long e) { return d.renew(o, e); }
+            @Override public void close() { d.close(); }
+        }
+        try (Faulting registry = new Faulting(); KvFixture engine = new KvFixture(dir, registry, 4)) {
+            int[] prompt = KvFixture.tokens(64, 1);
+            int[] blocks = KvFixture.scattered(4, 1);
+            engine.fill(blocks, 4, 11);
+            assertEquals(2, engine.market.export(prompt, 64, blocks).chunksPublished());
+            registry.lookups = true;
+            Match m = engine.market.match(prompt, 64);
+            assertEquals(MissReason.REGISTRY_UNAVAILABLE, m.reason());
+            assertEquals(0, m.tokens());
+            registry.lookups = false;
+            registry.releases = true;
+            engine.market.release(engine.market.match(prompt, 64));
+            LoadResult r = engine.market.load(engine.market.match(prompt, 64), KvFixture.scattered(4, 2))
+                    .get(10, TimeUnit.SECONDS);
+            assertEquals(0, r.tokensImported(), "offers that cannot be checked after the copy count for nothing: " + r);
+            assertEquals(MissReason.REGISTRY_UNAVAILABLE, r.reason(), "the registry failed; no offer changed");
+            registry.releases = false;
+        }
+    }
+
     /** {@code n} offers published in {@code registry}, then its calls run until the JIT has compiled them. */
     private static List<Offer> publishedAndCompiled(NodeLocalRegistry registry, int n) {
         List<Offer> offers = new ArrayList<>();
