@@ -1,5 +1,6 @@
 package io.kvmarket;
 
+import io.kvmarket.node.MappedFaults;
 import io.kvmarket.pool.ExportPool;
 import io.kvmarket.registry.Offer;
 import io.kvmarket.registry.OfferRegistry;
@@ -65,7 +66,8 @@ final class LeaseKeeper {
                     LOG.warn("transport {} failed to evict stale peers: {}", t.name(), e.toString());
                 }
             }
-        } catch (RuntimeException e) {
+        } catch (RuntimeException | InternalError e) {
+            MappedFaults.rethrowUnlessFault(e); // a fault over mapped memory may be reported in this round's code
             LOG.warn("lease renewal round failed; the next one retries: {}", e.toString());
         }
     }

@@ -56,4 +56,35 @@ class LeaseRenewalFaultTest {
             }
         }
     }
+
+    /**
+     * The JVM's report of a fault over a truncated mapping, which may come in a renewal round after the registry's
+     * call returned, ends that round only: an Error escaping the scheduled task would cancel every later one.
+     */
+    @Test
+    void aFaultReportedInARenewalRoundDoesNotStopLeaseRenewal() throws Exception {
+        try (HostDevice device = new HostDevice(dir); NodeLocalRegistry registry = NodeLocalRegistry.open(dir, 64)) {
+            AtomicInteger calls = new AtomicInteger();
+            Transport faulting = new TransportSpiTest.Custom(new DeviceIpcTransport(device), 1) {
+                @Override
+                public void evictStale() {
+                    if (calls.incrementAndGet() == 1) {
+                        throw new InternalError("a fault occurred in a recent unsafe memory access operation in"
+                                + " compiled Java code");
+                    }
+                }
+            };
+            try (KvFixture a = new KvFixture(device, DeviceBytes.HOST, false, registry, KvFixture.NS, t -> t,
+                    b -> b.poolBytes(4 * KvFixture.chunkBytes(KvFixture.LAYOUT, KvFixture.CHUNK))
+                            .transports(List.of(faulting)).offerLeaseMillis(300))) {
+                int[] blocks = KvPattern.range(0, 4);
+                a.fill(blocks, 4, 1);
+                assertEquals(2, a.market.export(KvFixture.tokens(64, 1), 64, blocks).chunksPublished());
+                ChunkKey k = a.market.hasher().keys(KvFixture.tokens(64, 1), 64)[0];
+                Thread.sleep(1500); // five lease lengths; renewal runs every 100 ms
+                assertNotNull(registry.lookup(k), "the offer expired: renewal stopped after a fault was reported ("
+                        + calls.get() + " rounds in 1.5 s)");
+            }
+        }
+    }
 }
