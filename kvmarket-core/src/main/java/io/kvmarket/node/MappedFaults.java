@@ -16,8 +16,8 @@ public final class MappedFaults {
     }
 
     /**
-     * For handlers of a call over mapped memory: {@code e} unless it is a RuntimeException or such a fault, which the
-     * JVM may report after the call returned, in its caller.
+     * For handlers of a call over mapped memory: rethrows {@code e} when it is an Error other than such a fault, which
+     * the JVM may report after the call returned, in its caller.
      */
     public static void rethrowUnlessFault(Throwable e) {
         if (e instanceof Error && !isFault(e)) {

@@ -9,6 +9,7 @@ import io.kvmarket.testkit.RedisCluster;
 import io.kvmarket.testkit.RedisServer;
 import io.kvmarket.testkit.RegistryContractTest;
 import io.lettuce.core.cluster.SlotHash;
+import org.junit.jupiter.api.BeforeEach;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.Timeout;
 import org.junit.jupiter.api.io.TempDir;
@@ -35,10 +36,14 @@ class RedisClusterFaultsTest {
     @TempDir
     Path dir;
 
-    @Test
-    void aKilledMasterIsARegistryFailureNotAHang() throws Exception {
+    @BeforeEach
+    void needsRedis() {
         assumeTrue(RedisCluster.installed(),
                 "redis-server or redis-cli is not installed here; the Redis Cluster registry tests are skipped");
+    }
+
+    @Test
+    void aKilledMasterIsARegistryFailureNotAHang() throws Exception {
         try (RedisCluster cluster = RedisCluster.start(dir, 3);
              RedisRegistry registry = RedisRegistry.open(cluster.uri(), "faults")) {
             ChunkKey[] keys = RegistryContractTest.keys(12);
@@ -76,8 +81,6 @@ class RedisClusterFaultsTest {
      */
     @Test
     void aLookupKeyByKeyStopsAtTheFirstWindowADeadMasterLeftUnanswered() throws Exception {
-        assumeTrue(RedisCluster.installed(),
-                "redis-server or redis-cli is not installed here; the Redis Cluster registry tests are skipped");
         try (RedisCluster cluster = RedisCluster.start(dir, 3);
              RedisRegistry registry = RedisRegistry.open(cluster.uri(), "faults")) {
             ChunkKey[] keys = RegistryContractTest.keys(3 * RedisRegistry.PIPELINE_WINDOW);
