@@ -129,7 +129,7 @@ final class OfferCodec {
     }
 
     /**
-     * The offer a record holds for {@code key}.
+     * The offer a record holds for {@code key}, its identity read in place.
      *
      * @throws IllegalArgumentException when the bytes are not a record of this format for this key (foreign or
      *                                  damaged data)
@@ -139,22 +139,12 @@ final class OfferCodec {
         if (h == null) {
             throw new IllegalArgumentException("not a kvmarket record (lease,pins,pin expiry,last pinned;identity)");
         }
-        return decode(key, h.identity(record), h.leaseExpiryMs());
-    }
-
-    /**
-     * The offer stored for {@code key}.
-     *
-     * @throws IllegalArgumentException when the bytes are not an offer of this format for this key (foreign or
-     *                                  damaged data)
-     */
-    static Offer decode(ChunkKey key, byte[] identity, long leaseExpiryMs) {
-        if (identity.length < FIXED || identity[0] != VERSION) {
+        int at = h.identityAt();
+        if (record.length - at < FIXED || record[at] != VERSION) {
             throw new IllegalArgumentException("not a kvmarket offer (format " + VERSION + ")");
         }
         try {
-            ByteBuffer b = ByteBuffer.wrap(identity).order(ByteOrder.LITTLE_ENDIAN);
-            b.get();
+            ByteBuffer b = ByteBuffer.wrap(record, at + 1, record.length - at - 1).order(ByteOrder.LITTLE_ENDIAN);
             ChunkKey stored = new ChunkKey(b.getLong(), b.getLong());
             if (!stored.equals(key)) {
                 throw new IllegalArgumentException("offer of " + stored + " stored under " + key);
@@ -169,8 +159,8 @@ final class OfferCodec {
             if (n != b.remaining()) {
                 throw new IllegalArgumentException("endpoints of " + n + " bytes in " + b.remaining());
             }
-            return new Offer(key, nodeId, owner, Endpoint.decode(identity, FIXED, n), offset, length, fingerprint,
-                    generation, leaseExpiryMs);
+            return new Offer(key, nodeId, owner, Endpoint.decode(record, at + FIXED, n), offset, length, fingerprint,
+                    generation, h.leaseExpiryMs());
         } catch (BufferUnderflowException e) {
             throw new IllegalArgumentException("damaged offer: " + e, e);
         }
